@@ -1,0 +1,1 @@
+"""The harness: sweeps, the correctness gate, timing, the runner, results and reports."""

@@ -1,0 +1,39 @@
+import torch
+import torch.nn.functional as F
+
+from kernels.spec import Inputs, OpSpec, elt_size, randn
+
+IGNORE_INDEX = -1
+
+
+class CrossEntropySpec(OpSpec):
+    name = "cross_entropy"
+    shape_keys = ("M", "V")
+    bound = "memory"
+
+    def make_inputs(self, shape, dtype, device, gen):
+        s = self.full_shape(shape)
+        logits = randn((s["M"], s["V"]), dtype, device, gen, scale=3.0)
+        targets = torch.randint(0, s["V"], (s["M"],), generator=gen, device=device)
+        # about one row in 16 is ignored, so every impl's ignore path is checked
+        ignored = torch.rand((s["M"],), generator=gen, device=device) < 1 / 16
+        targets[ignored] = IGNORE_INDEX
+        return Inputs((logits, targets), {}, grad_args=(0,))
+
+    def math(self, logits, targets):
+        return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
+
+    def flops(self, shape, pass_):
+        s = self.full_shape(shape)
+        return s["M"] * s["V"] * (4.0 if pass_ == "fwd" else 8.0)
+
+    def bytes(self, shape, dtype, pass_):
+        s = self.full_shape(shape)
+        # fwd reads the logits once; a fused fwd+bwd reads them once more and writes their gradient
+        return s["M"] * s["V"] * elt_size(dtype) * (1 if pass_ == "fwd" else 3)
+
+    def grad_names(self):
+        return {0: "dlogits"}
+
+
+SPEC = CrossEntropySpec()

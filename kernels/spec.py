@@ -1,0 +1,130 @@
+"""What an op is, independent of how it is implemented: inputs, a high-precision reference, tolerances,
+and the work it does (FLOPs and the fewest bytes it must move) for TFLOP/s, GB/s and roofline fractions."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from kernels.registry import DTYPES
+
+
+@dataclasses.dataclass
+class Inputs:
+    args: tuple            # tensors (and other positional values) passed to the op
+    kwargs: dict           # non-tensor options, e.g. causal=True
+    grad_args: tuple = ()  # indices of args that receive gradients in the fwd+bwd pass
+
+    def detached(self, requires_grad: bool) -> "Inputs":
+        args = tuple(
+            a.detach().requires_grad_(requires_grad and i in self.grad_args) if isinstance(a, torch.Tensor) else a
+            for i, a in enumerate(self.args))
+        return Inputs(args, dict(self.kwargs), self.grad_args)
+
+
+# Max relative L2 error ||out - ref|| / ||ref|| accepted per dtype.
+COMPUTE_TOL = {"fp32": 2e-3, "fp16": 5e-3, "bf16": 2e-2}   # tf32 dots allowed for fp32
+MEMORY_TOL = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.2e-2}
+GRAD_FACTOR = 2.0
+
+
+class OpSpec:
+    name: str = ""
+    shape_keys: tuple[str, ...] = ()
+    shape_defaults: dict[str, Any] = {}
+    bound: str = "memory"             # "compute": report TFLOP/s; "memory": GB/s
+    chunk_dim0: bool = False          # rows of dim 0 are independent: the reference may be computed in slices
+
+    # --- to implement per op ---
+    def make_inputs(self, shape: dict, dtype: str, device: str, gen: torch.Generator) -> Inputs:
+        raise NotImplementedError
+
+    def math(self, *args, **kwargs):
+        """The op in plain torch, run by the reference on upcast inputs."""
+        raise NotImplementedError
+
+    def flops(self, shape: dict, pass_: str) -> float:
+        raise NotImplementedError
+
+    def bytes(self, shape: dict, dtype: str, pass_: str) -> float:
+        raise NotImplementedError
+
+    # --- shared machinery ---
+    def full_shape(self, shape: dict) -> dict:
+        missing = [k for k in self.shape_keys if k not in shape]
+        if missing:
+            raise ValueError(f"{self.name}: shape lacks {missing} (needs {list(self.shape_keys)})")
+        extra = [k for k in shape if k not in self.shape_keys and k not in self.shape_defaults]
+        if extra:
+            raise ValueError(f"{self.name}: unknown shape keys {extra} (takes {list(self.shape_keys) + list(self.shape_defaults)})")
+        return {**self.shape_defaults, **shape}
+
+    def label(self, shape: dict) -> str:
+        s = self.full_shape(shape)
+        return " ".join(f"{k}{'' if not isinstance(v, bool) else '='}{v}" for k, v in s.items())
+
+    def x_value(self, shape: dict) -> float:
+        """Where a point sits on a chart's x axis (problem size)."""
+        return float(math.prod(v for v in self.full_shape(shape).values() if isinstance(v, int) and not isinstance(v, bool)))
+
+    def tolerance(self, dtype: str, grad: bool = False) -> float:
+        base = (COMPUTE_TOL if self.bound == "compute" else MEMORY_TOL)[dtype]
+        return base * (GRAD_FACTOR if grad else 1.0)
+
+    def element_count(self, inputs: Inputs) -> int:
+        return sum(a.numel() for a in inputs.args if isinstance(a, torch.Tensor))
+
+    def reference(self, inputs: Inputs, grad_out: torch.Tensor | None = None, out_like: torch.Tensor | None = None):
+        """(out, {arg_index: grad}) in float64 (float32 for large problems) from `math` on upcast inputs."""
+        ref_dtype = torch.float64 if self.element_count(inputs) <= (1 << 26) else torch.float32
+        n0 = next(a for a in inputs.args if isinstance(a, torch.Tensor)).shape[0]
+        step = n0
+        if self.chunk_dim0:
+            step = max(1, min(n0, int(n0 * (1 << 26) / max(1, self._ref_elements(inputs)))))
+        outs, grads = [], {}
+        for s in range(0, n0, step):
+            sl = slice(s, s + step) if self.chunk_dim0 else slice(None)
+            args = []
+            for i, a in enumerate(inputs.args):
+                if isinstance(a, torch.Tensor):
+                    a = a[sl] if self.chunk_dim0 else a
+                    a = a.detach().to(ref_dtype) if a.is_floating_point() else a
+                    if grad_out is not None and i in inputs.grad_args:
+                        a.requires_grad_(True)
+                args.append(a)
+            with torch.autocast(device_type=args[0].device.type, enabled=False):
+                out = self.math(*args, **inputs.kwargs)
+            if grad_out is not None:
+                g = grad_out[sl] if self.chunk_dim0 else grad_out
+                out.backward(g.to(ref_dtype))
+                for i in inputs.grad_args:
+                    grads.setdefault(i, []).append(args[i].grad.detach())
+            outs.append(out.detach())
+            if not self.chunk_dim0:
+                break
+        out = torch.cat(outs) if self.chunk_dim0 else outs[0]
+        return out, {i: (torch.cat(g) if self.chunk_dim0 else g[0]) for i, g in grads.items()}
+
+    def _ref_elements(self, inputs: Inputs) -> int:
+        return self.element_count(inputs)
+
+    def grad_names(self) -> dict[int, str]:
+        return {}
+
+
+def gen_for(seed: int, device: str) -> torch.Generator:
+    g = torch.Generator(device=device if device.startswith("cuda") else "cpu")
+    g.manual_seed(seed)
+    return g
+
+
+def randn(shape, dtype, device, gen, scale=1.0, shift=0.0):
+    """Random normal on the device (fresh per call, never zeros)."""
+    t = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+    return (t * scale + shift).to(DTYPES[dtype] if isinstance(dtype, str) else dtype)
+
+
+def elt_size(dtype: str) -> int:
+    return torch.empty((), dtype=DTYPES[dtype]).element_size()
