@@ -65,6 +65,7 @@ class KernelImpl:
     # kernel, with keys kernel, status ("ok" | "compile_error" | "unsupported"), message, compile_s,
     # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/static.py.
     aot: Callable[[dict, str], list[dict]] | None = None
+    picked: Callable[[], dict] | None = None   # the config the last call used (after autotuning)
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
