@@ -63,7 +63,9 @@ class OpSpec:
 
     def label(self, shape: dict) -> str:
         s = self.full_shape(shape)
-        return " ".join(f"{k}{'' if not isinstance(v, bool) else '='}{v}" for k, v in s.items())
+        parts = [f"{k}{s[k]}" for k in self.shape_keys]
+        parts += [k if s[k] is True else f"no-{k}" if s[k] is False else f"{k}={s[k]}" for k in self.shape_defaults]
+        return " ".join(parts)
 
     def x_value(self, shape: dict) -> float:
         """Where a point sits on a chart's x axis (problem size)."""

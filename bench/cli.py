@@ -1,0 +1,216 @@
+"""run_bench.py: run sweeps, list what exists, build reports, compile for other GPUs, diagnose the machine."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXIT_USAGE = 2
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="run_bench.py", description="tilebench: is my cuTile kernel faster than "
+                                "Triton, than PyTorch, than cuDNN, on this GPU and the next?")
+    p.add_argument("--sweep", action="append", default=[], metavar="NAME", help="sweep to run (repeatable)")
+    p.add_argument("--sweeps-file", default=os.path.join(REPO, "sweeps.yaml"), metavar="PATH")
+    p.add_argument("--list", action="store_true", help="list sweeps, ops and impls with availability")
+    p.add_argument("--impl", action="append", default=[], metavar="NAME", help="only these impls (repeatable)")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if present)")
+    p.add_argument("--quick", action="store_true", help="a few points per sweep")
+    p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<sweeps>_<device>)")
+    p.add_argument("--resume", action="store_true", help="skip points already in the results file")
+    p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files or folders")
+    p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
+    p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
+    p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
+    p.add_argument("--doctor", action="store_true", help="diagnose the GPU, cuTile, tileiras, Triton, peers")
+    p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
+    p.add_argument("--budget", type=float, default=None, metavar="S", help="timing budget per point, seconds")
+    p.add_argument("--compile-timeout", type=float, default=None, metavar="S", help="cuTile compiler timeout")
+    p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic slices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
+    p.add_argument("--no-report", action="store_true")
+    return p.parse_args(argv)
+
+
+def die(msg: str) -> int:
+    print(f"run_bench.py: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def pick_device(arg: str | None) -> str:
+    import torch
+    if arg:
+        return arg
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_slug(device: str) -> str:
+    from bench import devinfo
+    name = devinfo.static_info(device).get("device_name", device)
+    name = "cpu" if name.startswith("CPU") else name
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
+def cmd_list(sweeps, device: str) -> int:
+    from bench import sweeps as sw
+    from kernels import registry
+    print(f"device: {device}")
+    print("\nsweeps:")
+    for name, s in sweeps.items():
+        if s.op:
+            n = len(sw.points(s, device)) if s.op else 0
+            print(f"  {name:14s} op={s.op:14s} {n:5d} points here   {s.extra.get('description', '') if False else ''}")
+        else:
+            print(f"  {name:14s} includes {', '.join(s.include)}")
+    print("\nops and impls:")
+    for r in registry.table(device):
+        state = "available" if r["status"] == "available" else f"unavailable: {r['reason']}"
+        print(f"  {r['op']:14s} {r['impl']:15s} {r['kind']:9s} {state}")
+        if r["params"]:
+            print(f"  {'':14s} {'':15s} tile params: {r['params']}")
+    return 0
+
+
+def _results_files(paths):
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, names in os.walk(p):
+                files += [os.path.join(root, n) for n in names if n.endswith(".jsonl")]
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(p)
+    return sorted(files)
+
+
+def cmd_report(paths, report_dir) -> int:
+    from bench import report
+    try:
+        files = _results_files(paths)
+    except FileNotFoundError as e:
+        return die(f"no such results file or folder: {e}")
+    if not files:
+        return die(f"no .jsonl result files in {' '.join(paths)}")
+    name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
+        os.path.basename(os.path.dirname(os.path.abspath(files[0])))
+    out = report_dir or os.path.join(REPO, "reports", name)
+    path = report.build(files, out)
+    print(f"report: {path}")
+    return 0
+
+
+def _fresh_results_file(out_dir: str, resume: bool) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.jsonl")
+    if os.path.exists(path) and not resume:
+        # never lose measured results: keep the old file beside the new one
+        stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y%m%d-%H%M%S")
+        os.replace(path, os.path.join(out_dir, f"results.{stamp}.jsonl"))
+    return path
+
+
+def cmd_static(args) -> int:
+    from bench import static
+    from bench.store import ResultStore
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    bad = [a for a in archs if not re.fullmatch(r"sm_\d+a?", a)]
+    if bad:
+        return die(f"--arch: {bad[0]!r} is not an arch like sm_90")
+    out_dir = args.out or os.path.join(REPO, "results", "static")
+    store = ResultStore(_fresh_results_file(out_dir, args.resume))
+    rows = static.run(archs, store, impls=args.impl or None, quick=args.quick)
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        print(df.pivot_table(index=["op", "impl"], columns="arch", values="status",
+                             aggfunc=lambda v: f"{(v == 'ok').sum()}/{len(v)}").to_string())
+    print(f"results: {store.path}")
+    if not args.no_report:
+        cmd_report([store.path], args.report_dir)
+    failed = df[~df["status"].isin(["ok", "unsupported", "unavailable"])] if not df.empty else df
+    return 1 if (args.strict and len(failed)) else 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.compile_timeout is not None:
+        os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
+    if args.doctor:
+        from bench import doctor
+        return doctor.main(args.device)
+    if args.report:
+        return cmd_report(args.report, args.report_dir)
+    if args.static:
+        return cmd_static(args)
+
+    from bench import sweeps as sw
+    try:
+        sweeps = sw.load(args.sweeps_file)
+    except sw.SweepError as e:
+        return die(str(e))
+    device = pick_device(args.device)
+    if device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            return die(f"--device {device}: no CUDA device here (torch.cuda.is_available() is False)")
+    if args.list:
+        return cmd_list(sweeps, device)
+    if not args.sweep:
+        return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --static "
+                   "or --doctor")
+    try:
+        chosen = sw.resolve_names(sweeps, args.sweep)
+    except sw.SweepError as e:
+        return die(str(e))
+    from kernels import registry
+    known_impls = set(registry.all_impl_names()) | set(sw.E2E_BACKENDS)
+    for i in args.impl:
+        if i not in known_impls:
+            return die(f"unknown impl {i!r}; known: {', '.join(sorted(known_impls))}")
+
+    def resolver(op, name):
+        r = registry.resolve(op, name, device)
+        return r.impl
+    points = []
+    for s in chosen:
+        points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver)
+    if args.shard:
+        m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
+        if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
+            return die(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
+        points = sw.shard(points, int(m.group(1)), int(m.group(2)))
+    if not points:
+        return die("the selection has no points (check --impl and the sweep's impls)")
+
+    from bench import report, runner
+    from bench.store import ResultStore
+    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + device_slug(device) + \
+        (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
+    out_dir = args.out or os.path.join(REPO, "results", run_name)
+    store = ResultStore(_fresh_results_file(out_dir, args.resume))
+    if args.resume:
+        done = store.done_ids()
+        skipped = [p for p in points if p["point_id"] in done]
+        points = [p for p in points if p["point_id"] not in done]
+        print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
+    print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
+    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed)
+    try:
+        runner.run(points, device, store, opts)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    rows = store.rows()
+    print(report.summary_table(rows))
+    print(f"results: {store.path}")
+    if not args.no_report:
+        path = report.build([store.path], args.report_dir or os.path.join(REPO, "reports", run_name))
+        print(f"report: {path}")
+    bad = [r for r in rows if r.get("status") in ("wrong", "error", "compile_error")]
+    return 1 if (args.strict and bad) else 0

@@ -1,0 +1,187 @@
+"""What ran where: device, software and clock state for every result row, and the device's measured peaks."""
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib.metadata
+import os
+import platform
+import socket
+import subprocess
+import time
+
+import torch
+
+# Clock-event reasons that mean the GPU slowed itself down (idle and app-clock settings are not throttling).
+_THROTTLE_BITS = {
+    0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
+}
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _nvml():
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:
+        return None
+
+
+def _nvml_handle(device: str):
+    nv = _nvml()
+    if nv is None or not device.startswith("cuda"):
+        return None, None
+    try:
+        idx = torch.device(device).index or 0
+        # CUDA and NVML may number GPUs differently: match by PCI bus id
+        bus = torch.cuda.get_device_properties(idx).pci_bus_id if hasattr(torch.cuda.get_device_properties(idx), "pci_bus_id") else None
+        if bus:
+            return nv, nv.nvmlDeviceGetHandleByPciBusId(bus.encode() if isinstance(bus, str) else bus)
+        return nv, nv.nvmlDeviceGetHandleByIndex(idx)
+    except Exception:
+        try:
+            return nv, nv.nvmlDeviceGetHandleByIndex(torch.device(device).index or 0)
+        except Exception:
+            return None, None
+
+
+@functools.lru_cache(maxsize=None)
+def static_info(device: str) -> dict:
+    """Columns that stay the same for a whole run."""
+    from kernels import cutile_env
+    info = {
+        "device": device,
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "cuda_tile": _version("cuda-tile"),
+        "tileiras": cutile_env.tileiras_version() if cutile_env.import_error() is None else None,
+        "git_commit": git_commit(),
+        "cuda_runtime": torch.version.cuda,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        p = torch.cuda.get_device_properties(idx)
+        info.update({
+            "device_name": p.name,
+            "compute_capability": f"{p.major}.{p.minor}",
+            "arch": f"sm_{p.major}{p.minor}",
+            "sm_count": p.multi_processor_count,
+            "mem_total_gb": round(p.total_memory / 2**30, 1),
+        })
+        nv, h = _nvml_handle(device)
+        if h is not None:
+            try:
+                info["driver"] = nv.nvmlSystemGetDriverVersion()
+                info["sm_clock_max_mhz"] = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM)
+                info["mem_clock_max_mhz"] = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM)
+                info["power_limit_w"] = nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+            except Exception:
+                pass
+    else:
+        info.update({
+            "device_name": "CPU: " + (_cpu_model() or platform.processor() or platform.machine()),
+            "compute_capability": None, "arch": platform.machine(), "sm_count": os.cpu_count(),
+            "mem_total_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+            if hasattr(os, "sysconf") else None,
+            "driver": None,
+        })
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def sample(device: str) -> dict:
+    """Clocks, temperature, power and throttle reasons right now (empty on CPU or without NVML)."""
+    nv, h = _nvml_handle(device)
+    if h is None:
+        return {}
+    out = {}
+    for key, fn in (
+        ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+        ("mem_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
+        ("temp_c", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+        ("power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000),
+        ("throttle_reasons", lambda: nv.nvmlDeviceGetCurrentClocksEventReasons(h)
+         if hasattr(nv, "nvmlDeviceGetCurrentClocksEventReasons") else nv.nvmlDeviceGetCurrentClocksThrottleReasons(h)),
+    ):
+        try:
+            out[key] = fn()
+        except Exception:
+            pass
+    return out
+
+
+def throttle_names(reasons: int | None) -> list[str]:
+    if not reasons:
+        return []
+    return [name for bit, name in _THROTTLE_BITS.items() if reasons & bit]
+
+
+def point_state(before: dict, after: dict) -> dict:
+    """Per-point columns: state before/after and whether the point ran throttled."""
+    row = {f"{k}_before": v for k, v in before.items() if k != "throttle_reasons"}
+    row.update({f"{k}_after": v for k, v in after.items() if k != "throttle_reasons"})
+    names = sorted(set(throttle_names(before.get("throttle_reasons")) + throttle_names(after.get("throttle_reasons"))))
+    row["throttle"] = ",".join(names)
+    row["throttled"] = bool(names)
+    return row
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=None)
+def measured_peaks(device: str) -> dict:
+    """The two ceilings measured on this device at the start of a run: dense matmul TFLOP/s (bf16 on GPU,
+    fp32 on CPU) and copy bandwidth (bytes read + written). Roofline fractions divide by these."""
+    from bench.timing import measure
+    if device.startswith("cuda"):
+        n, dt, copy_bytes = 8192, torch.bfloat16, 1 << 30
+    else:
+        n, dt, copy_bytes = 1024, torch.float32, 1 << 27
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dt, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dt, generator=g)
+    t0 = time.perf_counter()
+    mm = measure(lambda: a @ b, device, budget_s=1.0, flush_l2=False)
+    src = torch.empty(copy_bytes // 4, device=device, dtype=torch.float32).normal_(generator=g)
+    dst = torch.empty_like(src)
+    cp = measure(lambda: dst.copy_(src), device, budget_s=1.0, flush_l2=False)
+    del a, b, src, dst
+    return {
+        "peak_tflops": 2 * n**3 / (mm.median_ms * 1e-3) / 1e12,
+        "peak_gbps": 2 * copy_bytes / (cp.median_ms * 1e-3) / 1e9,
+        "peak_dtype": "bf16" if device.startswith("cuda") else "fp32",
+        "peak_measure_s": round(time.perf_counter() - t0, 2),
+    }

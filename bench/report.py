@@ -1,0 +1,404 @@
+"""Reports: pandas tables and matplotlib charts from one or more result files, as an HTML page.
+
+Merging several files (two GPUs, shards of one sweep) is the same as reading one: every row carries its
+device, so tables and charts split by device where there is more than one."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.store import read_rows  # noqa: E402
+
+PEER_KINDS = ("peer",)
+OURS = ("triton", "cutile")
+
+
+def load(paths: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        for r in read_rows(p):
+            r.setdefault("source", os.path.basename(os.path.dirname(os.path.abspath(p))) or p)
+            rows.append(r)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for col in ("device_name", "mode", "config_label", "median_ms", "tflops", "gbps", "roofline_frac", "impl_kind",
+                "shape_label", "x", "message"):
+        if col not in df:
+            df[col] = None
+    df["device_name"] = df["device_name"].fillna("unknown device")
+    df["mode"] = df["mode"].fillna("kernel")
+    df["config_label"] = df["config_label"].fillna("default")
+    # the latest row wins when a point was measured twice (a resumed or repeated run)
+    if "point_id" in df:
+        df = df.drop_duplicates(subset=["point_id", "device_name", "mode"], keep="last")
+    return df
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[:80]
+
+
+def metric_of(bound: str) -> tuple[str, str]:
+    return ("tflops", "TFLOP/s") if bound == "compute" else ("gbps", "GB/s")
+
+
+def best_configs(ok: pd.DataFrame) -> pd.DataFrame:
+    """Per (device, op, shape, dtype, pass, impl): the fastest tile config."""
+    keys = ["device_name", "op", "shape_label", "dtype", "pass", "impl"]
+    idx = ok.groupby(keys)["median_ms"].idxmin()
+    return ok.loc[idx]
+
+
+def winners(best: pd.DataFrame) -> pd.DataFrame:
+    """Fastest correct impl per point, with its speedup over eager and over the best peer."""
+    out = []
+    for key, g in best.groupby(["device_name", "op", "shape_label", "dtype", "pass"], sort=False):
+        g = g.sort_values("median_ms")
+        top = g.iloc[0]
+        eager = g[g["impl"] == "eager"]["median_ms"]
+        peers = g[g["impl_kind"].isin(PEER_KINDS)]
+        metric, unit = metric_of(top.get("bound", "memory"))
+        out.append({
+            "device": key[0], "op": key[1], "shape": key[2], "dtype": key[3], "pass": key[4],
+            "winner": top["impl"], "ms": top["median_ms"], unit: top[metric],
+            "vs eager": (eager.iloc[0] / top["median_ms"]) if len(eager) else None,
+            "best peer": peers.iloc[0]["impl"] if len(peers) else None,
+            "vs best peer": (peers.iloc[0]["median_ms"] / top["median_ms"]) if len(peers) else None,
+            "roofline": top.get("roofline_frac"),
+            "x": top.get("x"),
+        })
+    return pd.DataFrame(out)
+
+
+def _fmt(df: pd.DataFrame) -> str:
+    def f(v):
+        if isinstance(v, float):
+            if v != v:
+                return ""
+            return f"{v:.4g}"
+        return v
+    return df.map(f).to_html(index=False, escape=True, border=0, classes="t", na_rep="")
+
+
+def _throughput_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
+    d = best[(best["op"] == op) & (best["device_name"] == device)]
+    if d.empty:
+        return False
+    combos = sorted(d.groupby(["dtype", "pass"]).groups)
+    metric, unit = metric_of(d["bound"].iloc[0])
+    fig, axes = plt.subplots(1, len(combos), figsize=(5.5 * len(combos), 4.2), squeeze=False)
+    for ax, (dtype, pass_) in zip(axes[0], combos):
+        g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
+        order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
+        for impl, gi in g.groupby("impl"):
+            gi = gi.set_index("shape_label").reindex(order)
+            style = "-o" if impl in OURS else ("--s" if impl == "eager" else ":^")
+            ax.plot(range(len(order)), gi[metric], style, label=impl, markersize=4)
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels(order, rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"{op} {dtype} {pass_}", fontsize=10)
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(device, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _speedup_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
+    d = best[(best["op"] == op) & (best["device_name"] == device)]
+    if d.empty or "eager" not in set(d["impl"]):
+        return False
+    combos = sorted(d.groupby(["dtype", "pass"]).groups)
+    fig, axes = plt.subplots(1, len(combos), figsize=(5.5 * len(combos), 4.2), squeeze=False)
+    for ax, (dtype, pass_) in zip(axes[0], combos):
+        g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
+        p = g.pivot_table(index="shape_label", columns="impl", values="median_ms", aggfunc="min")
+        if "eager" not in p:
+            continue
+        order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
+        sp = (1.0 / p.div(p["eager"], axis=0)).reindex(order).drop(columns=["eager"])
+        if sp.empty:
+            continue
+        sp.plot.bar(ax=ax, width=0.8)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_ylabel("speedup over eager (x)")
+        ax.set_title(f"{op} {dtype} {pass_}", fontsize=10)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=35)
+        ax.legend(fontsize=7)
+    fig.suptitle(device, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _roofline_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
+    d = best[(best["op"] == op) & (best["device_name"] == device) & best["roofline_frac"].notna()]
+    if d.empty:
+        return False
+    d = d.assign(case=d["shape_label"] + " " + d["dtype"] + " " + d["pass"])
+    p = d.pivot_table(index="case", columns="impl", values="roofline_frac", aggfunc="max")
+    fig, ax = plt.subplots(figsize=(min(18, 3 + 0.45 * len(p) * max(1, len(p.columns)) / 3), 4.2))
+    p.plot.bar(ax=ax, width=0.8)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel("fraction of measured roofline")
+    ax.set_title(f"{op}: achieved fraction of the device's measured peak (matmul TFLOP/s or copy GB/s)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=6, labelrotation=45)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _config_axes(cfgs: pd.Series) -> list[str]:
+    vals: dict[str, set] = {}
+    for c in cfgs:
+        for k, v in (c or {}).items():
+            vals.setdefault(k, set()).add(json.dumps(v))
+    return [k for k, v in sorted(vals.items(), key=lambda kv: -len(kv[1])) if len(v) > 1][:2]
+
+
+def _heatmaps(ok: pd.DataFrame, op: str, device: str, outdir: str, limit: int = 6) -> list[str]:
+    """Throughput over the two most varied tile-config axes, per (impl, shape, dtype, pass)."""
+    files = []
+    d = ok[(ok["op"] == op) & (ok["device_name"] == device)]
+    if "config" not in d:
+        return files
+    for key, g in d.groupby(["impl", "shape_label", "dtype", "pass"]):
+        if len(g) < 3:
+            continue
+        axes = _config_axes(g["config"])
+        if not axes:
+            continue
+        metric, unit = metric_of(g["bound"].iloc[0])
+        a0 = axes[0]
+        a1 = axes[1] if len(axes) > 1 else None
+        t = g.assign(_r=g["config"].map(lambda c: str((c or {}).get(a0))),
+                     _c=g["config"].map(lambda c: str((c or {}).get(a1)) if a1 else "-"))
+        p = t.pivot_table(index="_r", columns="_c", values=metric, aggfunc="max")
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(p.columns), 1.2 + 0.5 * len(p.index)))
+        im = ax.imshow(p.values, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(p.columns)), p.columns, fontsize=7)
+        ax.set_yticks(range(len(p.index)), p.index, fontsize=7)
+        ax.set_xlabel(a1 or "")
+        ax.set_ylabel(a0)
+        for i in range(p.shape[0]):
+            for j in range(p.shape[1]):
+                v = p.values[i, j]
+                if v == v:
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
+        fig.colorbar(im, ax=ax, label=unit)
+        ax.set_title(f"{key[0]} {key[1]} {key[2]} {key[3]}", fontsize=7)
+        fig.tight_layout()
+        name = f"heat_{_slug(op)}_{_slug(device)}_{_slug('_'.join(key))}.png"
+        fig.savefig(os.path.join(outdir, name), dpi=90)
+        plt.close(fig)
+        files.append(name)
+        if len(files) >= limit:
+            break
+    return files
+
+
+def _device_compare(best: pd.DataFrame) -> pd.DataFrame:
+    p = best.pivot_table(index=["op", "shape_label", "dtype", "pass", "impl"], columns="device_name",
+                         values="median_ms", aggfunc="min")
+    return p.reset_index()
+
+
+def _static_section(df: pd.DataFrame, outdir: str) -> str:
+    s = df[df["mode"] == "static"]
+    if s.empty:
+        return ""
+    cols = [c for c in ("op", "impl", "preset", "arch", "kernel", "status", "compile_s", "cubin_bytes", "registers",
+                        "smem_bytes", "spills", "message") if c in s]
+    parts = ["<h2>Ahead-of-time compilation per GPU generation (no GPU needed)</h2>"]
+    summary = s.pivot_table(index=["op", "impl"], columns="arch", values="status",
+                            aggfunc=lambda v: f"{(v == 'ok').sum()}/{len(v)} ok").reset_index()
+    parts.append(_fmt(summary))
+    okc = s[s["status"] == "ok"]
+    if not okc.empty and "compile_s" in okc:
+        p = okc.pivot_table(index=["op", "impl"], columns="arch", values="compile_s", aggfunc="sum")
+        fig, ax = plt.subplots(figsize=(9, 0.4 * len(p) + 2))
+        p.plot.barh(ax=ax)
+        ax.set_xlabel("compile time, all kernels and presets (s)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "static_compile_time.png"), dpi=90)
+        plt.close(fig)
+        parts.append('<img src="static_compile_time.png">')
+    parts.append("<details><summary>every kernel</summary>" + _fmt(s[cols]) + "</details>")
+    return "\n".join(parts)
+
+
+def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
+    e = df[df["op"] == "e2e"]
+    if e.empty:
+        return ""
+    cols = [c for c in ("device_name", "shape_label", "impl", "status", "ms_per_step", "tokens_per_s", "model_tflops",
+                        "mfu", "peak_mem_bytes", "compile_s", "fallbacks", "message") if c in e]
+    parts = ["<h2>End to end: training steps</h2>", _fmt(e[cols])]
+    ok = e[e["status"] == "ok"]
+    if not ok.empty and "tokens_per_s" in ok:
+        p = ok.pivot_table(index=["device_name", "shape_label"], columns="impl", values="tokens_per_s", aggfunc="max")
+        fig, ax = plt.subplots(figsize=(9, 4))
+        p.plot.bar(ax=ax)
+        ax.set_ylabel("tokens/s")
+        ax.tick_params(axis="x", labelsize=7, labelrotation=20)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "e2e_tokens.png"), dpi=90)
+        plt.close(fig)
+        parts.append('<img src="e2e_tokens.png">')
+    if "breakdown" in ok and ok["breakdown"].notna().any():
+        bd = pd.DataFrame([{**(b or {}), "case": f"{r['shape_label']} {r['impl']}"} for b, (_, r)
+                           in zip(ok["breakdown"], ok.iterrows()) if isinstance(b, dict)]).set_index("case")
+        if not bd.empty:
+            fig, ax = plt.subplots(figsize=(10, 0.45 * len(bd) + 2))
+            bd.plot.barh(stacked=True, ax=ax)
+            ax.set_xlabel("ms per step, by op")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            fig.savefig(os.path.join(outdir, "e2e_breakdown.png"), dpi=90)
+            plt.close(fig)
+            parts.append("<h3>Where a step's time goes</h3><img src=\"e2e_breakdown.png\">")
+    if "losses" in ok and ok["losses"].notna().any():
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for _, r in ok.iterrows():
+            if isinstance(r.get("losses"), list) and r["losses"]:
+                it, loss = zip(*r["losses"])
+                ax.plot(it, loss, label=f"{r['shape_label']} {r['impl']}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("train loss")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "e2e_losses.png"), dpi=90)
+        plt.close(fig)
+        parts.append("<h3>Loss curves</h3><img src=\"e2e_losses.png\">")
+    return "\n".join(parts)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1500px}
+table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}table.t td,table.t th{border:1px solid #ccc;padding:2px 6px}
+table.t th{background:#f0f0f0}img{max-width:100%;margin:.4em 0}h2{border-bottom:2px solid #444;margin-top:1.6em}
+.note{color:#555;font-size:13px}details{margin:.5em 0}"""
+
+
+def build(paths: list[str], outdir: str) -> str:
+    """Write outdir/index.html (and PNGs) from result files; returns the HTML path."""
+    os.makedirs(outdir, exist_ok=True)
+    df = load(paths)
+    parts = [f"<html><head><meta charset='utf-8'><title>tilebench report</title><style>{CSS}</style></head><body>",
+             "<h1>tilebench report</h1>"]
+    if df.empty:
+        parts.append("<p>No results in: " + html.escape(", ".join(paths)) + "</p>")
+        return _write(outdir, parts)
+    meta_cols = [c for c in ("device_name", "arch", "sm_count", "mem_total_gb", "driver", "torch", "triton", "cuda_tile",
+                             "tileiras", "git_commit", "host", "peak_tflops", "peak_gbps") if c in df]
+    meta = df.groupby("device_name", dropna=False)[meta_cols[1:]].first().reset_index()
+    dates = df.groupby("device_name")["date"].agg(["min", "max"]).reset_index() if "date" in df else None
+    parts.append("<h2>What ran where</h2>" + _fmt(meta))
+    if dates is not None:
+        parts.append("<p class='note'>Dates (UTC): " + "; ".join(f"{html.escape(r['device_name'])}: {r['min']} to {r['max']}"
+                                                          for _, r in dates.iterrows()) + "</p>")
+    parts.append("<p class='note'>Times are medians of CUDA-event-timed calls with the L2 flushed before each (CPU: "
+                 "monotonic clock), after a correctness gate against a float64/float32 reference. Peaks are the matmul "
+                 "and copy rates measured on the device at the start of the run. Rows flagged throttled ran while the "
+                 "GPU reported a power or thermal slowdown. Triton under TRITON_INTERPRET=1 (CPU) is for correctness, "
+                 "not speed.</p>")
+    k = df[(df["mode"] == "kernel") & (df["op"] != "e2e")]
+    counts = k.pivot_table(index=["op", "impl"], columns="status", values="point_id", aggfunc="count", fill_value=0) \
+        if not k.empty else pd.DataFrame()
+    if not counts.empty:
+        reasons = k[k["status"] == "unavailable"].groupby(["op", "impl"])["message"].first()
+        counts = counts.reset_index()
+        counts["why not available"] = [reasons.get((o, i), "") for o, i in zip(counts["op"], counts["impl"])]
+        parts.append("<h2>Implementations and point status</h2>" + _fmt(counts))
+    ok = k[(k["status"] == "ok") & k["median_ms"].notna()]
+    if not ok.empty:
+        best = best_configs(ok)
+        w = winners(best)
+        parts.append("<h2>Who wins where</h2><p class='note'>Fastest correct impl per point (best tile config), "
+                     "its speedup over eager and over the fastest peer (cuDNN/flash SDPA, TileGym, Liger, "
+                     "torch.compile).</p>" + _fmt(w.drop(columns=["x"])))
+        if best["device_name"].nunique() > 1:
+            parts.append("<h2>Across devices (median ms, best config)</h2>" + _fmt(_device_compare(best)))
+        for op in [o for o in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy") if o in set(best["op"])] + \
+                sorted(set(best["op"]) - {"fmha", "layer_norm", "gelu", "linear", "cross_entropy"}):
+            parts.append(f"<h2>{html.escape(op)}</h2>")
+            for dev in best[best["op"] == op]["device_name"].unique():
+                tag = f"{_slug(op)}_{_slug(dev)}"
+                if _throughput_chart(best, op, dev, os.path.join(outdir, f"tput_{tag}.png")):
+                    parts.append(f'<img src="tput_{tag}.png">')
+                if _speedup_chart(best, op, dev, os.path.join(outdir, f"speedup_{tag}.png")):
+                    parts.append(f'<img src="speedup_{tag}.png">')
+                if _roofline_chart(best, op, dev, os.path.join(outdir, f"roofline_{tag}.png")):
+                    parts.append(f'<img src="roofline_{tag}.png">')
+                for h in _heatmaps(ok, op, dev, outdir):
+                    parts.append(f'<img src="{h}">')
+            cols = [c for c in ("device_name", "shape_label", "dtype", "pass", "impl", "config_label", "median_ms",
+                                "q1_ms", "q3_ms", "reps", "tflops", "gbps", "roofline_frac", "compile_s", "extra_mem_bytes",
+                                "err_ratio", "throttled", "picked_config") if c in ok]
+            parts.append("<details><summary>all measurements</summary>" +
+                         _fmt(ok[ok["op"] == op][cols].sort_values(["device_name", "shape_label", "dtype", "pass", "median_ms"]))
+                         + "</details>")
+    bad = k[k["status"].isin(["wrong", "error", "compile_error", "oom", "unsupported"])]
+    if not bad.empty:
+        cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status", "message")
+                if c in bad]
+        parts.append("<h2>Points that did not produce a time</h2><p class='note'>wrong = failed the correctness gate "
+                     "(never timed); unsupported = the impl declines the shape/dtype.</p>" + _fmt(bad[cols]))
+    parts.append(_static_section(df, outdir))
+    parts.append(_e2e_section(df, outdir))
+    return _write(outdir, parts)
+
+
+def _write(outdir, parts) -> str:
+    parts.append("</body></html>")
+    path = os.path.join(outdir, "index.html")
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
+    return path
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The stdout summary at the end of a run: per point, each impl's median ms, fastest first."""
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return "no points ran"
+    lines = []
+    st = df["status"].value_counts().to_dict()
+    lines.append("status: " + ", ".join(f"{k} {v}" for k, v in st.items()))
+    not_run = df[df["status"].isin(["unavailable"])].drop_duplicates(["op", "impl"])
+    if not not_run.empty:
+        lines.append("not run here:")
+        lines += [f"  {r['op']}/{r['impl']}: {r['message']}" for _, r in not_run.iterrows()]
+    failed = df[df["status"].isin(["wrong", "error", "compile_error", "oom"])]
+    if not failed.empty:
+        lines.append("failed points:")
+        lines += [f"  {r['op']}/{r['impl']} {r.get('dtype')} {r.get('pass')} {r.get('shape_label', '')}: {r['status']}: "
+                  f"{str(r['message'])[:120]}" for _, r in failed.head(30).iterrows()]
+    if "median_ms" not in df:
+        return "\n".join(lines)
+    ok = df[(df["status"] == "ok") & df["median_ms"].notna()]
+    if ok.empty:
+        return "\n".join(lines)
+    ok = ok.assign(device_name=ok.get("device_name", "device"), config_label=ok.get("config_label", "default"))
+    best = best_configs(ok)
+    piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values="median_ms", aggfunc="min")
+    piv["fastest"] = piv.idxmin(axis=1)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500,
+                           "display.float_format", lambda v: f"{v:.4g}"):
+        lines.append("median ms per call (best tile config); fastest correct impl last column:")
+        lines.append(piv.to_string())
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""The sweep runner: every point ends with a status and one bad point never stops the sweep.
+
+Per point: resolve the impl (unavailable?), ask whether it takes the shape (unsupported?), time the
+first call apart (compile/autotune), run the correctness gate (wrong points are not timed), then time
+it, read peak memory and the GPU's clocks before and after, and append the row to disk."""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+import time
+import traceback
+
+import torch
+
+from bench import check as checking
+from bench import devinfo, timing
+from kernels import registry
+from kernels.spec import gen_for
+
+STATUSES = ("ok", "wrong", "unsupported", "unavailable", "compile_error", "oom", "error")
+
+
+@dataclasses.dataclass
+class Options:
+    budget_s: float | None = None     # per point timing budget; default 1 s on GPU, 0.3 s on CPU
+    cuda_graph: bool = False
+    seed: int = 0
+    measure_peaks: bool = True
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status, one-line message) for an exception raised while running a point."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = f"{name}: {text}"[:500]
+    if isinstance(exc, registry.Unsupported):
+        return "unsupported", text[:500]
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom", msg
+    mod = type(exc).__module__ or ""
+    if "Compil" in name or "compiler" in mod or name in ("TileCompilerTimeoutError", "TileCompilerExecutionError",
+                                                          "TileSyntaxError", "TileTypeError", "TileError"):
+        return "compile_error", msg
+    return "error", msg
+
+
+def _seed_of(point: dict, base: int) -> int:
+    return (int(point["point_id"][:8], 16) + base) % (2**31)
+
+
+def _shape_label(spec, shape):
+    try:
+        return spec.label(shape)
+    except Exception:
+        return str(shape)
+
+
+def run_point(point: dict, device: str, opts: Options) -> dict:
+    t_start = time.perf_counter()
+    row = dict(point)
+    if point["op"] == "e2e":
+        return _run_e2e(point, device, opts, row, t_start)
+    op, name, dtype, pass_ = point["op"], point["impl"], point["dtype"], point["pass"]
+    spec = registry.spec_of(op)
+    shape = spec.full_shape(point["shape"])
+    row.update(shape_label=_shape_label(spec, shape), x=spec.x_value(shape), bound=spec.bound,
+               flops=spec.flops(shape, pass_), bytes=spec.bytes(shape, dtype, pass_))
+    res = registry.resolve(op, name, device)
+    row["impl_kind"] = res.impl.kind if res.impl else None
+    if not res.ok:
+        return _finish(row, "unavailable", res.reason, t_start)
+    impl = res.impl
+    why = impl.why_not(shape, dtype, device, pass_)
+    if why:
+        return _finish(row, "unsupported", why, t_start)
+    cfg_in = dict(point.get("config") or {})
+    if "__missing_preset__" in cfg_in:
+        return _finish(row, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} "
+                                     f"(has: {', '.join(impl.presets) or 'none'})", t_start)
+    try:
+        cfg = impl.config(cfg_in)
+    except ValueError as e:
+        return _finish(row, "error", f"bad tile config: {e}", t_start)
+    row["config_full"] = cfg
+    row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
+    state_before = devinfo.sample(device)
+    try:
+        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed))
+    except BaseException as e:  # noqa: BLE001 - a point's failure is data
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        status, msg = classify(e)
+        row["traceback"] = "".join(traceback.format_exception_only(type(e), e))[-2000:]
+        _finish(row, status, msg, t_start)
+    finally:
+        _free(device)
+    row.update(devinfo.point_state(state_before, devinfo.sample(device)))
+    if "status" not in row:
+        _finish(row, "ok", row.pop("_msg", ""), t_start)
+    return row
+
+
+def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
+    fn = impl.fn
+    gen = gen_for(seed, device)
+    inputs = spec.make_inputs(shape, dtype, device, gen)
+    # 1. the first call alone: JIT compile, autotune, module load
+    grad_out = None
+    if pass_ == "fwd+bwd":
+        with torch.no_grad():
+            probe = fn(*inputs.args, **inputs.kwargs, **cfg)
+        grad_out = checking.grad_out_for(probe, gen)
+        del probe
+
+    def call_once():
+        return checking.run_once(fn, inputs, pass_, cfg, grad_out)
+    row["compile_s"] = timing.first_call_s(call_once, device)
+    if impl.picked is not None:
+        try:
+            row["picked_config"] = impl.picked()
+        except Exception:
+            pass
+    # 2. the correctness gate, on fresh inputs with poisoned outputs
+    res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1)
+    row.update(res.as_row())
+    if not res.ok:
+        row["status"], row["message"] = "wrong", res.message
+        return
+    # 3. memory of one call beyond the inputs
+    if device.startswith("cuda"):
+        _free(device)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = call_once()
+        torch.cuda.synchronize()
+        row["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
+        row["extra_mem_bytes"] = torch.cuda.max_memory_allocated() - base
+        del out
+    # 4. timing
+    budget = opts.budget_s if opts.budget_s is not None else (1.0 if device.startswith("cuda") else 0.3)
+    if pass_ == "fwd":
+        args = inputs.detached(requires_grad=False).args
+
+        def target():
+            with torch.no_grad():
+                return fn(*args, **inputs.kwargs, **cfg)
+        setup = None
+    else:
+        inp = inputs.detached(requires_grad=True)
+        leaves = [inp.args[i] for i in inputs.grad_args]
+
+        def target():
+            fn(*inp.args, **inp.kwargs, **cfg).backward(grad_out)
+
+        def setup():
+            for t in leaves:
+                t.grad = None
+    stats = timing.measure(target, device, setup=setup, budget_s=budget,
+                           cuda_graph=opts.cuda_graph and device.startswith("cuda"))
+    row.update(stats.as_row())
+    sec = stats.median_ms * 1e-3
+    row["tflops"] = row["flops"] / sec / 1e12
+    row["gbps"] = row["bytes"] / sec / 1e9
+    peaks = devinfo.measured_peaks(device) if opts.measure_peaks else {}
+    if peaks:
+        floor = max(row["flops"] / (peaks["peak_tflops"] * 1e12), row["bytes"] / (peaks["peak_gbps"] * 1e9))
+        row["roofline_frac"] = floor / sec
+    row["_msg"] = res.message
+
+
+def _run_e2e(point, device, opts, row, t_start):
+    try:
+        from bench import e2e
+    except Exception as e:
+        return _finish(row, "unavailable", f"bench.e2e not importable: {type(e).__name__}: {e}", t_start)
+    p = {**point["shape"], "backend": point["impl"], "dtype": point["dtype"], **point.get("extra", {})}
+    if opts.measure_peaks:
+        p.setdefault("peak_tflops", devinfo.measured_peaks(device)["peak_tflops"])
+    state_before = devinfo.sample(device)
+    try:
+        out = e2e.run_e2e_point(p, device)
+        row.update(out)
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        status, msg = classify(e)
+        row.update(status=status, message=msg)
+    finally:
+        _free(device)
+    row.update(devinfo.point_state(state_before, devinfo.sample(device)))
+    row.setdefault("status", "error")
+    row.setdefault("message", "")
+    row["shape_label"] = " ".join(f"{k}={v}" for k, v in point["shape"].items())
+    return _finish(row, row["status"], row["message"], t_start)
+
+
+def _finish(row, status, message, t_start):
+    row["status"] = status
+    row["message"] = message or ""
+    row["duration_s"] = round(time.perf_counter() - t_start, 3)
+    row["date"] = devinfo.now_iso()
+    return row
+
+
+def _free(device):
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+class Progress:
+    """One line per finished point, with a bar and an ETA; good in a terminal and in a log."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.t0, self.stream = total, 0, time.monotonic(), stream
+        self.unavailable_said = set()
+
+    def update(self, row: dict) -> None:
+        self.done += 1
+        if row["status"] == "unavailable":   # say it once per impl, not once per point
+            key = (row["op"], row["impl"])
+            if key in self.unavailable_said:
+                return
+            self.unavailable_said.add(key)
+        el = time.monotonic() - self.t0
+        eta = el / self.done * (self.total - self.done)
+        width = 20
+        fill = int(width * self.done / max(1, self.total))
+        what = f"{row['op']}/{row['impl']} {row['dtype']} {row['pass']} {row.get('shape_label', '')}"
+        if row.get("config_label") not in (None, "default"):
+            what += f" [{row['config_label']}]"
+        if row["status"] == "ok" and "median_ms" in row:
+            res = f"ok {row['median_ms']:.4g} ms"
+            if row.get("bound") == "compute":
+                res += f" {row['tflops']:.3g} TFLOP/s"
+            elif "gbps" in row:
+                res += f" {row['gbps']:.4g} GB/s"
+        elif row["status"] == "ok":
+            res = "ok"
+        else:
+            res = f"{row['status']}: {row['message'][:90]}"
+        print(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} eta {eta:4.0f}s  {what}  {res}",
+              file=self.stream, flush=True)
+
+
+def run(points: list[dict], device: str, store, opts: Options, progress: bool = True) -> list[dict]:
+    """Run points in order, appending each row to `store` as it finishes."""
+    meta = devinfo.static_info(device)
+    peaks = {}
+    if opts.measure_peaks and any(p["op"] != "e2e" for p in points):
+        try:
+            peaks = devinfo.measured_peaks(device)
+        except Exception as e:  # a failed calibration costs the roofline column, nothing else
+            print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
+            opts.measure_peaks = False
+    bar = Progress(len(points)) if progress else None
+    rows = []
+    for p in points:
+        row = run_point(p, device, opts)
+        row.update(meta)
+        row.update(peaks)
+        store.append(row)
+        rows.append(row)
+        if bar:
+            bar.update(row)
+    return rows

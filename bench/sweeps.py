@@ -1,0 +1,271 @@
+"""sweeps.yaml: named sweeps as cartesian products of shapes, dtypes, impls, passes and tile configs.
+
+The file is validated on load; every problem is a SweepError whose one line names the file, the sweep
+and the key."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+
+import yaml
+
+from kernels.registry import DTYPES, OPS, impl_names, spec_of
+
+PASSES = ("fwd", "fwd+bwd")
+SWEEP_KEYS = {
+    "op": str, "description": str, "impls": list, "dtypes": list, "passes": list, "shapes": list,
+    "cpu_shapes": list, "cpu_dtypes": list, "configs": dict, "presets": dict, "include": list, "quick": dict,
+    # e2e sweeps (whole training steps)
+    "models": list, "backends": list, "steps": int, "converge_iters": int,
+}
+QUICK_KEYS = {"shapes": int, "dtypes": int, "passes": list}
+E2E_BACKENDS = ("eager", "triton", "cutile", "auto", "torch_compile")
+
+
+class SweepError(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class Sweep:
+    name: str
+    op: str | None
+    impls: list
+    dtypes: list
+    passes: list
+    shapes: list
+    cpu_shapes: list | None
+    configs: dict
+    presets: dict
+    include: list
+    quick: dict
+    extra: dict
+
+
+def _err(path, sweep, key, msg):
+    where = f"{os.path.basename(path)}: sweep '{sweep}'" if sweep else os.path.basename(path)
+    return SweepError(f"{where}: key '{key}': {msg}" if key else f"{where}: {msg}")
+
+
+def load(path: str) -> dict[str, Sweep]:
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise SweepError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise SweepError(f"{os.path.basename(path)}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("sweeps"), dict):
+        raise _err(path, None, "sweeps", "the file must be a mapping with a 'sweeps' mapping")
+    unknown = set(doc) - {"sweeps", "defaults", "version"}
+    if unknown:
+        raise _err(path, None, sorted(unknown)[0], "unknown top-level key (known: sweeps, defaults, version)")
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise _err(path, None, "defaults", "must be a mapping")
+    sweeps = {}
+    for name, body in doc["sweeps"].items():
+        if not isinstance(body, dict):
+            raise _err(path, name, None, "a sweep must be a mapping")
+        sweeps[name] = _validate(path, str(name), {**defaults, **body})
+    for s in sweeps.values():
+        for inc in s.include:
+            if inc not in sweeps:
+                raise _err(path, s.name, "include", f"unknown sweep {inc!r} (known: {', '.join(sweeps)})")
+    return sweeps
+
+
+def _validate(path, name, body) -> Sweep:
+    for k, v in body.items():
+        if k not in SWEEP_KEYS:
+            raise _err(path, name, k, f"unknown key (known: {', '.join(SWEEP_KEYS)})")
+        if not isinstance(v, SWEEP_KEYS[k]) or (SWEEP_KEYS[k] is int and isinstance(v, bool)):
+            raise _err(path, name, k, f"must be a {SWEEP_KEYS[k].__name__}, got {type(v).__name__}")
+    include = body.get("include", [])
+    op = body.get("op")
+    if op is None and not include:
+        raise _err(path, name, "op", "missing (or give 'include')")
+    if op is not None and op != "e2e" and op not in OPS:
+        raise _err(path, name, "op", f"unknown op {op!r} (known: {', '.join(OPS)}, e2e)")
+    dtypes = body.get("dtypes", ["bf16"])
+    for d in dtypes + body.get("cpu_dtypes", []):
+        if d not in DTYPES:
+            raise _err(path, name, "dtypes", f"unknown dtype {d!r} (known: {', '.join(DTYPES)})")
+    passes = body.get("passes", list(PASSES))
+    for p in passes:
+        if p not in PASSES:
+            raise _err(path, name, "passes", f"unknown pass {p!r} (known: {', '.join(PASSES)})")
+    impls = body.get("impls", [])
+    if op and op != "e2e":
+        known = impl_names(op)
+        impls = impls or known
+        for i in impls:
+            if i not in known:
+                raise _err(path, name, "impls", f"unknown impl {i!r} for {op} (known: {', '.join(known)})")
+    shapes = body.get("shapes", [])
+    cpu_shapes = body.get("cpu_shapes")
+    keys = set(spec_of(op).shape_keys) | set(spec_of(op).shape_defaults) | {"tokens"} if op and op != "e2e" else None
+    for field in ("shapes", "cpu_shapes"):
+        for entry in body.get(field) or []:
+            if not isinstance(entry, dict):
+                raise _err(path, name, field, f"each shape must be a mapping, got {entry!r}")
+            if keys is not None:
+                bad = set(entry) - keys
+                if bad:
+                    raise _err(path, name, field, f"unknown shape key {sorted(bad)[0]!r} (known: {', '.join(sorted(keys))})")
+            if op == "e2e":
+                bad = set(entry) - {"model", "B", "T"}
+                if bad or not isinstance(entry.get("model"), str):
+                    raise _err(path, name, field, "e2e shapes are mappings {model: NAME, B: int, T: int}")
+            for k, v in entry.items():
+                vals = v if isinstance(v, list) else [v]
+                if op == "e2e" and k == "model":
+                    continue
+                if not vals or not all(isinstance(x, (int, bool)) for x in vals):
+                    raise _err(path, name, field, f"{k} must be an int/bool or a list of them, got {v!r}")
+    if op and not shapes and not include:
+        raise _err(path, name, "shapes", "missing")
+    configs = body.get("configs", {})
+    for impl, axes in configs.items():
+        if op and op != "e2e" and impl not in impls:
+            raise _err(path, name, "configs", f"impl {impl!r} is not in this sweep's impls")
+        if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+            raise _err(path, name, "configs", f"{impl}: must map parameter names to non-empty lists of values")
+    presets = body.get("presets", {})
+    for impl, names in presets.items():
+        if not isinstance(names, list):
+            raise _err(path, name, "presets", f"{impl}: must be a list of preset names")
+    quick = body.get("quick", {})
+    for k, v in quick.items():
+        if k not in QUICK_KEYS or not isinstance(v, QUICK_KEYS[k]):
+            raise _err(path, name, "quick", f"{k!r}: known keys shapes (int), dtypes (int), passes (list)")
+    if op == "e2e":
+        for b in body.get("backends", []):
+            if b not in E2E_BACKENDS:
+                raise _err(path, name, "backends", f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)})")
+    extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters") if k in body}
+    extra["cpu_dtypes"] = body.get("cpu_dtypes")
+    return Sweep(name, op, impls, dtypes, passes, shapes, cpu_shapes, configs, presets, include, quick, extra)
+
+
+def expand_shapes(entries: list[dict]) -> list[dict]:
+    """Each entry is a product over its list-valued keys; `tokens` fixes B*T (B = tokens // T)."""
+    out = []
+    for entry in entries:
+        keys = list(entry)
+        vals = [v if isinstance(v, list) else [v] for v in entry.values()]
+        for combo in itertools.product(*vals):
+            s = dict(zip(keys, combo))
+            if "tokens" in s:
+                tokens = s.pop("tokens")
+                if "T" in s:
+                    if tokens < s["T"]:
+                        continue
+                    s["B"] = tokens // s["T"]
+                elif "M" in s:
+                    raise ValueError("use M directly, not tokens")
+                s = {k: s[k] for k in ["B"] + [k for k in s if k != "B"]}
+            if s not in out:
+                out.append(s)
+    return out
+
+
+def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
+    """(label, overrides) per tile config: the default, each named preset, and the cartesian axes."""
+    out = []
+    axes = sweep.configs.get(impl, {})
+    presets = sweep.presets.get(impl, [])
+    if not axes and not presets:
+        return [("default", {})]
+    for name in presets:
+        if impl_obj is not None and name not in impl_obj.presets:
+            out.append((f"preset:{name}", {"__missing_preset__": name}))
+        else:
+            out.append((f"preset:{name}", dict(impl_obj.presets[name]) if impl_obj else {}))
+    if axes:
+        keys = list(axes)
+        for combo in itertools.product(*axes.values()):
+            cfg = dict(zip(keys, combo))
+            out.append((",".join(f"{k}={v}" for k, v in cfg.items()), cfg))
+    return out
+
+
+def point_id(p: dict) -> str:
+    key = {k: p[k] for k in ("op", "impl", "shape", "dtype", "pass", "config", "config_label") if k in p}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_names(sweeps: dict[str, Sweep], names: list[str]) -> list[Sweep]:
+    """Sweeps by name, includes flattened, each once, in order."""
+    out: list[Sweep] = []
+
+    def add(n, stack=()):
+        if n in stack:
+            raise SweepError(f"sweep '{n}': include cycle {' -> '.join(stack + (n,))}")
+        s = sweeps[n]
+        for inc in s.include:
+            add(inc, stack + (n,))
+        if s.op and s not in out:
+            out.append(s)
+    for n in names:
+        if n not in sweeps:
+            raise SweepError(f"unknown sweep {n!r}; known sweeps: {', '.join(sweeps)}")
+        add(n)
+    return out
+
+
+def points(sweep: Sweep, device: str, quick: bool = False, impl_filter: list[str] | None = None,
+           resolver=None) -> list[dict]:
+    """Every point of a kernel sweep for `device`. resolver(op, impl) -> KernelImpl | None gives presets."""
+    on_cpu = not device.startswith("cuda")
+    entries = sweep.cpu_shapes if (on_cpu and sweep.cpu_shapes) else sweep.shapes
+    shapes = expand_shapes(entries)
+    if sweep.op != "e2e":   # canonical key order, so labels and ids do not depend on how the YAML was written
+        order = list(spec_of(sweep.op).shape_keys) + list(spec_of(sweep.op).shape_defaults)
+        shapes = [{k: s[k] for k in order if k in s} for s in shapes]
+    dtypes = list(sweep.extra.get("cpu_dtypes") or sweep.dtypes) if on_cpu else list(sweep.dtypes)
+    passes = list(sweep.passes)
+    if quick:
+        shapes = shapes[: sweep.quick.get("shapes", 2)]
+        dtypes = dtypes[: sweep.quick.get("dtypes", 1)]
+        passes = sweep.quick.get("passes", passes)
+    if sweep.op == "e2e":
+        return _e2e_points(sweep, shapes, dtypes, quick, impl_filter)
+    impls = [i for i in sweep.impls if not impl_filter or i in impl_filter]
+    out = []
+    for impl in impls:
+        impl_obj = resolver(sweep.op, impl) if resolver else None
+        configs = expand_configs(sweep, impl, impl_obj)
+        if quick:
+            configs = configs[:1]
+        for shape, dtype, pass_, (label, cfg) in itertools.product(shapes, dtypes, passes, configs):
+            p = {"sweep": sweep.name, "op": sweep.op, "impl": impl, "shape": shape, "dtype": dtype,
+                 "pass": pass_, "config": cfg, "config_label": label}
+            p["point_id"] = point_id(p)
+            out.append(p)
+    return out
+
+
+def shard(pts: list[dict], i: int, n: int) -> list[dict]:
+    """A deterministic 1/n slice (by point id, so it does not depend on the order sweeps are listed)."""
+    return [p for p in pts if int(p["point_id"], 16) % n == i]
+
+
+def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter) -> list[dict]:
+    backends = [b for b in sweep.extra.get("backends", list(E2E_BACKENDS)) if not impl_filter or b in impl_filter]
+    extra = {k: sweep.extra[k] for k in ("steps", "converge_iters") if k in sweep.extra}
+    if quick:
+        extra["steps"] = min(extra.get("steps", 5), 5)
+        extra.pop("converge_iters", None)
+    out = []
+    for shape, dtype, backend in itertools.product(shapes, dtypes, backends):
+        p = {"sweep": sweep.name, "op": "e2e", "impl": backend, "shape": shape, "dtype": dtype, "pass": "train_step",
+             "config": {}, "config_label": "default", "extra": extra}
+        p["point_id"] = point_id(p)
+        out.append(p)
+    return out

@@ -1,0 +1,213 @@
+"""LayerNorm in Triton: a forward that keeps mean/rstd per row, and a backward that writes dX per row
+while each program sums its rows' share of dW and dB; a second kernel adds those partial sums up."""
+import torch
+import triton
+import triton.language as tl
+
+from kernels import poison
+from kernels import triton_aot as aot
+from kernels.layer_norm.spec import EPS
+from kernels.registry import KernelImpl, TileParam, Unsupported
+
+MAX_C = 32768   # one row lives in registers
+
+
+@triton.jit
+def _ln_fwd(X, W, B, Y, Mean, Rstd, M, C, stride_x, stride_y, eps,
+            BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK_C)
+    rmask = rows < M
+    mask = rmask[:, None] & (cols[None, :] < C)
+    r64 = rows.to(tl.int64)
+    x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, axis=1) / C
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)   # two-pass variance: exact for any mean
+    w = tl.load(W + cols, mask=cols < C, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
+    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    tl.store(Y + r64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Mean + rows, mean, mask=rmask)
+    tl.store(Rstd + rows, rstd, mask=rmask)
+
+
+@triton.jit
+def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, M, C, stride_x, stride_dy, stride_dx, rows_per_prog,
+            BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    db = tl.zeros([BLOCK_C], dtype=tl.float32)
+    first = pid * rows_per_prog
+    last = tl.minimum(first + rows_per_prog, M)
+    for r in range(first, last, ROWS):
+        rows = r + tl.arange(0, ROWS)
+        rmask = rows < last
+        mask = rmask[:, None] & cmask[None, :]
+        r64 = rows.to(tl.int64)
+        x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(Mean + rows, mask=rmask, other=0.0)
+        rstd = tl.load(Rstd + rows, mask=rmask, other=0.0)
+        xhat = (x - mean[:, None]) * rstd[:, None]
+        wdy = w[None, :] * dy                     # zero wherever masked, so the sums below need no mask
+        c1 = tl.sum(xhat * wdy, axis=1) / C
+        c2 = tl.sum(wdy, axis=1) / C
+        dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        tl.store(DX + r64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        dw += tl.sum(dy * xhat, axis=0)
+        db += tl.sum(dy, axis=0)
+    tl.store(DWp + pid * C + cols, dw, mask=cmask)
+    tl.store(DBp + pid * C + cols, db, mask=cmask)
+
+
+@triton.jit
+def _colsum(P, Out, G, N, stride_p, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Out[n] = sum over g of P[g, n]: folds per-program partial sums (fp32) into one row."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for g in range(0, G, BLOCK_G):
+        rows = g + tl.arange(0, BLOCK_G)
+        m = (rows[:, None] < G) & (cols[None, :] < N)
+        acc += tl.sum(tl.load(P + rows[:, None].to(tl.int64) * stride_p + cols[None, :], mask=m, other=0.0), axis=0)
+    tl.store(Out + cols, acc.to(Out.dtype.element_ty), mask=cols < N)
+
+
+def colsum(partial: torch.Tensor, dtype) -> torch.Tensor:
+    G, N = partial.shape
+    out = poison.empty(N, dtype=dtype, device=partial.device)
+    BLOCK_N = 128
+    _colsum[(triton.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
+                                        num_warps=4)
+    return out
+
+
+# --- configs -------------------------------------------------------------------------------------
+# ROWS: rows per program in the forward (small C wants several rows to keep 16-byte loads busy);
+# BWD_ROWS: rows per step of the backward loop; BWD_PROGS: programs per SM that share the rows.
+
+PARAMS = (
+    TileParam("ROWS", int, None, (1, 2, 4, 8, 16, 32), "forward rows per program"),
+    TileParam("num_warps", int, None, (1, 2, 4, 8, 16, 32)),
+    TileParam("BWD_ROWS", int, None, (1, 2, 4, 8, 16)),
+    TileParam("bwd_num_warps", int, None, (1, 2, 4, 8, 16, 32)),
+    TileParam("BWD_PROGS", int, None, (1, 2, 4, 8)),
+    TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
+)
+PRESETS = {
+    "hopper": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
+    "blackwell": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
+    "ampere": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
+    "consumer": {"ROWS": 2, "num_warps": 4, "BWD_ROWS": 2, "bwd_num_warps": 8, "BWD_PROGS": 4},
+}
+# wide rows: one row per program and more warps
+WIDE = {"ROWS": 1, "num_warps": 8, "BWD_ROWS": 1, "bwd_num_warps": 16, "BWD_PROGS": 2}
+TUNER = aot.Tuner()
+
+
+def _preset(arch: str, C: int) -> dict:
+    p = dict(PRESETS[aot.family(arch)])
+    if C > 2048:
+        p.update(WIDE)
+        p["num_warps"] = 16 if C > 8192 else 8
+    return p
+
+
+def _candidates(C: int) -> list[dict]:
+    base = _preset("sm_90", C)
+    rows = (1,) if C > 2048 else (1, 2, 4, 8)
+    return aot.unique([base] + [{**base, "ROWS": r, "num_warps": w} for r in rows for w in (4, 8, 16)])
+
+
+def _forward(x2, w, b, eps, cfg):
+    M, C = x2.shape
+    y = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
+    mean = poison.empty(M, dtype=torch.float32, device=x2.device)
+    rstd = poison.empty(M, dtype=torch.float32, device=x2.device)
+    rows = cfg["ROWS"]
+    _ln_fwd[(triton.cdiv(M, rows),)](x2, w, b, y, mean, rstd, M, C, x2.stride(0), y.stride(0), eps,
+                                     BLOCK_C=triton.next_power_of_2(C), ROWS=rows, num_warps=cfg["num_warps"])
+    return y, mean, rstd
+
+
+def _backward(x2, w, dy, mean, rstd, cfg):
+    M, C = x2.shape
+    dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
+    G = max(1, min(triton.cdiv(M, cfg["BWD_ROWS"]), aot.sm_count(x2) * cfg["BWD_PROGS"]))
+    rows_per_prog = triton.cdiv(triton.cdiv(M, G), cfg["BWD_ROWS"]) * cfg["BWD_ROWS"]
+    G = triton.cdiv(M, rows_per_prog)
+    dwp = torch.empty(G, C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
+    dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device)
+    _ln_bwd[(G,)](x2, w, dy, dx, mean, rstd, dwp, dbp, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
+                  rows_per_prog, BLOCK_C=triton.next_power_of_2(C), ROWS=cfg["BWD_ROWS"],
+                  num_warps=cfg["bwd_num_warps"])
+    return dx, colsum(dwp, w.dtype), colsum(dbp, w.dtype)
+
+
+class _LayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, eps, cfg):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        w, b = w.contiguous(), b.contiguous()
+        y, mean, rstd = _forward(x2, w, b, eps, cfg)
+        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.cfg, ctx.shape = cfg, shape
+        return y.view(shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, w, mean, rstd = ctx.saved_tensors
+        dy2 = dy.reshape(-1, x2.shape[1])
+        if dy2.stride(-1) != 1:
+            dy2 = dy2.contiguous()
+        dx, dw, db = _backward(x2, w, dy2, mean, rstd, ctx.cfg)
+        return dx.view(ctx.shape), dw, db, None, None
+
+
+def layer_norm(x, weight, bias, eps=EPS, **cfg):
+    C = x.shape[-1]
+    if C > MAX_C:
+        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one program")
+    auto = cfg.pop("autotune", False)
+    full = aot.fill({**{p.name: None for p in PARAMS}, **cfg}, _preset(aot.arch_of(x), C))
+    if auto:
+        x2 = x.reshape(-1, C).contiguous()
+        key = (x2.shape, x.dtype, str(x.device))
+        full = TUNER.choose(key, [full] + _candidates(C),
+                            lambda c: _forward(x2, weight, bias, eps, c))
+    TUNER.note(full)
+    return _LayerNorm.apply(x, weight, bias, eps, full)
+
+
+def _supports(shape, dtype, device):
+    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
+
+
+def _aot(config, arch):
+    C = 768
+    cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, _preset(arch, C))
+    BC = triton.next_power_of_2(C)
+    sig = {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
+           "M": "i32", "C": "i32", "stride_x": "i32", "stride_y": "i32", "eps": "fp32"}
+    rows = [aot.compile_kernel(_ln_fwd, "layer_norm_fwd", sig, {"BLOCK_C": BC, "ROWS": cfg["ROWS"]}, arch,
+                               cfg["num_warps"], 1)]
+    sig = {"X": "*bf16", "W": "*bf16", "DY": "*bf16", "DX": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
+           "DWp": "*fp32", "DBp": "*fp32", "M": "i32", "C": "i32", "stride_x": "i32", "stride_dy": "i32",
+           "stride_dx": "i32", "rows_per_prog": "i32"}
+    rows.append(aot.compile_kernel(_ln_bwd, "layer_norm_bwd", sig, {"BLOCK_C": BC, "ROWS": cfg["BWD_ROWS"]},
+                                   arch, cfg["bwd_num_warps"], 1))
+    rows.append(aot.compile_kernel(_colsum, "colsum", {"P": "*fp32", "Out": "*bf16", "G": "i32", "N": "i32",
+                                                       "stride_p": "i32"}, {"BLOCK_G": 32, "BLOCK_N": 128},
+                                   arch, 4, 1))
+    return rows
+
+
+IMPL = KernelImpl(fn=layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=_supports,
+                  aot=_aot, picked=TUNER.picked,
+                  doc="row-per-program LayerNorm; bwd sums dW/dB per program, then a column-sum kernel")
