@@ -96,9 +96,10 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     finally:
         _free(device)
     row.update(devinfo.point_state(state_before, devinfo.sample(device)))
+    msg = row.pop("_msg", "")
     if "status" not in row:
-        _finish(row, "ok", row.pop("_msg", ""), t_start)
-    return row
+        return _finish(row, "ok", msg, t_start)
+    return _finish(row, row["status"], row.get("message", ""), t_start)
 
 
 def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):

@@ -1,0 +1,206 @@
+"""Linear in Triton: one strided matmul kernel (fp32 accumulation, grouped tile order for L2 reuse) with a
+bias and optional tanh-GELU epilogue. The backward reuses it through strides: dX = dY W and dW = dY^T X;
+db is a column sum of dY (or of dpre, which the GELU backward kernel sums on the way)."""
+import torch
+import triton
+import triton.language as tl
+
+from kernels import poison
+from kernels import triton_aot as aot
+from kernels.gelu.triton import gelu_backward, gelu_tanh
+from kernels.registry import KernelImpl, TileParam, Unsupported
+
+# Triton 3.9's CPU interpreter gets bf16 tl.dot wrong; under it (only) the operands go up to fp32 first.
+INTERP = tl.constexpr(aot.interpreting())
+
+
+@triton.jit
+def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn,
+            HAS_BIAS: tl.constexpr, GELU: tl.constexpr, STORE_PRE: tl.constexpr, EVEN_K: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """C[M, N] = A[M, K] @ B[K, N] (+ bias[N]) (then GELU; Pre keeps the pre-activation)."""
+    pid = tl.program_id(0)
+    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    # groups of GROUP_M row-tiles sweep the columns together, so their A tiles stay in L2
+    group = pid // (GROUP_M * n_n)
+    first_m = group * GROUP_M
+    size_m = tl.minimum(n_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * n_n)) % size_m
+    pid_n = (pid % (GROUP_M * n_n)) // size_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    # edge masks on M/N rather than wrapping indices: a wrapped, vectorised load along a unit-stride
+    # M (the dW = dY^T X case) could read past the end of the buffer
+    m_in = (rm < M)[:, None]
+    n_in = (rn < N)[None, :]
+    a_ptr = A + rm[:, None].to(tl.int64) * s_am + rk[None, :] * s_ak
+    b_ptr = B + rk[:, None] * s_bk + rn[None, :].to(tl.int64) * s_bn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptr, mask=m_in, other=0.0)
+            b = tl.load(b_ptr, mask=n_in, other=0.0)
+        else:
+            a = tl.load(a_ptr, mask=m_in & (rk[None, :] < K - k * BLOCK_K), other=0.0)
+            b = tl.load(b_ptr, mask=n_in & (rk[:, None] < K - k * BLOCK_K), other=0.0)
+        if INTERP:
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        acc = tl.dot(a, b, acc)
+        a_ptr += BLOCK_K * s_ak
+        b_ptr += BLOCK_K * s_bk
+    if HAS_BIAS:
+        acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    offs = rm[:, None].to(tl.int64) * s_cm + rn[None, :] * s_cn
+    if STORE_PRE:
+        tl.store(Pre + offs, acc.to(Pre.dtype.element_ty), mask=mask)
+    if GELU:
+        acc = gelu_tanh(acc)
+    tl.store(C + offs, acc.to(C.dtype.element_ty), mask=mask)
+
+
+PARAMS = (
+    TileParam("BLOCK_M", int, None, (16, 32, 64, 128, 256)),
+    TileParam("BLOCK_N", int, None, (16, 32, 64, 128, 256)),
+    TileParam("BLOCK_K", int, None, (16, 32, 64, 128)),
+    TileParam("GROUP_M", int, None, (1, 4, 8, 16)),
+    TileParam("num_warps", int, None, (2, 4, 8)),
+    TileParam("num_stages", int, None, (1, 2, 3, 4, 5)),
+    TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
+)
+PRESETS = {
+    "hopper": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+    "blackwell": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+    "ampere": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    "consumer": {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+}
+CANDIDATES = [
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
+    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
+    {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+]
+TUNER = aot.Tuner()
+DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
+    """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None)."""
+    M, K = a.shape
+    N = b.shape[1]
+    out = poison.empty(M, N, dtype=out_dtype or a.dtype, device=a.device)
+    pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else out
+    BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    grid = (triton.cdiv(M, BM) * triton.cdiv(N, BN),)
+    _matmul[grid](a, b, out, bias if bias is not None else out, pre, M, N, K,
+                  a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+                  HAS_BIAS=bias is not None, GELU=gelu, STORE_PRE=store_pre, EVEN_K=K % BK == 0,
+                  BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"],
+                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    return out, (pre if store_pre else None)
+
+
+def _bwd_cfg(cfg):
+    """The elementwise/colsum half of the backward uses gelu's defaults for this arch."""
+    from kernels.gelu.triton import PRESETS as GP
+    return GP.get(cfg.get("_family", "hopper"), GP["hopper"])
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, bias, activation, cfg):
+        x2 = x.reshape(-1, x.shape[-1])
+        gelu = activation == "gelu"
+        keep_pre = gelu and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, bias))
+        y, pre = matmul(x2, w.t(), cfg, bias=bias, gelu=gelu, store_pre=keep_pre)
+        ctx.save_for_backward(x2, w, pre)
+        ctx.has_bias, ctx.gelu, ctx.cfg, ctx.shape = bias is not None, gelu, cfg, x.shape
+        return y.view(*x.shape[:-1], w.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, w, pre = ctx.saved_tensors
+        dy2 = dy.reshape(-1, w.shape[0])
+        db = None
+        need_db = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.gelu:    # d pre = dy * gelu'(pre); its column sums are db
+            dy2, db = gelu_backward(pre, None, dy2.contiguous(), _bwd_cfg(ctx.cfg), need_db=need_db)
+        elif need_db:
+            db = _colsum_rows(dy2, w.dtype)
+        dx = dw = None
+        if ctx.needs_input_grad[0]:
+            dx = matmul(dy2, w, ctx.cfg)[0].view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            dw = matmul(dy2.t(), x2, ctx.cfg, out_dtype=w.dtype)[0]
+        return dx, dw, db, None, None
+
+
+def _colsum_rows(t, dtype):
+    """db = column sums of dY: partial sums over row blocks, folded by layer_norm's colsum."""
+    from kernels.layer_norm.triton import colsum
+    M, N = t.shape
+    if t.stride(1) != 1:
+        t = t.contiguous()
+    G = max(1, min(M, 256))
+    rows = triton.cdiv(M, G)
+    G = triton.cdiv(M, rows)
+    part = torch.empty(G, N, dtype=torch.float32, device=t.device)
+    _rowblock_sum[(G, triton.cdiv(N, 128))](t, part, M, N, t.stride(0), rows, BLOCK_M=8, BLOCK_N=128, num_warps=4)
+    return colsum(part, dtype)
+
+
+@triton.jit
+def _rowblock_sum(T, P, M, N, stride_t, rows_per_prog, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    first = pid_m * rows_per_prog
+    last = tl.minimum(first + rows_per_prog, M)
+    for r in range(first, last, BLOCK_M):
+        rows = r + tl.arange(0, BLOCK_M)
+        m = (rows[:, None] < last) & (cols[None, :] < N)
+        acc += tl.sum(tl.load(T + rows[:, None].to(tl.int64) * stride_t + cols[None, :], mask=m, other=0.0)
+                      .to(tl.float32), axis=0)
+    tl.store(P + pid_m * N + cols, acc, mask=cols < N)
+
+
+def linear(x, weight, bias=None, activation=None, **cfg):
+    if activation not in (None, "gelu"):
+        raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
+    if x.dtype not in DOT_DTYPES or weight.dtype != x.dtype:
+        raise Unsupported(f"dtypes x {x.dtype}, weight {weight.dtype}")
+    auto = cfg.pop("autotune", False)
+    fam = aot.family(aot.arch_of(x))
+    full = aot.fill({**{p.name: None for p in PARAMS}, **cfg}, PRESETS[fam])
+    if auto:
+        x2 = x.reshape(-1, x.shape[-1])
+        full = TUNER.choose((tuple(x2.shape), tuple(weight.shape), x.dtype, str(x.device), activation),
+                            aot.unique([full] + CANDIDATES),
+                            lambda c: matmul(x2, weight.t(), c, bias=bias, gelu=activation == "gelu"))
+    TUNER.note(full)
+    return _Linear.apply(x, weight, bias, activation, {**full, "_family": fam})
+
+
+def _aot(config, arch):
+    cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
+    sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
+           "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32"}
+    tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
+    rows = []
+    for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),
+                        ("linear_fwd_bias_gelu", dict(HAS_BIAS=True, GELU=True, STORE_PRE=True)),
+                        ("linear_bwd_matmul", dict(HAS_BIAS=False, GELU=False, STORE_PRE=False))):
+        rows.append(aot.compile_kernel(_matmul, name, sig, {**flags, "EVEN_K": True, **tiles}, arch,
+                                       cfg["num_warps"], cfg["num_stages"]))
+    rows.append(aot.compile_kernel(_rowblock_sum, "linear_bwd_rowblock_sum",
+                                   {"T": "*bf16", "P": "*fp32", "M": "i32", "N": "i32", "stride_t": "i32",
+                                    "rows_per_prog": "i32"}, {"BLOCK_M": 8, "BLOCK_N": 128}, arch, 4, 1))
+    return rows
+
+
+IMPL = KernelImpl(fn=linear, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked,
+                  doc="grouped-order strided matmul, bias/GELU epilogue; bwd = two more matmuls + column sums")

@@ -1,0 +1,428 @@
+"""The model's view of the kernel registry: one Backend per model picks an impl per op and calls it.
+
+    Backend("eager")                        every op in plain PyTorch (the reference)
+    Backend("triton") / Backend("cutile")   one impl name for all ops
+    Backend("triton,fmha=sdpa_flash")       a default plus per-op overrides (or pass a dict op -> impl)
+    Backend("auto") / "auto:results/x.jsonl"  per op, the fastest correct impl measured on this GPU
+
+Where the chosen impl is unavailable, or cannot take a shape/dtype/device (its why_not, or it raises
+kernels.registry.Unsupported), that call runs the eager impl instead. Each such fallback is logged once
+per (op, reason) and kept in `backend.fallbacks`, which the benchmark reports: never silent.
+
+Under autocast the backend casts what autocast would cast (linear and attention inputs) before calling
+an impl, so a kernel sees the same dtypes the eager op would compute in. Each call is wrapped in
+torch.profiler.record_function(f"op:{name}"); with `profile_ranges` on, the op's backward gets an
+"op:{name}:bwd" range too, so a profile groups a whole step's kernel time by op.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+from collections import Counter, defaultdict
+
+import torch
+from torch.profiler import record_function
+
+from kernels import registry
+from kernels.registry import DTYPE_NAMES, OPS, Unsupported
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_RESULTS = os.path.join(REPO, "results", "*.jsonl")
+
+
+def _stderr_log(msg: str) -> None:
+    print(f"[tilebench.model] {msg}", file=sys.stderr, flush=True)
+
+
+def device_name(device: str | torch.device) -> str:
+    """The name result rows carry in `device_name` (bench/devinfo.py writes the same)."""
+    device = str(device)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.device(device).index or 0).name
+    try:
+        from bench import devinfo
+        return devinfo.static_info("cpu")["device_name"]
+    except Exception:
+        return "cpu"
+
+
+# ----------------------------------------------------------------------------------------------------
+# "auto": read saved results and rank impls per op
+
+def read_results(paths) -> list[dict]:
+    """Rows from JSONL files; missing files, blank or broken lines and non-objects are skipped."""
+    if isinstance(paths, str):
+        paths = [paths]
+    rows = []
+    for pattern in paths:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            try:
+                with open(path) as f:
+                    for line in f:
+                        try:
+                            r = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(r, dict):
+                            rows.append(r)
+            except OSError:
+                continue
+    return rows
+
+
+def _ms(r: dict) -> float | None:
+    try:
+        v = float(r.get("median_ms"))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS) -> dict[str, list[dict]]:
+    """Per op, impls from fastest to slowest among `ok` fwd+bwd rows measured on GPU `device`.
+
+    Impls are compared shape by shape: an impl's score is the geometric mean over the shapes it ran of
+    its time / the best time at that shape, and it must have run at least half the op's shapes. Rows of
+    the model's dtype are used when there are any, else all dtypes."""
+    want = device.strip().lower()
+    by_op = defaultdict(list)
+    for r in rows:
+        ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
+              and isinstance(r.get("impl"), str) and _ms(r) is not None
+              and str(r.get("device_name", "")).strip().lower() == want)
+        if ok:
+            by_op[r["op"]].append(r)
+    ranked = {}
+    for op, rs in by_op.items():
+        same = [r for r in rs if r.get("dtype") == dtype]
+        rs = same or rs
+        groups = defaultdict(dict)   # (dtype, shape) -> impl -> fastest row
+        for r in rs:
+            key = (r.get("dtype"), json.dumps(r.get("shape"), sort_keys=True, default=str))
+            cur = groups[key].get(r["impl"])
+            if cur is None or _ms(r) < _ms(cur):
+                groups[key][r["impl"]] = r
+        ratios, configs = defaultdict(list), defaultdict(Counter)
+        for impls in groups.values():
+            best = min(_ms(r) for r in impls.values())
+            for name, r in impls.items():
+                ratios[name].append(_ms(r) / best)
+                cfg = r.get("config")
+                if isinstance(cfg, dict):
+                    configs[name][json.dumps(cfg, sort_keys=True)] += 1
+        out = []
+        for name, rat in ratios.items():
+            cover = len(rat) / len(groups)
+            if cover < 0.5:
+                continue
+            score = math.exp(sum(math.log(x) for x in rat) / len(rat))
+            cfg = json.loads(configs[name].most_common(1)[0][0]) if configs[name] else None
+            out.append({"impl": name, "score": score, "shapes": len(rat), "of": len(groups), "config": cfg,
+                        "dtype": dtype if same else "any"})
+        out.sort(key=lambda d: (d["score"], -d["shapes"]))
+        ranked[op] = out
+    return ranked
+
+
+# ----------------------------------------------------------------------------------------------------
+# backward ranges for the profiler
+
+class _RangeState:
+    __slots__ = ("name", "rf")
+
+    def __init__(self, name):
+        self.name, self.rf = name, None
+
+
+_open_ranges: list[_RangeState] = []
+
+
+class _OpenBwd(torch.autograd.Function):
+    """Sits on an op's outputs: its backward runs just before the op's own, so it opens the range."""
+    @staticmethod
+    def forward(ctx, state, *outs):
+        ctx.state = state
+        return tuple(o.view_as(o) for o in outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        st = ctx.state
+        if st.rf is None:
+            st.rf = record_function(st.name)
+            st.rf.__enter__()
+            _open_ranges.append(st)
+        return (None, *grads)
+
+
+class _CloseBwd(torch.autograd.Function):
+    """Sits on an op's inputs: runs once all of them have their gradients, so it closes the range."""
+    @staticmethod
+    def forward(ctx, state, *ins):
+        ctx.state = state
+        return tuple(i.view_as(i) for i in ins)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _close(ctx.state)
+        return (None, *grads)
+
+
+def _close(st: _RangeState) -> None:
+    if st.rf is not None:
+        st.rf.__exit__(None, None, None)
+        st.rf = None
+        if st in _open_ranges:
+            _open_ranges.remove(st)
+
+
+def close_open_ranges() -> None:
+    """Close backward ranges an unusual graph left open (call after backward while profiling)."""
+    for st in list(_open_ranges):
+        _close(st)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
+    """(mode, op -> impl, results path) from "eager", "auto[:path]", "triton,fmha=eager" or a dict."""
+    if isinstance(choice, dict):
+        default = choice.get("default", "eager")
+        unknown = set(choice) - set(OPS) - {"default"}
+        if unknown:
+            raise ValueError(f"unknown ops {sorted(unknown)} in backend mapping; ops are {', '.join(OPS)}")
+        return "map", {op: choice.get(op, default) for op in OPS}, None
+    text = str(choice).strip()
+    if text == "auto" or text.startswith("auto:"):
+        return "auto", {op: "eager" for op in OPS}, (text[5:] or None)
+    default, mapping = "eager", {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part:
+            op, _, name = (s.strip() for s in part.partition("="))
+            if op not in OPS:
+                raise ValueError(f"unknown op {op!r} in backend {text!r}; ops are {', '.join(OPS)}")
+            mapping[op] = name
+        else:
+            default = part
+    names = {default, *mapping.values()}
+    known = set(registry.all_impl_names())
+    bad = names - known
+    if bad:
+        raise ValueError(f"unknown impl {sorted(bad)} in backend {text!r}; known: {', '.join(sorted(known))}")
+    return ("single" if not mapping else "map"), {op: mapping.get(op, default) for op in OPS}, None
+
+
+class Backend:
+    def __init__(self, choice="eager", *, results: str | list | None = None, dtype: str = "bf16",
+                 configs: dict | None = None, fuse_gelu: bool | None = None, annotate: bool = True, log=None):
+        self.spec = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
+        self.mode, self.choice, path = parse_choice(choice)
+        self.results = results or path or DEFAULT_RESULTS
+        self.dtype = dtype                       # which rows "auto" prefers
+        self.configs = dict(configs or {})       # op -> tile-config overrides
+        self.fuse_gelu = fuse_gelu               # None: when linear and gelu use the same non-eager impl
+        self.annotate = annotate                 # record_function per op (off under torch.compile)
+        self.profile_ranges = False              # backward ranges too (bench/e2e turns it on to profile)
+        self.log = log or _stderr_log
+        self.fallbacks: list[str] = []           # what the benchmark reports
+        self.notes: list[str] = []               # auto's choices and the like
+        self.used: dict[str, set] = defaultdict(set)   # op -> non-eager impls that actually ran
+        self._eager = {op: registry.get(op, "eager").fn for op in OPS}
+        self._auto_done = self.mode != "auto"
+        self._said: set = set()
+        self._decided: dict = {}
+        self._cfg: dict = {}
+        self._fused_off: str | None = None
+
+    def __repr__(self):
+        return f"Backend({self.spec!r})"
+
+    def describe(self) -> str:
+        return ", ".join(f"{op}={name}" for op, name in self.choice.items())
+
+    # --- auto --------------------------------------------------------------------------------------
+    def resolve_auto(self, device: str) -> None:
+        """Fill in auto's per-op choice for `device` (done at the first op call if not called before)."""
+        if self._auto_done:
+            return
+        self._auto_done = True
+        name = device_name(device)
+        ranked = rank_impls(read_results(self.results), name, self.dtype)
+        for op in OPS:
+            picked = None
+            for cand in ranked.get(op, []):
+                try:
+                    r = registry.resolve(op, cand["impl"], device)
+                except KeyError:
+                    continue
+                if r.ok:
+                    picked = cand
+                    break
+                self._note(f"auto: {op}/{cand['impl']} ranked but unavailable here: {r.reason}")
+            if picked is None:
+                self.choice[op] = "eager"
+                self._fallback(op, "auto", f"no usable ok fwd+bwd result rows for {name!r} in {self.results}")
+                continue
+            self.choice[op] = picked["impl"]
+            if picked["config"]:
+                self.configs.setdefault(op, picked["config"])
+            self._note(f"auto: {op} -> {picked['impl']} (time/best {picked['score']:.3f} over "
+                       f"{picked['shapes']}/{picked['of']} shapes, dtype {picked['dtype']})")
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    def _note(self, msg: str) -> None:
+        if msg not in self._said:
+            self._said.add(msg)
+            self.notes.append(msg)
+            self.log(msg)
+
+    def _fallback(self, op: str, name: str, reason: str) -> None:
+        key = (op, reason)
+        if key in self._said:
+            return
+        self._said.add(key)
+        msg = f"{op}: {name} -> eager: {reason}"
+        self.fallbacks.append(msg)
+        self.log("fallback " + msg)
+
+    def _config(self, op, name, impl) -> dict:
+        key = (op, name)
+        if key not in self._cfg:
+            try:
+                self._cfg[key] = impl.config(self.configs.get(op))
+            except ValueError as e:
+                self._note(f"{op}/{name}: tile config {self.configs.get(op)} rejected ({e}); using defaults")
+                self._cfg[key] = impl.config()
+        return self._cfg[key]
+
+    # --- dispatch ---------------------------------------------------------------------------------
+    def _pick(self, op, shape, x, grad):
+        """(key, (name, impl, config) or None for eager); decided once per (op, shape, dtype, device, pass)."""
+        device = str(x.device)
+        if not self._auto_done:
+            self.resolve_auto(device)
+        name = self.choice[op]
+        if name == "eager":
+            return None, None
+        pass_ = "fwd+bwd" if grad else "fwd"
+        dtype = DTYPE_NAMES.get(x.dtype, str(x.dtype))
+        key = (op, name, tuple(sorted(shape.items())), dtype, device, pass_)
+        if key not in self._decided:
+            r = None
+            if name not in registry.impl_names(op):
+                why = f"op {op} has no impl named {name!r}"
+            else:
+                r = registry.resolve(op, name, device)
+                why = r.reason or r.impl.why_not(shape, dtype, device, pass_)
+            if why:
+                self._fallback(op, name, why)
+            self._decided[key] = None if why else (name, r.impl, self._config(op, name, r.impl))
+        return key, self._decided[key]
+
+    def _call(self, op, shape, args, kwargs, eager_ok=True):
+        """Run op through the chosen impl, else eager. With eager_ok False: None when the impl cannot
+        run, and its Unsupported propagates (linear_gelu then splits the op instead)."""
+        if self.choice[op] == "eager" and self._auto_done and not self.profile_ranges:
+            with self._range(op):   # the plain path: nothing to decide (and nothing for dynamo to trace)
+                return self._eager[op](*args, **kwargs)
+        x = args[0]
+        grad = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+        key, pick = self._pick(op, shape, x, grad)
+        if pick is None and not eager_ok:
+            return None
+        state = None
+        if self.profile_ranges and grad:
+            state = _RangeState(f"op:{op}:bwd")
+            idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+            args = list(args)
+            for i, m in zip(idx, _CloseBwd.apply(state, *(args[i] for i in idx))):
+                args[i] = m
+        out = None
+        if pick is not None:
+            name, impl, cfg = pick
+            try:
+                with self._range(op):
+                    out = impl.fn(*args, **kwargs, **cfg)
+                self.used[op].add(name)
+            except Unsupported as e:
+                if not eager_ok:
+                    raise
+                self._fallback(op, name, f"raised Unsupported: {e}")
+                self._decided[key] = None
+        if out is None:
+            with self._range(op):
+                out = self._eager[op](*args, **kwargs)
+        if state is not None:
+            out = _OpenBwd.apply(state, out)[0]
+        return out
+
+    def _range(self, op):
+        return record_function(f"op:{op}") if self.annotate else _NULL
+
+    # --- the ops ------------------------------------------------------------------------------------
+    def layer_norm(self, x, weight, bias, eps=1e-5):
+        C = x.shape[-1]
+        return self._call("layer_norm", {"M": x.numel() // C, "C": C}, (x, weight, bias), {"eps": eps})
+
+    def linear(self, x, weight, bias=None):
+        x, weight, bias = _amp(x, weight, bias)
+        shape = {"M": x.numel() // x.shape[-1], "N": weight.shape[0], "K": weight.shape[1]}
+        return self._call("linear", shape, (x, weight, bias), {})
+
+    def gelu(self, x, bias=None):
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)   # as if the bias had been added inside the (autocast) matmul
+        C = x.shape[-1]
+        return self._call("gelu", {"M": x.numel() // C, "C": C}, (x, bias), {})
+
+    def linear_gelu(self, x, weight, bias=None):
+        """gelu(x @ weight.T + bias): fused in the linear's epilogue where its impl can, else split."""
+        lin = self.choice["linear"]
+        fuse = self.fuse_gelu if self.fuse_gelu is not None else (lin != "eager" and lin == self.choice["gelu"])
+        if fuse and self._fused_off is None:
+            xc, w, b = _amp(x, weight, bias)
+            shape = {"M": xc.numel() // xc.shape[-1], "N": w.shape[0], "K": w.shape[1]}
+            try:
+                out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
+                if out is not None:
+                    return out
+                self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
+            except (Unsupported, TypeError) as e:   # TypeError: an impl without the activation keyword
+                self._fused_off = f"{type(e).__name__}: {e}"
+                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({self._fused_off}); linear then gelu"
+                self.fallbacks.append(msg)
+                self.log("fallback " + msg)
+        return self.gelu(self.linear(x, weight, None), bias)
+
+    def fmha(self, q, k, v, causal=True):
+        q, k, v = _amp(q, k, v)
+        B, H, T, D = q.shape
+        return self._call("fmha", {"B": B, "H": H, "T": T, "D": D, "causal": causal}, (q, k, v), {"causal": causal})
+
+    def cross_entropy(self, logits, targets, ignore_index=-1):
+        M, V = logits.shape
+        return self._call("cross_entropy", {"M": M, "V": V}, (logits, targets), {"ignore_index": ignore_index})
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+_NULL = _Null()
+
+
+def _amp(*ts):
+    """Cast floating tensors to the autocast dtype when autocast is on (what it does for matmuls)."""
+    x = ts[0]
+    dev = x.device.type
+    if not torch.is_autocast_enabled(dev):
+        return ts
+    dt = torch.get_autocast_dtype(dev)
+    return tuple(t.to(dt) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dt else t
+                 for t in ts)

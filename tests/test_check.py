@@ -1,0 +1,70 @@
+"""The correctness gate: eager passes on odd shapes; wrong, unwritten and NaN outputs are caught."""
+import pytest
+
+from bench.check import check
+from kernels import registry
+from tests import fake_impls
+
+ODD = {
+    "fmha": [dict(B=2, H=3, T=37, D=16, causal=True), dict(B=1, H=2, T=19, D=64, causal=False)],
+    "layer_norm": [dict(M=33, C=65)],
+    "gelu": [dict(M=17, C=41)],
+    "linear": [dict(M=31, N=17, K=23)],
+    "cross_entropy": [dict(M=29, V=101)],
+}
+
+
+@pytest.mark.parametrize("op", registry.OPS)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+def test_eager_matches_reference_on_odd_shapes(op, dtype, pass_):
+    spec, impl = registry.spec_of(op), registry.get(op, "eager", "cpu")
+    for shape in ODD[op]:
+        r = check(spec, impl.fn, shape, dtype, pass_, "cpu", seed=7)
+        assert r.ok, r.message
+        assert 0 <= r.max_err_ratio <= 1
+
+
+@pytest.mark.parametrize("fn,needle", [
+    (fake_impls._off_by_a_bit, "rel-L2 error"),
+    (fake_impls._half_written, "NaN/inf"),
+    (fake_impls._nan, "NaN/inf"),
+])
+def test_gate_catches_bad_outputs(fn, needle):
+    spec = registry.spec_of("gelu")
+    r = check(spec, fn, dict(M=9, C=13), "fp32", "fwd", "cpu")
+    assert not r.ok and needle in r.message
+
+
+def test_gate_catches_wrong_gradient():
+    import torch
+
+    class BadGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, b):
+            ctx.save_for_backward(x, b)
+            return fake_impls._right(x, b)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, b = ctx.saved_tensors
+            return g, g.sum(0)       # identity instead of GELU's derivative
+    r = check(registry.spec_of("gelu"), BadGrad.apply, dict(M=9, C=13), "fp32", "fwd+bwd", "cpu")
+    assert not r.ok and "dx" in r.message
+
+
+def test_inputs_are_random_and_fresh():
+    spec = registry.spec_of("layer_norm")
+    from kernels.spec import gen_for
+    a = spec.make_inputs(dict(M=8, C=16), "fp32", "cpu", gen_for(1, "cpu")).args[0]
+    b = spec.make_inputs(dict(M=8, C=16), "fp32", "cpu", gen_for(2, "cpu")).args[0]
+    assert (a != 0).all() and not (a == b).all()
+
+
+def test_fully_masked_row_is_finite():
+    """The -1e20 floor: a row with every key masked softmaxes to uniform weights, never NaN."""
+    import torch
+    spec = registry.spec_of("fmha")
+    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
+    out = spec.math(q, q[:, :, :2], q[:, :, :2], causal=True)   # T=4 queries, 2 keys: tril(-2) masks rows 0-1
+    assert torch.isfinite(out).all()

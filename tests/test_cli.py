@@ -1,0 +1,127 @@
+"""run_bench.py end to end on the CPU, as a user meets it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, timeout=300):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    return subprocess.run([sys.executable, os.path.join(REPO, "run_bench.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+
+
+def rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_fmha_quick_on_cpu_reports(tmp_path):
+    r = run("--sweep", "fmha", "--quick", "--device", "cpu", "--out", str(tmp_path / "res"),
+            "--report-dir", str(tmp_path / "rep"), "--budget", "0.05")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fastest" in r.stdout and "not run here:" in r.stdout
+    assert "fmha/sdpa_cudnn" in r.stdout          # every other impl listed with its reason
+    res = rows(tmp_path / "res" / "results.jsonl")
+    assert {x["status"] for x in res} >= {"ok", "unavailable"}
+    assert any(x["impl"] == "eager" and x["status"] == "ok" and x["median_ms"] > 0 for x in res)
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Who wins where" in html and "why not available" in html
+    assert list((tmp_path / "rep").glob("tput_fmha_*.png"))
+
+
+def test_malformed_sweeps_file_exits_2_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sweeps:\n  x:\n    op: gelu\n    shapez: []\n")
+    r = run("--sweeps-file", str(bad), "--sweep", "x")
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bad.yaml: sweep 'x': key 'shapez'" in lines[0]
+
+
+def test_unknown_sweep_and_impl_exit_2():
+    r = run("--sweep", "nope")
+    assert r.returncode == 2 and "unknown sweep 'nope'" in r.stderr and "fmha" in r.stderr
+    r = run("--sweep", "gelu", "--impl", "magic")
+    assert r.returncode == 2 and "unknown impl 'magic'" in r.stderr
+
+
+def test_list_shows_availability():
+    r = run("--list", "--device", "cpu")
+    assert r.returncode == 0
+    assert "fmha" in r.stdout and "eager" in r.stdout and "unavailable: " in r.stdout
+
+
+def test_killed_sweep_resumes_without_redoing_points(tmp_path):
+    sweeps = tmp_path / "s.yaml"
+    sweeps.write_text(textwrap.dedent("""
+        sweeps:
+          g:
+            op: gelu
+            impls: [eager]
+            dtypes: [fp32]
+            passes: [fwd]
+            shapes:
+              - {M: [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22], C: 33}
+    """))
+    out = tmp_path / "res"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "run_bench.py", "--sweeps-file", str(sweeps), "--sweep", "g",
+                             "--device", "cpu", "--out", str(out), "--budget", "0.4", "--no-report"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if results.exists() and len(rows(results)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = rows(results)
+    assert 3 <= len(before) < 12, "the run should have been killed midway"
+    r = run("--sweeps-file", str(sweeps), "--sweep", "g", "--device", "cpu", "--out", str(out), "--budget", "0.02",
+            "--resume", "--no-report")
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert f"{len(before)} points already done" in r.stderr
+    after = rows(results)
+    ids = [x["point_id"] for x in after]
+    assert len(ids) == len(set(ids)) == 12                 # complete, no point twice
+    assert after[: len(before)] == before                   # nothing measured was lost or redone
+
+
+def test_report_merges_files(tmp_path):
+    from bench import report
+    base = {"op": "gelu", "shape_label": "M8 C8", "x": 64.0, "dtype": "bf16", "pass": "fwd", "status": "ok",
+            "bound": "memory", "config_label": "default", "mode": "kernel", "roofline_frac": 0.5}
+    files = []
+    for dev, scale in (("GPU A", 1.0), ("GPU B", 0.7)):
+        p = tmp_path / dev.replace(" ", "") / "results.jsonl"
+        p.parent.mkdir()
+        with open(p, "w") as f:
+            for impl, ms, kind in (("eager", 2.0, "baseline"), ("triton", 1.0, "ours"), ("liger", 1.5, "peer")):
+                row = {**base, "impl": impl, "impl_kind": kind, "median_ms": ms * scale, "gbps": 1 / (ms * scale),
+                       "device_name": dev, "point_id": f"{impl}", "date": "2026-11-24T00:00:00+00:00"}
+                f.write(json.dumps(row) + "\n")
+        files.append(str(p))
+    r = run("--report", *files, "--report-dir", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Across devices" in html and "GPU A" in html and "GPU B" in html
+    w = report.winners(report.best_configs(report.load(files)))
+    assert set(w["winner"]) == {"triton"} and all(abs(v - 2.0) < 1e-9 for v in w["vs eager"])
+    assert all(abs(v - 1.5) < 1e-9 for v in w["vs best peer"])
+
+
+@pytest.mark.parametrize("args,needle", [(("--report", "/nonexistent/x.jsonl"), "no such results"),
+                                         (("--static", "--arch", "hopper"), "not an arch")])
+def test_bad_arguments_are_one_line(args, needle):
+    r = run(*args)
+    assert r.returncode == 2 and needle in r.stderr

@@ -1,0 +1,86 @@
+"""sweeps.yaml: validation errors name file, sweep and key; expansion, quick, tokens and shards."""
+import textwrap
+
+import pytest
+
+from bench import sweeps as sw
+
+GOOD = """
+sweeps:
+  ln:
+    op: layer_norm
+    dtypes: [bf16, fp32]
+    shapes:
+      - {M: [7, 9], C: 65}
+  att:
+    op: fmha
+    impls: [eager]
+    shapes:
+      - {tokens: 1024, T: [128, 512], H: 2, D: 16}
+  both:
+    include: [ln, att]
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "sweeps.yaml"
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+def test_repo_sweeps_file_is_valid():
+    s = sw.load("sweeps.yaml")
+    for name in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy", "all", "e2e"):
+        assert name in s
+    assert [x.name for x in sw.resolve_names(s, ["all"])] == ["fmha", "layer_norm", "gelu", "linear", "cross_entropy"]
+
+
+def test_expansion(tmp_path):
+    s = sw.load(write(tmp_path, GOOD))
+    pts = sw.points(s["ln"], "cpu")
+    assert len(pts) == 2 * 2 * 2 * len(s["ln"].impls)
+    att = sw.points(s["att"], "cpu")
+    assert {(p["shape"]["B"], p["shape"]["T"]) for p in att} == {(8, 128), (2, 512)}
+    assert list(att[0]["shape"]) == ["B", "H", "T", "D"]      # canonical order
+    quick = sw.points(s["ln"], "cpu", quick=True)
+    assert len(quick) == 2 * 1 * 2 * len(s["ln"].impls)
+    assert len({p["point_id"] for p in pts}) == len(pts)
+
+
+@pytest.mark.parametrize("bad,needle", [
+    ("sweeps:\n  x:\n    op: layer_norm\n    dtype: [bf16]\n    shapes: [{M: 1, C: 2}]\n", "sweep 'x': key 'dtype': unknown key"),
+    ("sweeps:\n  x:\n    op: nope\n    shapes: [{M: 1}]\n", "sweep 'x': key 'op': unknown op 'nope'"),
+    ("sweeps:\n  x:\n    op: gelu\n    impls: [cuda_magic]\n    shapes: [{M: 1, C: 2}]\n", "key 'impls': unknown impl 'cuda_magic'"),
+    ("sweeps:\n  x:\n    op: gelu\n    dtypes: bf16\n    shapes: [{M: 1, C: 2}]\n", "key 'dtypes': must be a list"),
+    ("sweeps:\n  x:\n    op: gelu\n    shapes: [{M: 1, Q: 2}]\n", "unknown shape key 'Q'"),
+    ("sweeps:\n  x:\n    op: gelu\n    shapes: [{M: 1.5, C: 2}]\n", "M must be an int"),
+    ("sweeps:\n  x:\n    op: gelu\n    passes: [backward]\n    shapes: [{M: 1, C: 2}]\n", "unknown pass 'backward'"),
+    ("sweeps:\n  x:\n    op: gelu\n    configs: {triton: {BLOCK: 64}}\n    shapes: [{M: 1, C: 2}]\n", "key 'configs'"),
+    ("sweeps:\n  x:\n    include: [y]\n", "key 'include': unknown sweep 'y'"),
+    ("sweeps: [1, 2]\n", "'sweeps' mapping"),
+    ("sweeps:\n  x: {op: gelu\n", "not valid YAML"),
+    ("extra: 1\nsweeps: {}\n", "unknown top-level key"),
+])
+def test_malformed_files_give_one_clear_line(tmp_path, bad, needle):
+    with pytest.raises(sw.SweepError) as e:
+        sw.load(write(tmp_path, bad))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg and msg.startswith("sweeps.yaml")
+
+
+def test_unknown_sweep_lists_known(tmp_path):
+    s = sw.load(write(tmp_path, GOOD))
+    with pytest.raises(sw.SweepError, match="known sweeps: ln, att, both"):
+        sw.resolve_names(s, ["nope"])
+
+
+def test_shards_partition_the_sweep():
+    s = sw.load("sweeps.yaml")
+    pts = []
+    for x in sw.resolve_names(s, ["all"]):
+        pts += sw.points(x, "cuda")
+    n = 4
+    shards = [sw.shard(pts, i, n) for i in range(n)]
+    ids = [p["point_id"] for sh in shards for p in sh]
+    assert sorted(ids) == sorted(p["point_id"] for p in pts)     # the union is the sweep, no point twice
+    assert all(len(sh) > 0 for sh in shards)
