@@ -89,14 +89,25 @@ def _fmt(df: pd.DataFrame) -> str:
     return df.map(f).to_html(index=False, escape=True, border=0, classes="t", na_rep="")
 
 
+def _grid(n: int):
+    """Subplots two to a row, so a page stays readable with many dtype x pass combinations."""
+    cols = min(2, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.4 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
+
+
 def _throughput_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
     d = best[(best["op"] == op) & (best["device_name"] == device)]
     if d.empty:
         return False
     combos = sorted(d.groupby(["dtype", "pass"]).groups)
     metric, unit = metric_of(d["bound"].iloc[0])
-    fig, axes = plt.subplots(1, len(combos), figsize=(5.5 * len(combos), 4.2), squeeze=False)
-    for ax, (dtype, pass_) in zip(axes[0], combos):
+    fig, axes = _grid(len(combos))
+    for ax, (dtype, pass_) in zip(axes, combos):
         g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
         order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
         for impl, gi in g.groupby("impl"):
@@ -121,8 +132,8 @@ def _speedup_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
     if d.empty or "eager" not in set(d["impl"]):
         return False
     combos = sorted(d.groupby(["dtype", "pass"]).groups)
-    fig, axes = plt.subplots(1, len(combos), figsize=(5.5 * len(combos), 4.2), squeeze=False)
-    for ax, (dtype, pass_) in zip(axes[0], combos):
+    fig, axes = _grid(len(combos))
+    for ax, (dtype, pass_) in zip(axes, combos):
         g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
         p = g.pivot_table(index="shape_label", columns="impl", values="median_ms", aggfunc="min")
         if "eager" not in p:

@@ -1,13 +1,29 @@
-"""Can cuTile kernels run here, and if not, exactly why. (The full diagnosis is `run_bench.py --doctor`.)"""
+"""Can cuTile kernels run here, and if not, exactly why. (The full diagnosis is `run_bench.py --doctor`.)
+
+Also the two settings every cuTile compile in this process shares, applied once by `configure()`:
+- the tileiras timeout (TILEBENCH_CUTILE_COMPILE_TIMEOUT_S, default 120 s: TileGym's 5 s silently drops
+  big fmha tiles from its tuning on an H100);
+- the safe self-fix for a stale CUDA_HOME: tileiras found on PATH gets CUDA_HOME passed on and loads
+  that toolkit's older libnvvm ("failed to compile Tile IR program"), so the compiler runs without it.
+"""
 from __future__ import annotations
 
 import functools
+import glob
+import json
+import logging
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import torch
+
+log = logging.getLogger("tilebench.cutile")
+
+TIMEOUT_ENV = "TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 120.0
 
 
 @functools.lru_cache(maxsize=None)
@@ -19,14 +35,33 @@ def import_error() -> str | None:
         return f"cuda.tile not importable: {type(e).__name__}: {e} (pip install 'cuda-tile[tileiras]')"
 
 
+def _compiler_bin():
+    """cuda.tile's own choice of compiler (private API, but it is the truth), or None."""
+    try:
+        from cuda.tile._compile import _find_compiler_bin
+        return _find_compiler_bin()
+    except Exception:
+        return None
+
+
 @functools.lru_cache(maxsize=None)
 def tileiras_path() -> str | None:
     """The tileiras cuda.tile will use (it prefers the pip package, then PATH, then CUDA_HOME/bin)."""
-    try:
-        from cuda.tile._compile import _find_compiler_bin  # private, but it is the truth
-        return _find_compiler_bin().path
-    except Exception:
-        return shutil.which("tileiras")
+    b = _compiler_bin()
+    return b.path if b is not None else shutil.which("tileiras")
+
+
+def tileiras_source(path: str | None = None) -> str:
+    """Where that tileiras comes from, in words: pip package, PATH or CUDA_HOME."""
+    path = path or tileiras_path()
+    if not path:
+        return "not found"
+    if "site-packages" in path or "dist-packages" in path:
+        return "pip package nvidia-cuda-tileiras"
+    home = _cuda_home()
+    if home and os.path.dirname(path) == os.path.join(home, "bin"):
+        return "CUDA_HOME/bin"
+    return "PATH"
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,26 +81,103 @@ def _version_tuple(v: str | None) -> tuple:
     return tuple(int(x) for x in v.split(".")[:2]) if v else ()
 
 
-def stale_cuda_home() -> str | None:
-    """CUDA_HOME/CUDA_PATH whose libnvvm is older than tileiras: tileiras from PATH would load it and fail."""
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    path = tileiras_path()
-    if not home or not path or os.path.dirname(path) == os.path.join(home, "bin"):
-        return None
-    if "site-packages" in path:  # cuda.tile drops CUDA_HOME for the pip tileiras itself
-        return None
-    home_ver = None
+def _cuda_home() -> str | None:
+    return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+
+
+def toolkit_version(home: str) -> str | None:
+    """CUDA version of a toolkit folder: version.json, else nvcc --version, else the nvvm folder name."""
     try:
-        out = subprocess.run([os.path.join(home, "bin", "nvcc"), "--version"], capture_output=True, text=True, timeout=20).stdout
-        m = re.search(r"release (\d+\.\d+)", out)
-        home_ver = m.group(1) if m else None
+        with open(os.path.join(home, "version.json")) as f:
+            v = json.load(f).get("cuda", {}).get("version")
+            if v:
+                return ".".join(v.split(".")[:2])
     except Exception:
         pass
+    nvcc = os.path.join(home, "bin", "nvcc")
+    if os.path.exists(nvcc):
+        try:
+            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=20).stdout
+            m = re.search(r"release (\d+\.\d+)", out)
+            if m:
+                return m.group(1)
+        except Exception:
+            pass
+    m = re.search(r"cuda-(\d+\.\d+)", os.path.realpath(home))
+    return m.group(1) if m else None
+
+
+def stale_cuda_home(home: str | None = None, tileiras: str | None = None, passes_cuda_home: bool | None = None
+                    ) -> str | None:
+    """CUDA_HOME/CUDA_PATH whose libnvvm is older than tileiras: a tileiras that gets it passed loads it and fails.
+
+    cuda.tile passes CUDA_HOME to a tileiras found on PATH or in CUDA_HOME, not to the pip one."""
+    home = home if home is not None else _cuda_home()
+    path = tileiras if tileiras is not None else tileiras_path()
+    if not home or not path or os.path.dirname(os.path.abspath(path)) == os.path.join(os.path.abspath(home), "bin"):
+        return None
+    if passes_cuda_home is None:
+        b = _compiler_bin() if tileiras is None else None
+        passes_cuda_home = b.pass_cuda_home_var if b is not None else not (
+            "site-packages" in path or "dist-packages" in path)
+    if not passes_cuda_home:
+        return None
+    home_ver = toolkit_version(home)
     tv = tileiras_version(path)
     if home_ver and tv and _version_tuple(home_ver) < _version_tuple(tv):
-        return f"CUDA_HOME={home} is CUDA {home_ver}, older than tileiras {tv}: its libnvvm would be loaded"
+        return f"CUDA_HOME={home} is CUDA {home_ver}, older than tileiras {tv} ({path}): its libnvvm would be loaded"
     return None
 
+
+# --- settings applied once per process ----------------------------------------------------------
+
+_fixes: list[str] = []
+_configured = False
+
+
+def compile_timeout_s() -> float:
+    v = os.environ.get(TIMEOUT_ENV)
+    if v:
+        try:
+            t = float(v)
+            if t > 0:
+                return t
+        except ValueError:
+            pass
+        log.warning("ignoring %s=%r (want seconds > 0)", TIMEOUT_ENV, v)
+    return DEFAULT_TIMEOUT_S
+
+
+def configure() -> list[str]:
+    """Apply the compile timeout and the stale-CUDA_HOME fix (once); returns what was fixed."""
+    global _configured
+    if _configured or import_error():
+        return list(_fixes)
+    _configured = True
+    try:
+        from cuda.tile._cext import default_tile_context
+        default_tile_context.config.compiler_timeout_sec = compile_timeout_s()
+    except Exception as e:  # an API change: say so, do not fail
+        log.warning("could not set the cuda.tile compiler timeout: %s", e)
+    stale = stale_cuda_home()
+    if stale:
+        b = _compiler_bin()
+        if b is not None and hasattr(b, "pass_cuda_home_var"):
+            b.pass_cuda_home_var = False      # only tileiras loses CUDA_HOME; the rest of the process keeps it
+        else:
+            for k in ("CUDA_HOME", "CUDA_PATH"):
+                os.environ.pop(k, None)
+        msg = f"cuTile: {stale}; running tileiras without CUDA_HOME/CUDA_PATH"
+        _fixes.append(msg)
+        print(msg, file=sys.stderr, flush=True)   # said once per process
+    return list(_fixes)
+
+
+def fixes() -> list[str]:
+    return list(_fixes)
+
+
+# --- can it run? -------------------------------------------------------------------------------
 
 # Lowest tileiras release that targets each architecture (cuTile began on Blackwell; Hopper and
 # Ampere/Ada came with 13.3).
@@ -80,8 +192,8 @@ def arch_of(device: str) -> str | None:
     return f"sm_{major}{minor}"
 
 
-def arch_unsupported(arch: str) -> str | None:
-    tv = tileiras_version()
+def arch_unsupported(arch: str, version: str | None = None) -> str | None:
+    tv = version or tileiras_version()
     need = MIN_TILEIRAS.get(arch)
     if need is None:
         return f"GPU architecture {arch} is not a cuTile target"
@@ -98,11 +210,36 @@ def why_not_runnable(device: str) -> str | None:
     err = why_not_compilable()
     if err:
         return err
+    configure()
     if not device.startswith("cuda"):
         return "no CUDA device (cuTile kernels still compile here for any GPU: run_bench.py --static)"
     if not torch.cuda.is_available():
         return "no CUDA device (torch.cuda.is_available() is False)"
-    stale = stale_cuda_home()
+    stale = None if _fixes else stale_cuda_home()
     if stale:
         return stale + " (unset CUDA_HOME, or see run_bench.py --doctor)"
     return arch_unsupported(arch_of(device))
+
+
+def cuobjdump_path() -> str | None:
+    """A cuobjdump to read registers/shared memory/spills from a cubin: Triton's, pip nvcc's, PATH, CUDA_HOME."""
+    cands = []
+    try:
+        import triton
+        cands.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
+    except Exception:
+        pass
+    try:
+        import nvidia.cu13 as cu13
+        cands += [os.path.join(p, "bin", "cuobjdump") for p in cu13.__path__]
+    except Exception:
+        pass
+    cands += [shutil.which("cuobjdump") or ""]
+    home = _cuda_home()
+    if home:
+        cands.append(os.path.join(home, "bin", "cuobjdump"))
+    cands += sorted(glob.glob("/usr/local/cuda*/bin/cuobjdump"), reverse=True)
+    for c in cands:
+        if c and os.path.exists(c) and os.access(c, os.X_OK):
+            return c
+    return None

@@ -141,8 +141,12 @@ def _import_impl(op: str, name: str):
     try:
         return _load(ref), None
     except Exception as e:  # ImportError, or a toolchain that fails while defining kernels
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        return None, f"import of {ref.split(':')[0]} failed: {type(e).__name__}: {e} ({tb.filename.split('/')[-1]}:{tb.lineno})"
+        mod = ref.split(":")[0]
+        if isinstance(e, ModuleNotFoundError) and e.name == mod:
+            return None, f"{mod} does not exist (no {name} implementation of {op} yet)"
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if not f.filename.startswith("<")]
+        at = f" ({frames[-1].filename.split('/')[-1]}:{frames[-1].lineno})" if frames else ""
+        return None, f"import of {mod} failed: {type(e).__name__}: {e}{at}"
 
 
 @functools.lru_cache(maxsize=None)

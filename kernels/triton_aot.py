@@ -135,11 +135,13 @@ def _resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
 
 
 def compile_kernel(kernel, name: str, signature: dict, constexprs: dict, arch: str,
-                   num_warps: int = 4, num_stages: int = 3) -> dict:
+                   num_warps: int = 4, num_stages: int = 3, not_divisible: tuple = ()) -> dict:
     """Compile one @triton.jit kernel for `arch` with no GPU; a failure is a status, never an exception.
 
     signature maps each runtime argument to its Triton type ("*bf16", "i32", "fp32"); constexprs gives
-    the compile-time values. spills is the local memory per thread ptxas left (Triton kernels keep no
+    the compile-time values. Pointers and integers are marked divisible by 16, as the JIT specialises
+    them at GPT-2 shapes (without it there are no async copies, so no software pipelining), except the
+    names in not_divisible. spills is the local memory per thread ptxas left (Triton kernels keep no
     local arrays, so that is spill space)."""
     row = {"kernel": name, "arch": arch, "status": "ok", "message": "", "compile_s": None,
            "cubin_bytes": None, "registers": None, "smem_bytes": None, "spills": None,
@@ -147,10 +149,12 @@ def compile_kernel(kernel, name: str, signature: dict, constexprs: dict, arch: s
     try:
         import triton
         from triton.backends.compiler import GPUTarget
-        sig = {}
-        for a in kernel.arg_names:
+        sig, attrs = {}, {}
+        for i, a in enumerate(kernel.arg_names):
             sig[a] = "constexpr" if a in constexprs else signature[a]
-        src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=dict(constexprs))
+            if a not in constexprs and a not in not_divisible and sig[a][0] in "*i":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=dict(constexprs), attrs=attrs)
         t0 = time.perf_counter()
         cc = int(arch.split("_")[1])
         compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32),

@@ -135,7 +135,7 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x, ops)
         if targets is not None:
             logits = ops.linear(x, self.lm_head.weight)
-            loss = ops.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = ops.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
             # inference: only the last position's logits are needed
             logits = ops.linear(x[:, [-1], :], self.lm_head.weight)

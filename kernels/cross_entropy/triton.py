@@ -59,7 +59,7 @@ def _scale_rows(DX, G, V, stride_dx, BLOCK_V: tl.constexpr):
 
 
 PARAMS = (
-    TileParam("BLOCK_V", int, None, (1024, 2048, 4096, 8192, 16384, 32768), "vocabulary chunk"),
+    TileParam("BLOCK_V", int, None, (256, 512, 1024, 2048, 4096, 8192, 16384, 32768), "vocabulary chunk"),
     TileParam("num_warps", int, None, (4, 8, 16, 32)),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )

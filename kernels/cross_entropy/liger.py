@@ -1,0 +1,23 @@
+"""Liger-Kernel's cross-entropy (Triton): a peer. It computes the gradient in the forward and stores
+it over the logits in place (no extra memory), so whoever holds the logits sees them overwritten."""
+from liger_kernel.ops.cross_entropy import LigerCrossEntropyFunction
+
+from kernels import poison
+from kernels.cross_entropy.spec import IGNORE_INDEX
+from kernels.registry import KernelImpl
+
+
+def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX):
+    if logits.requires_grad and poison.poisoning():
+        # only inside the correctness gate: the gate computes its reference from these same logits
+        # afterwards, which Liger's in-place gradient would clobber. Timed runs pay no copy.
+        logits = logits.clone()
+    # (input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
+    #  return_z_loss, return_token_accuracy, return_predicted_tokens) -> (loss, z_loss, acc, predicted)
+    loss = LigerCrossEntropyFunction.apply(logits, targets, None, ignore_index, 0.0, 0.0, "mean", None,
+                                           False, False, False)[0]
+    return loss.float()   # Liger returns the loss in the logits' dtype; the contract is an fp32 scalar
+
+
+IMPL = KernelImpl(fn=cross_entropy, backend="liger", kind="peer",
+                  doc="liger_kernel.ops.cross_entropy.LigerCrossEntropyFunction (gradient in place over the logits)")

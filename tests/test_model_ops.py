@@ -1,0 +1,202 @@
+"""model/ops.py: backend choice, fallbacks (recorded once, never silent), fused GELU, "auto" from results."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kernels import registry  # noqa: E402
+from kernels.registry import KernelImpl, Resolved, Unsupported  # noqa: E402
+from model import ops as ops_mod  # noqa: E402
+from model.config import preset  # noqa: E402
+from model.gpt import GPT  # noqa: E402
+from model.ops import Backend, parse_choice, rank_impls  # noqa: E402
+
+
+def test_parse_choice():
+    assert parse_choice("eager")[1] == {op: "eager" for op in registry.OPS}
+    mode, m, _ = parse_choice("triton,fmha=sdpa_flash")
+    assert mode == "map" and m["fmha"] == "sdpa_flash" and m["linear"] == "triton"
+    assert parse_choice({"gelu": "cutile"})[1]["gelu"] == "cutile"
+    assert parse_choice("auto:x.jsonl")[0::2] == ("auto", "x.jsonl")
+    for bad in ("no_such_impl", "fmha=nope", "attention=eager"):
+        with pytest.raises(ValueError):
+            parse_choice(bad)
+
+
+def _run(backend, steps=2):
+    torch.manual_seed(0)
+    m = GPT(preset("tiny"), backend)
+    idx = torch.randint(0, 65, (2, 16))
+    for _ in range(steps):
+        _, loss = m(idx, idx)
+        loss.backward()
+    return loss
+
+
+def test_unavailable_impl_falls_back_once_per_reason():
+    logged = []
+    b = Backend("cutile", log=logged.append)     # no GPU here: every op unavailable
+    ref = _run(Backend("eager"))
+    loss = _run(b, steps=3)
+    assert loss.item() == ref.item()
+    ops_fell = {f.split(":")[0] for f in b.fallbacks}
+    assert ops_fell == set(registry.OPS)
+    assert len(b.fallbacks) == len(registry.OPS)            # three forwards, each reason once
+    assert len([m for m in logged if m.startswith("fallback")]) == len(registry.OPS)
+    assert all("cutile -> eager" in f for f in b.fallbacks)
+
+
+def test_impl_missing_for_some_ops():
+    b = Backend("sdpa_math")      # only fmha has an impl of that name
+    _run(b, steps=1)
+    assert b.used["fmha"] == {"sdpa_math"}
+    assert any(f.startswith("linear:") and "no impl named" in f for f in b.fallbacks)
+
+
+def _fake(fn, supports=None):
+    return KernelImpl(fn=fn, backend="triton", supports=supports)
+
+
+@pytest.fixture
+def fake_triton(monkeypatch):
+    """Fake 'triton' impls: linear raises Unsupported above K=64, layer_norm refuses C=64 via supports,
+    gelu and fmha work (eager math, counted)."""
+    calls = {"gelu": 0, "fmha": 0, "linear_gelu": 0}
+
+    def linear(x, w, b=None, activation=None):
+        if w.shape[1] > 64:
+            raise Unsupported("K > 64")
+        if activation == "gelu":
+            calls["linear_gelu"] += 1
+        y = F.linear(x, w, b)
+        return F.gelu(y, approximate="tanh") if activation == "gelu" else y
+
+    def gelu(x, bias=None):
+        calls["gelu"] += 1
+        return F.gelu(x + bias, approximate="tanh")
+
+    def fmha(q, k, v, causal=True, scale=None):
+        calls["fmha"] += 1
+        return registry.get("fmha", "eager").fn(q, k, v, causal=causal)
+
+    impls = {
+        "linear": _fake(linear),
+        "gelu": _fake(gelu),
+        "fmha": _fake(fmha),
+        "layer_norm": _fake(F.layer_norm, supports=lambda s, d, dev: "C=64 not supported" if s["C"] == 64 else None),
+        "cross_entropy": _fake(lambda *a, **k: (_ for _ in ()).throw(AssertionError("unreachable")),
+                               supports=lambda s, d, dev: "no"),
+    }
+    real = registry.resolve
+    monkeypatch.setattr(registry, "resolve",
+                        lambda op, name, device="cpu": Resolved(op, name, impls[op], None) if name == "triton"
+                        else real(op, name, device))
+    return calls
+
+
+def test_fallback_on_why_not_and_unsupported(fake_triton):
+    b = Backend("triton", log=lambda m: None)
+    loss = _run(b, steps=2)
+    ref = _run(Backend("eager"), steps=2)
+    assert abs(loss.item() - ref.item()) < 1e-5
+    text = "\n".join(b.fallbacks)
+    assert "layer_norm: triton -> eager: C=64 not supported" in text
+    assert "linear: triton -> eager: raised Unsupported: K > 64" in text    # mlp c_proj has K=256
+    assert "cross_entropy: triton -> eager: no" in text
+    assert fake_triton["fmha"] > 0 and b.used["fmha"] == {"triton"} and b.used["linear"] == {"triton"}
+    # the fused GELU epilogue ran (c_fc has K=64): the gelu op itself is not needed
+    assert fake_triton["linear_gelu"] > 0 and fake_triton["gelu"] == 0
+    assert len(b.fallbacks) == len(set(b.fallbacks))
+
+
+def test_split_gelu_when_linear_and_gelu_differ(fake_triton):
+    b = Backend("triton,gelu=eager", log=lambda m: None)
+    _run(b, steps=1)
+    assert fake_triton["linear_gelu"] == 0 and "gelu" not in b.used
+
+
+def test_fused_gelu_unsupported_splits_and_says_so(fake_triton, monkeypatch):
+    b = Backend("triton", log=lambda m: None)
+    impl = registry.resolve("linear", "triton").impl
+    base = impl.fn
+
+    def no_epilogue(x, w, b=None, activation=None):
+        if activation:
+            raise Unsupported("no epilogue")
+        return base(x, w, b)
+    monkeypatch.setattr(impl, "fn", no_epilogue)
+    _run(b, steps=2)
+    msgs = [f for f in b.fallbacks if f.startswith("linear+gelu")]
+    assert len(msgs) == 1 and "no epilogue" in msgs[0]
+    assert fake_triton["gelu"] > 0
+
+
+def _rows(dev):
+    ok = dict(status="ok", device_name=dev, dtype="bf16", **{"pass": "fwd+bwd"})
+    rows = []
+    for shape, ms in (({"T": 128}, (2.0, 1.0, 0.5)), ({"T": 256}, (4.0, 2.5, None)), ({"T": 512}, (8.0, 6.0, None))):
+        rows.append({**ok, "op": "fmha", "impl": "eager", "shape": shape, "median_ms": ms[0]})
+        rows.append({**ok, "op": "fmha", "impl": "sdpa_math", "shape": shape, "median_ms": ms[1],
+                     "config": {}})
+        if ms[2]:   # fastest, but measured at one shape of three: not trusted
+            rows.append({**ok, "op": "fmha", "impl": "sdpa_efficient", "shape": shape, "median_ms": ms[2]})
+    rows += [
+        {**ok, "op": "fmha", "impl": "eager", "shape": {"T": 128}, "median_ms": 0.1, "device_name": "other GPU"},
+        {**ok, "op": "fmha", "impl": "eager", "shape": {"T": 128}, "median_ms": 0.1, "pass": "fwd"},
+        {**ok, "op": "fmha", "impl": "eager", "shape": {"T": 128}, "median_ms": 0.1, "status": "wrong"},
+        {**ok, "op": "fmha", "impl": "eager", "shape": {"T": 128}, "median_ms": "nan"},
+        {**ok, "op": "layer_norm", "impl": "torch_compile", "shape": {"M": 1}, "median_ms": 0.1},  # unavailable on CPU
+        {**ok, "op": "layer_norm", "impl": "eager", "shape": {"M": 1}, "median_ms": 0.2},
+        {**ok, "op": "gelu", "impl": "eager", "shape": {"M": 1}, "median_ms": 0.2, "dtype": "fp32"},
+    ]
+    return rows
+
+
+def test_rank_impls():
+    r = rank_impls(_rows("GPU X"), "gpu x", "bf16")
+    assert [d["impl"] for d in r["fmha"]] == ["sdpa_math", "eager"]
+    assert r["fmha"][0]["shapes"] == 3
+    assert r["gelu"][0]["dtype"] == "any"            # no bf16 rows: all dtypes used
+    assert "linear" not in r
+
+
+def test_auto_from_fake_results(tmp_path):
+    dev = ops_mod.device_name("cpu")
+    path = tmp_path / "res.jsonl"
+    with open(path, "w") as f:
+        f.write("not json\n\n[1, 2]\n{\"op\": \"fmha\"}\n")
+        for r in _rows(dev):
+            f.write(json.dumps(r) + "\n")
+        f.write('{"op": "linear", "impl": "eager", "status": "ok", "pass": "fwd+b')   # cut off by a kill
+    notes = []
+    b = Backend(f"auto:{path}", log=notes.append)
+    b.resolve_auto("cpu")
+    assert b.choice["fmha"] == "sdpa_math"
+    assert b.choice["layer_norm"] == "eager"         # torch_compile ranked first but unavailable on CPU
+    assert any("torch_compile ranked but unavailable" in n for n in notes)
+    assert b.choice["linear"] == "eager" and any(f.startswith("linear: auto -> eager") for f in b.fallbacks)
+    _run(b, steps=1)
+    assert b.used["fmha"] == {"sdpa_math"}
+
+
+def test_auto_without_results_file_is_eager_and_says_so(tmp_path):
+    b = Backend("auto", results=str(tmp_path / "missing.jsonl"), log=lambda m: None)
+    _run(b, steps=1)
+    assert all(n == "eager" for n in b.choice.values())
+    assert len(b.fallbacks) == len(registry.OPS)
+
+
+def test_profile_ranges_cover_backward():
+    from torch.profiler import ProfilerActivity, profile
+    b = Backend("eager")
+    b.profile_ranges = True
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _run(b, steps=1)
+    names = {e.name for e in prof.events()}
+    for op in registry.OPS:
+        assert f"op:{op}" in names and f"op:{op}:bwd" in names, op
+    assert not ops_mod._open_ranges

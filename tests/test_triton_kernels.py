@@ -1,0 +1,278 @@
+"""The Triton kernels on the CPU: every op through the correctness gate under TRITON_INTERPRET=1 at small
+odd shapes (forward and gradients, fp32/bf16/fp16), and every kernel's default config compiled ahead of
+time for sm_80, sm_89, sm_90, sm_100 and sm_120.
+
+Both run in a child process: the interpreter flag only takes effect for kernels defined after it is set,
+and anything else in this pytest process may have imported the kernel modules already (or set the flag,
+which would break compiling). One child per kind runs every selected case and reports JSON; the tests
+here read their own case out of it.
+
+Select: -k interp (interpreter), -k aot (ahead-of-time), -m triton (both), plus op markers (-m fmha).
+"""
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("triton")
+pytest.importorskip("torch")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
+OPS = ("fmha", "layer_norm", "gelu", "linear", "cross_entropy")
+DTYPES = ("fp32", "bf16", "fp16")
+PASSES = ("fwd", "fwd+bwd")
+
+# --- the cases: (op, shape, dtype, pass, config overrides, inputs builder or None, expect ok) -------------
+
+# small tiles so every odd size spans several blocks, edges and (causal) diagonals included
+SMALL = {
+    "fmha": {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1": 32, "BWD_BLOCK_M2": 32,
+             "BWD_BLOCK_N2": 16},
+    "layer_norm": {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1},
+    "gelu": {"BLOCK": 512, "BWD_BLOCK_M": 4, "BWD_BLOCK_C": 64, "BWD_PROGS": 1},
+    "linear": {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16},
+    "cross_entropy": {"BLOCK_V": 256},
+}
+SHAPES = {
+    "fmha": {"B": 2, "H": 3, "T": 37, "D": 64},
+    "layer_norm": {"M": 37, "C": 65},
+    "gelu": {"M": 33, "C": 65},
+    "linear": {"M": 33, "N": 47, "K": 65},
+    "cross_entropy": {"M": 33, "V": 1003},
+}
+
+
+def _cases():
+    cases = {}
+
+    def add(cid, op, shape, dtype, pass_, cfg=None, build=None, expect_ok=True):
+        cases[cid] = dict(op=op, shape=shape, dtype=dtype, pass_=pass_, cfg=cfg or {}, build=build,
+                          expect_ok=expect_ok)
+
+    for op in OPS:
+        variants = [("", SHAPES[op])]
+        if op == "fmha":
+            variants = [("causal", {**SHAPES[op], "causal": True}), ("full", {**SHAPES[op], "causal": False})]
+        for tag, shape in variants:
+            for dtype in DTYPES:
+                for pass_ in PASSES:
+                    add(f"{op}-{tag + '-' if tag else ''}{dtype}-{pass_}", op, shape, dtype, pass_, SMALL[op])
+        # the per-arch default config too (the interpreter counts as sm_80)
+        add(f"{op}-default-bf16-fwd+bwd", op, SHAPES[op], "bf16", "fwd+bwd")
+    for D, T in ((128, 33), (32, 45), (16, 29)):
+        for causal in (True, False):
+            add(f"fmha-D{D}-T{T}-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
+                {"B": 1, "H": 2, "T": T, "D": D, "causal": causal}, "bf16", "fwd+bwd", SMALL["fmha"])
+    add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd", SMALL["fmha"])
+    # layouts the model produces: q/k/v from a qkv split + transpose, 3-D activations, a transposed view
+    add("fmha-qkv-split-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
+        SMALL["fmha"], build="qkv_split")
+    add("layer_norm-3d-noncontig-bf16-fwd+bwd", "layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
+        SMALL["layer_norm"], build="ln_3d")
+    add("gelu-3d-bf16-fwd+bwd", "gelu", {"M": 39, "C": 65}, "bf16", "fwd+bwd", SMALL["gelu"], build="gelu_3d")
+    add("gelu-nobias-fp32-fwd+bwd", "gelu", {"M": 33, "C": 65}, "fp32", "fwd+bwd", SMALL["gelu"], build="gelu_nobias")
+    for dtype in DTYPES:
+        add(f"linear-gelu-{dtype}-fwd+bwd", "linear", SHAPES["linear"], dtype, "fwd+bwd", SMALL["linear"],
+            build="linear_gelu")
+    add("linear-evenK-3d-bf16-fwd+bwd", "linear", {"M": 33, "N": 47, "K": 64}, "bf16", "fwd+bwd",
+        {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, build="linear_3d")
+    add("linear-nobias-bf16-fwd+bwd", "linear", SHAPES["linear"], "bf16", "fwd+bwd", SMALL["linear"],
+        build="linear_nobias")
+    # autotune mode: under the interpreter it takes the first candidate, but must run and report a pick
+    for op in OPS:
+        add(f"{op}-autotune-bf16-fwd+bwd", op, SHAPES[op], "bf16", "fwd+bwd", {"autotune": True})
+    # the gate must catch a kernel that leaves outputs unwritten, or gets the mask wrong
+    add("broken-half-unwritten", "gelu", SHAPES["gelu"], "bf16", "fwd", SMALL["gelu"], build="broken_unwritten",
+        expect_ok=False)
+    add("broken-wrong-mask", "fmha", {**SHAPES["fmha"], "causal": True}, "bf16", "fwd", SMALL["fmha"],
+        build="broken_mask", expect_ok=False)
+    return cases
+
+
+CASES = _cases()
+
+
+# --- child process: run the selected cases under the interpreter ----------------------------------------
+
+def _run_interp(ids):
+    import torch
+
+    from bench.check import check
+    from kernels import poison, registry
+    from kernels.spec import Inputs, gen_for
+
+    results = {}
+    for cid in ids:
+        c = CASES[cid]
+        t0 = time.perf_counter()
+        try:
+            impl = registry.get(c["op"], "triton", "cpu")
+            spec = registry.spec_of(c["op"])
+            fn, inputs = impl.fn, None
+            gen = gen_for(1, "cpu")
+            if c["build"]:
+                fn, inputs = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
+            r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", impl.config(c["cfg"]), inputs=inputs)
+            row = {"ok": r.ok, "message": r.message}
+            if c["cfg"].get("autotune"):
+                picked = impl.picked() if impl.picked else None
+                row["picked"] = picked
+                if not picked:
+                    row = {"ok": False, "message": "autotune mode reported no picked config"}
+        except Exception as e:   # reported, not raised: the parent shows it under the case's own test
+            row = {"ok": False, "message": f"{type(e).__name__}: {e}"}
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        results[cid] = row
+    return results
+
+
+def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
+    """(fn, inputs) for the cases that need a particular layout or a deliberately broken kernel."""
+    from kernels.registry import DTYPES as DT
+    s, dt = c["shape"], DT[c["dtype"]]
+    base = spec.make_inputs(s, c["dtype"], "cpu", gen)
+    if kind == "qkv_split":
+        B, H, T, D = s["B"], s["H"], s["T"], s["D"]
+        qkv = torch.randn(B, T, 3 * H * D, generator=gen).to(dt)
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+        assert not q.is_contiguous()
+        return impl.fn, Inputs((q, k, v), {"causal": True}, grad_args=(0, 1, 2))
+    if kind == "ln_3d":   # (3, 13, C) as a transposed view of (13, 3, C)
+        x, w, b = base.args
+        x3 = x.view(13, 3, -1).transpose(0, 1)
+        return impl.fn, Inputs((x3, w, b), {}, grad_args=(0, 1, 2))
+    if kind == "gelu_3d":
+        x, b = base.args
+        return impl.fn, Inputs((x.view(3, 13, -1), b), {}, grad_args=(0, 1))
+    if kind == "gelu_nobias":
+        x, _ = base.args
+        return (lambda x, **cfg: impl.fn(x, None, **cfg)), Inputs((x,), {}, grad_args=(0,))
+    if kind == "linear_gelu":
+        return impl.fn, Inputs(base.args, {"activation": "gelu"}, grad_args=(0, 1, 2))
+    if kind == "linear_3d":
+        x, w, b = base.args
+        return impl.fn, Inputs((x.view(3, 11, -1), w, b), {}, grad_args=(0, 1, 2))
+    if kind == "linear_nobias":
+        x, w, _ = base.args
+        return (lambda x, w, **cfg: impl.fn(x, w, None, **cfg)), Inputs((x, w), {}, grad_args=(0, 1))
+    if kind == "broken_unwritten":   # a kernel that forgets the second half of its output
+        def fn(x, bias, **cfg):
+            y = impl.fn(x, bias, **cfg)
+            out = poison.empty_like(y)
+            out.view(-1)[: y.numel() // 2] = y.reshape(-1)[: y.numel() // 2]
+            return out
+        return fn, base
+    if kind == "broken_mask":        # a kernel that ignores the causal flag
+        return (lambda q, k, v, causal=True, **cfg: impl.fn(q, k, v, causal=not causal, **cfg)), base
+    raise KeyError(kind)
+
+
+# --- child process: ahead-of-time compile every kernel for every arch ---------------------------------------
+
+def _aot_one(op_arch):
+    op, arch = op_arch
+    import importlib
+    impl = importlib.import_module(f"kernels.{op}.triton").IMPL
+    try:
+        return op, arch, impl.aot(impl.config(), arch)
+    except Exception as e:   # aot must never raise: recorded so the test can fail with the reason
+        return op, arch, [{"kernel": "?", "status": "raised", "message": f"{type(e).__name__}: {e}"}]
+
+
+def _run_aot(pairs):
+    from concurrent.futures import ProcessPoolExecutor
+    out = {}
+    with ProcessPoolExecutor(max_workers=max(1, min(2, os.cpu_count() or 1))) as pool:
+        for op, arch, rows in pool.map(_aot_one, pairs):
+            out[f"{op}-{arch}"] = rows
+    return out
+
+
+def _child(kind, arg, interp):
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    if interp:
+        env["TRITON_INTERPRET"] = "1"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    p = subprocess.run([sys.executable, os.path.abspath(__file__), kind, json.dumps(arg)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    for line in reversed(p.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{kind} child failed (rc {p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+
+
+def _selected(request, prefix):
+    """The case ids of this module's selected tests with the given prefix (so -k narrows the child's work)."""
+    ids = []
+    for item in request.session.items:
+        if item.module.__name__ == __name__ and item.originalname == prefix:
+            ids.append(item.callspec.params["case"])
+    return ids
+
+
+@pytest.fixture(scope="module")
+def interp_results(request):
+    return _child("interp", _selected(request, "test_interp"), interp=True)
+
+
+@pytest.fixture(scope="module")
+def aot_results(request):
+    pairs = [tuple(x.split("|")) for x in _selected(request, "test_aot")]
+    return _child("aot", pairs, interp=False)
+
+
+def _marks(op):
+    return [pytest.mark.triton, getattr(pytest.mark, op)]
+
+
+@pytest.mark.parametrize("case", [pytest.param(cid, id=cid, marks=_marks(c["op"])) for cid, c in CASES.items()])
+def test_interp(case, interp_results):
+    r = interp_results[case]
+    if CASES[case]["expect_ok"]:
+        assert r["ok"], f"{case}: {r['message']}"
+    else:
+        assert not r["ok"], f"{case}: the gate passed a broken kernel ({r['message']})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [pytest.param(f"{op}|{arch}", id=f"{op}-{arch}", marks=_marks(op))
+                                  for op in OPS for arch in ARCHS])
+def test_aot(case, aot_results):
+    op, arch = case.split("|")
+    rows = aot_results[f"{op}-{arch}"]
+    assert rows, "aot returned no kernels"
+    for r in rows:
+        assert r["status"] == "ok", f"{r['kernel']} on {arch}: {r['status']} {r['message']}"
+        assert r["cubin_bytes"] and r["cubin_bytes"] > 0
+        assert r["smem_bytes"] is not None
+        assert r["compile_s"] is not None
+        if r["registers"] is not None:   # cuobjdump ships with Triton's wheel; read where present
+            assert 0 < r["registers"] <= 255
+            assert r["spills"] is not None
+
+
+def test_aot_failure_is_a_status():
+    """A config that cannot compile comes back as compile_error with a message, not an exception."""
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json; from kernels.fmha import triton as F; "
+            "print('RESULT ' + json.dumps(F._aot({'BLOCK_M': 256, 'BLOCK_N': 128, 'num_stages': 5}, 'sm_89')[0]))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
+    assert line, p.stderr[-2000:]
+    r = json.loads(line[-1][7:])
+    assert r["status"] == "compile_error" and r["message"], r
+
+
+if __name__ == "__main__":
+    kind, arg = sys.argv[1], json.loads(sys.argv[2])
+    res = _run_interp(arg) if kind == "interp" else _run_aot([tuple(x) for x in arg])
+    print("RESULT " + json.dumps(res))
