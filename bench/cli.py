@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
     p.add_argument("--budget", type=float, default=None, metavar="S", help="timing budget per point, seconds")
     p.add_argument("--compile-timeout", type=float, default=None, metavar="S", help="cuTile compiler timeout")
+    p.add_argument("--gpus", default=None, metavar="all|0,1",
+                   help="one worker process per GPU of this host, points spread over them")
+    p.add_argument("--replicate", action="store_true", help="with --gpus: run every point on every GPU")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic slices")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
@@ -155,6 +158,8 @@ def main(argv=None) -> int:
     except sw.SweepError as e:
         return die(str(e))
     device = pick_device(args.device)
+    if args.gpus and not device.startswith("cuda"):
+        return die("--gpus needs CUDA GPUs (none here)")
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -202,7 +207,16 @@ def main(argv=None) -> int:
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
     opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed)
     try:
-        runner.run(points, device, store, opts)
+        if args.gpus:
+            from bench import multigpu
+            try:
+                gpus = multigpu.gpu_indices(args.gpus)
+            except ValueError as e:
+                return die(str(e))
+            print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""), file=sys.stderr)
+            multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate)
+        else:
+            runner.run(points, device, store, opts)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
         return 130

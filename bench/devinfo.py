@@ -91,6 +91,7 @@ def static_info(device: str) -> dict:
             "arch": f"sm_{p.major}{p.minor}",
             "sm_count": p.multi_processor_count,
             "mem_total_gb": round(p.total_memory / 2**30, 1),
+            "pci_bus_id": getattr(p, "pci_bus_id", None),
         })
         nv, h = _nvml_handle(device)
         if h is not None:

@@ -38,9 +38,33 @@ def load(paths: list[str]) -> pd.DataFrame:
     df["mode"] = df["mode"].fillna("kernel")
     df["config_label"] = df["config_label"].fillna("default")
     # the latest row wins when a point was measured twice (a resumed or repeated run)
+    if "gpu_index" not in df:
+        df["gpu_index"] = None
+    if "host" not in df:
+        df["host"] = None
     if "point_id" in df:
-        df = df.drop_duplicates(subset=["point_id", "device_name", "mode"], keep="last")
+        df = df.assign(_g=df["gpu_index"].astype(str)).drop_duplicates(
+            subset=["point_id", "device_name", "mode", "_g"], keep="last").drop(columns="_g")
     return df
+
+
+def gpu_disagreements(ok: pd.DataFrame, floor: float = 0.05) -> pd.DataFrame:
+    """Points measured on several GPUs of one host whose medians differ beyond noise: more than
+    max(5 %, twice the larger relative IQR of the two)."""
+    d = ok[ok["gpu_index"].notna()]
+    out = []
+    for (host, dev, pid), g in d.groupby(["host", "device_name", "point_id"]):
+        if g["gpu_index"].nunique() < 2:
+            continue
+        lo, hi = g.loc[g["median_ms"].idxmin()], g.loc[g["median_ms"].idxmax()]
+        spread = hi["median_ms"] / lo["median_ms"] - 1
+        noise = max(floor, 2 * float(g["iqr_rel"].max() if "iqr_rel" in g else 0))
+        if spread > noise:
+            out.append({"host": host, "device": dev, "op": lo["op"], "impl": lo["impl"], "shape": lo["shape_label"],
+                        "dtype": lo["dtype"], "pass": lo["pass"], "fast GPU": int(lo["gpu_index"]),
+                        "fast ms": lo["median_ms"], "slow GPU": int(hi["gpu_index"]), "slow ms": hi["median_ms"],
+                        "spread": spread, "noise bound": noise})
+    return pd.DataFrame(out)
 
 
 def _slug(s: str) -> str:
@@ -342,6 +366,14 @@ def build(paths: list[str], outdir: str) -> str:
         parts.append("<h2>Who wins where</h2><p class='note'>Fastest correct impl per point (best tile config), "
                      "its speedup over eager and over the fastest peer (cuDNN/flash SDPA, TileGym, Liger, "
                      "torch.compile).</p>" + _fmt(w.drop(columns=["x"])))
+        if ok["gpu_index"].nunique() > 1:
+            per = ok.groupby(["host", "device_name", "gpu_index"]).agg(points=("point_id", "count"),
+                                                                     time_s=("duration_s", "sum")).reset_index()
+            parts.append("<h2>Per GPU</h2>" + _fmt(per))
+            dis = gpu_disagreements(ok)
+            parts.append("<h3>GPUs of one host that disagree beyond noise on the same point</h3>" +
+                         (_fmt(dis) if not dis.empty else "<p class='note'>none (or no point ran on two GPUs; "
+                                                          "use --replicate)</p>"))
         if best["device_name"].nunique() > 1:
             parts.append("<h2>Across devices (median ms, best config)</h2>" + _fmt(_device_compare(best)))
         for op in [o for o in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy") if o in set(best["op"])] + \

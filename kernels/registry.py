@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import os
 import traceback
 from typing import Any, Callable
 
@@ -98,11 +99,21 @@ def _load(ref: str):
     return getattr(importlib.import_module(mod), attr)
 
 
+PLUGINS_ENV = "TILEBENCH_PLUGINS"
+
+
 @functools.lru_cache(maxsize=None)
 def op_package(op: str):
     if op not in OPS:
         raise KeyError(f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-    return importlib.import_module(f"kernels.{op}")
+    pkg = importlib.import_module(f"kernels.{op}")
+    # Out-of-tree impls: TILEBENCH_PLUGINS="gelu:mine=my_pkg.gelu:IMPL,fmha:x=other.mod:IMPL"
+    for item in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+        target, _, ref = item.partition("=")
+        p_op, _, name = target.partition(":")
+        if p_op == op and name and ":" in ref:
+            pkg.IMPLS.setdefault(name.strip(), ref.strip())
+    return pkg
 
 
 def spec_of(op: str):
