@@ -117,7 +117,7 @@ def test_report_merges_files(tmp_path):
     assert "Across devices" in html and "GPU A" in html and "GPU B" in html
     w = report.winners(report.best_configs(report.load(files)))
     assert set(w["winner"]) == {"triton"} and all(abs(v - 2.0) < 1e-9 for v in w["vs eager"])
-    assert all(abs(v - 1.5) < 1e-9 for v in w["vs best peer"])
+    assert all(abs(v - 1.5) < 1e-9 for v in w["ours vs best peer"])
 
 
 @pytest.mark.parametrize("args,needle", [(("--report", "/nonexistent/x.jsonl"), "no such results"),
