@@ -30,7 +30,7 @@ from kernels import registry
 from kernels.registry import DTYPE_NAMES, OPS, Unsupported
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_RESULTS = os.path.join(REPO, "results", "*.jsonl")
+DEFAULT_RESULTS = os.path.join(REPO, "results", "**", "*.jsonl")   # run_bench.py writes results/<run>/results.jsonl
 
 
 def _stderr_log(msg: str) -> None:
@@ -58,7 +58,7 @@ def read_results(paths) -> list[dict]:
         paths = [paths]
     rows = []
     for pattern in paths:
-        for path in sorted(glob.glob(pattern)) or [pattern]:
+        for path in sorted(glob.glob(pattern, recursive=True)) or [pattern]:
             try:
                 with open(path) as f:
                     for line in f:

@@ -116,6 +116,7 @@ class NonFiniteLoss(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, log=print):
+        cfg = dataclasses.replace(cfg)   # a copy: defaults get filled in below
         self.cfg, self._print = cfg, log
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype {cfg.dtype!r}: use bf16, fp16 or fp32")
@@ -135,6 +136,8 @@ class Trainer:
             dev = f"cuda:{self.local_rank}" if (self.ddp or "LOCAL_RANK" in os.environ or dev == "cuda") else dev
             torch.cuda.set_device(dev)
         self.device, self.device_type = dev, dev.split(":")[0]
+        if cfg.lr_decay_iters is None:   # fixed now, so a resumed run with more iterations keeps the schedule
+            cfg.lr_decay_iters = cfg.max_iters
         if self.ddp:
             import torch.distributed as dist
             dist.init_process_group(backend="nccl" if self.device_type == "cuda" else "gloo")
@@ -474,9 +477,11 @@ def main(argv=None) -> int:
     res = run(cfg)
     if res["status"] == "ok" and int(os.environ.get("RANK", "0")) == 0:
         s = res["summary"]
-        print(f"done: {res['iter']} iters, last loss {s['last_loss']}, val {s['last_val_loss']}, "
-              f"median {s['median_ms_per_step']} ms/step, {s['median_tokens_per_s']} tok/s"
-              + (f"; fallbacks: {len(res['fallbacks'])}" if res["fallbacks"] else ""))
+        f = lambda v, spec: "n/a" if v is None else format(v, spec)
+        print(f"done: {res['iter']} iters, last loss {f(s['last_loss'], '.4f')}, val loss {f(s['last_val_loss'], '.4f')}, "
+              f"median {f(s['median_ms_per_step'], '.2f')} ms/step, {f(s['median_tokens_per_s'], ',.0f')} tok/s"
+              + (f", mfu {s['median_mfu'] * 100:.1f}%" if s["median_mfu"] else "")
+              + (f"; {len(res['fallbacks'])} fallbacks: " + " | ".join(res["fallbacks"]) if res["fallbacks"] else ""))
     return 0 if res["status"] == "ok" else 3
 
 

@@ -116,7 +116,7 @@ def _run_interp(ids):
             fn, inputs = impl.fn, None
             gen = gen_for(1, "cpu")
             if c["build"]:
-                fn, inputs = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
+                fn, inputs, spec = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
             r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", impl.config(c["cfg"]), inputs=inputs)
             row = {"ok": r.ok, "message": r.message}
             if c["cfg"].get("autotune"):
@@ -132,7 +132,7 @@ def _run_interp(ids):
 
 
 def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
-    """(fn, inputs) for the cases that need a particular layout or a deliberately broken kernel."""
+    """(fn, inputs, spec) for the cases that need a particular layout or a deliberately broken kernel."""
     from kernels.registry import DTYPES as DT
     s, dt = c["shape"], DT[c["dtype"]]
     base = spec.make_inputs(s, c["dtype"], "cpu", gen)
@@ -141,35 +141,46 @@ def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
         qkv = torch.randn(B, T, 3 * H * D, generator=gen).to(dt)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
         assert not q.is_contiguous()
-        return impl.fn, Inputs((q, k, v), {"causal": True}, grad_args=(0, 1, 2))
+        return impl.fn, Inputs((q, k, v), {"causal": True}, grad_args=(0, 1, 2)), spec
     if kind == "ln_3d":   # (3, 13, C) as a transposed view of (13, 3, C)
         x, w, b = base.args
         x3 = x.view(13, 3, -1).transpose(0, 1)
-        return impl.fn, Inputs((x3, w, b), {}, grad_args=(0, 1, 2))
+        return impl.fn, Inputs((x3, w, b), {}, grad_args=(0, 1, 2)), spec
     if kind == "gelu_3d":
         x, b = base.args
-        return impl.fn, Inputs((x.view(3, 13, -1), b), {}, grad_args=(0, 1))
+        return impl.fn, Inputs((x.view(3, 13, -1), b), {}, grad_args=(0, 1)), spec
     if kind == "gelu_nobias":
         x, _ = base.args
-        return (lambda x, **cfg: impl.fn(x, None, **cfg)), Inputs((x,), {}, grad_args=(0,))
+        return (lambda x, **cfg: impl.fn(x, None, **cfg)), Inputs((x,), {}, grad_args=(0,)), _no_bias(spec)
     if kind == "linear_gelu":
-        return impl.fn, Inputs(base.args, {"activation": "gelu"}, grad_args=(0, 1, 2))
+        return impl.fn, Inputs(base.args, {"activation": "gelu"}, grad_args=(0, 1, 2)), spec
     if kind == "linear_3d":
         x, w, b = base.args
-        return impl.fn, Inputs((x.view(3, 11, -1), w, b), {}, grad_args=(0, 1, 2))
+        return impl.fn, Inputs((x.view(3, 11, -1), w, b), {}, grad_args=(0, 1, 2)), spec
     if kind == "linear_nobias":
         x, w, _ = base.args
-        return (lambda x, w, **cfg: impl.fn(x, w, None, **cfg)), Inputs((x, w), {}, grad_args=(0, 1))
+        return (lambda x, w, **cfg: impl.fn(x, w, None, **cfg)), Inputs((x, w), {}, grad_args=(0, 1)), _no_bias(spec)
     if kind == "broken_unwritten":   # a kernel that forgets the second half of its output
         def fn(x, bias, **cfg):
             y = impl.fn(x, bias, **cfg)
             out = poison.empty_like(y)
             out.view(-1)[: y.numel() // 2] = y.reshape(-1)[: y.numel() // 2]
             return out
-        return fn, base
+        return fn, base, spec
     if kind == "broken_mask":        # a kernel that ignores the causal flag
-        return (lambda q, k, v, causal=True, **cfg: impl.fn(q, k, v, causal=not causal, **cfg)), base
+        return (lambda q, k, v, causal=True, **cfg: impl.fn(q, k, v, causal=not causal, **cfg)), base, spec
     raise KeyError(kind)
+
+
+def _no_bias(spec):
+    """The op's spec with the reference called without its bias argument."""
+    class NoBias(type(spec)):
+        def math(self, *args, **kw):
+            if self.name == "gelu":
+                import torch.nn.functional as F
+                return F.gelu(args[0], approximate="tanh")
+            return super().math(*args, None, **kw)
+    return NoBias()
 
 
 # --- child process: ahead-of-time compile every kernel for every arch ---------------------------------------

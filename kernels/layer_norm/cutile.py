@@ -57,24 +57,39 @@ def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, n_tiles: int, C: ConstInt, BC: C
 
 
 @ct.kernel
-def _colsum(P, Out, BG: ConstInt, BN: ConstInt):
-    """Out[n] = sum over g of P[g, n] (fp32 partial sums in, any dtype out)."""
-    j = ct.bid(0)
+def _colsum(P, Out, steps: int, BG: ConstInt, BN: ConstInt):
+    """Out[g, n] = sum of P[r, n] over block g's rows (steps tiles of BG rows), in fp32."""
+    g = ct.bid(0)
+    j = ct.bid(1)
     acc = ct.zeros((1, BN), dtype=ct.float32)
-    for g in range(ct.cdiv(P.shape[0], BG)):
-        acc = acc + ct.sum(ct.load(P, index=(g, j), shape=(BG, BN), padding_mode=ZERO), axis=0, keepdims=True)
-    ct.store(Out, index=(j,), tile=acc.reshape((BN,)).astype(Out.dtype))
+    for t in range(g * steps, min((g + 1) * steps, ct.cdiv(P.shape[0], BG))):
+        acc = acc + ct.sum(ct.load(P, index=(t, j), shape=(BG, BN), padding_mode=ZERO).astype(ct.float32),
+                           axis=0, keepdims=True)
+    ct.store(Out, index=(g, j), tile=acc.astype(Out.dtype))
 
 
-def colsum(partial: torch.Tensor, dtype) -> torch.Tensor:
-    G, N = partial.shape
-    out = poison.empty(N, dtype=dtype, device=partial.device)
-    aot.launch(_colsum, (aot.cdiv(N, 128),), (partial, out, 32, 128))
-    return out
+def colsum(p: torch.Tensor, dtype) -> torch.Tensor:
+    """Column sums of a (R, N) matrix (fp32 partials, or dY itself) as an (N,) vector of `dtype`:
+    one pass when R is small, else a first pass over row groups that fills the GPU."""
+    R, N = p.shape
+    BG, BN = 32, 128
+    nb = aot.cdiv(N, BN)
+    tiles = aot.cdiv(R, BG)
+    if tiles > 32:
+        G = max(1, min(tiles // 8, aot.cdiv(4 * aot.sm_count(p), nb)))
+        steps = aot.cdiv(tiles, G)
+        G = aot.cdiv(tiles, steps)
+        part = poison.empty(G, N, dtype=torch.float32, device=p.device)
+        aot.launch(_colsum, (G, nb), (p, part, steps, BG, BN))
+        p, tiles = part, aot.cdiv(G, BG)
+    out = poison.empty(1, N, dtype=dtype, device=p.device)
+    aot.launch(_colsum, (1, nb), (p, out, tiles, BG, BN))
+    return out.view(N)
 
 
 def colsum_aot(arch: str, out_dtype="bf16") -> dict:
-    return aot.compile_kernel(_colsum, "colsum", [aot.array("fp32", 2), aot.array(out_dtype, 1), 32, 128], arch)
+    return aot.compile_kernel(_colsum, "colsum", [aot.array("fp32", 2), aot.array(out_dtype, 2), aot.scalar("i32"),
+                                                  32, 128], arch)
 
 
 # --- configs -------------------------------------------------------------------------------------

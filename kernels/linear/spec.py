@@ -15,7 +15,7 @@ class LinearSpec(OpSpec):
         b = randn((s["N"],), dtype, device, gen, scale=0.5)
         return Inputs((x, w, b), {}, grad_args=(0, 1, 2))
 
-    def math(self, x, w, b, activation=None):
+    def math(self, x, w, b=None, activation=None):
         y = F.linear(x, w, b)
         return F.gelu(y, approximate="tanh") if activation == "gelu" else y
 

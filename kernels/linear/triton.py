@@ -112,10 +112,10 @@ def _bwd_cfg(cfg):
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, bias, activation, cfg):
+    def forward(ctx, x, w, bias, activation, cfg, grad):
         x2 = x.reshape(-1, x.shape[-1])
         gelu = activation == "gelu"
-        keep_pre = gelu and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, bias))
+        keep_pre = gelu and grad     # the GELU backward needs the pre-activation
         y, pre = matmul(x2, w.t(), cfg, bias=bias, gelu=gelu, store_pre=keep_pre)
         ctx.save_for_backward(x2, w, pre)
         ctx.has_bias, ctx.gelu, ctx.cfg, ctx.shape = bias is not None, gelu, cfg, x.shape
@@ -136,7 +136,7 @@ class _Linear(torch.autograd.Function):
             dx = matmul(dy2, w, ctx.cfg)[0].view(ctx.shape)
         if ctx.needs_input_grad[1]:
             dw = matmul(dy2.t(), x2, ctx.cfg, out_dtype=w.dtype)[0]
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
 def _colsum_rows(t, dtype):
@@ -182,7 +182,8 @@ def linear(x, weight, bias=None, activation=None, **cfg):
                             aot.unique([full] + CANDIDATES),
                             lambda c: matmul(x2, weight.t(), c, bias=bias, gelu=activation == "gelu"))
     TUNER.note(full)
-    return _Linear.apply(x, weight, bias, activation, {**full, "_family": fam})
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    return _Linear.apply(x, weight, bias, activation, {**full, "_family": fam}, grad)
 
 
 def _aot(config, arch):
