@@ -115,7 +115,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     torch.manual_seed(seed)
     notes = []
     backend = Backend("eager" if compiled else impl, results=point.get("results"), dtype=dtype,
-                      annotate=not compiled, log=notes.append)
+                      fuse_gelu=point.get("fuse_gelu"), annotate=not compiled, log=notes.append)
     state["backend"] = backend
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
@@ -183,7 +183,8 @@ def _run(point: dict, device: str, state: dict) -> dict:
                mfu=(tflops / peak if peak else None), peak_tflops=peak, loss=last,
                peak_mem_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
                params=model.get_num_params(), flops_per_token=model.flops_per_token(T),
-               fused_adamw=getattr(opt, "fused_adamw", False), backend_choice=backend.describe())
+               fused_adamw=getattr(opt, "fused_adamw", False), backend_choice=backend.describe(),
+               impls_used={op: sorted(v) for op, v in backend.used.items()})
 
     if n_prof > 0:
         try:
@@ -268,14 +269,15 @@ def _converge(point, device, B, T, dtype) -> dict:
         return {"losses": None, "converge_error": f"no dataset at {data_dir} (python -m model.data shakespeare_char)"}
     iters = int(point["converge_iters"])
     impl = point.get("backend", "eager")
+    lr = float(point.get("lr", 6e-4 if point["model"] == "gpt2_124m" else 1e-3))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = train.TrainConfig(
             model=point["model"], data_dir=data_dir, batch_size=B, block_size=T, max_iters=iters,
-            learning_rate=float(point.get("lr", 1e-3)), min_lr=float(point.get("lr", 1e-3)) / 10,
-            warmup_iters=min(100, iters // 10), eval_interval=0, eval_iters=0, save_checkpoints=False,
+            learning_rate=lr, min_lr=lr / 10, warmup_iters=min(100, iters // 5), eval_interval=0, eval_iters=0, save_checkpoints=False,
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
             backend="eager" if impl == "torch_compile" else impl, compile=impl == "torch_compile",
-            results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"))
+            results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
+            fuse_gelu=point.get("fuse_gelu"))
         res = train.run(cfg, log=lambda m: None)
     return {"losses": [tuple(x) for x in res["train"]], "converge_status": res["status"],
             "converge_message": res["message"], "converge_tokens_per_s": res["summary"]["median_tokens_per_s"],
@@ -330,7 +332,8 @@ def main(argv=None):
     ap.add_argument("--profile-steps", type=int)
     ap.add_argument("--converge-iters", type=int)
     ap.add_argument("--data-dir")
-    ap.add_argument("--results", help="results JSONL for backend auto (default results/*.jsonl)")
+    ap.add_argument("--results", help="results JSONL for backend auto (default results/**/*.jsonl)")
+    ap.add_argument("--fuse-gelu", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--peak-tflops", type=float)
     ap.add_argument("--measure-peak", action="store_true", help="measure a bf16 GEMM peak for MFU first")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -353,7 +356,7 @@ def main(argv=None):
         B, T = DEFAULT_BT.get(m, (8, 256))
         for b in a.backends.split(","):
             point = {"model": m, "backend": b, "B": a.B or B, "T": a.T or T, "dtype": a.dtype}
-            for k in ("steps", "warmup", "profile_steps", "converge_iters", "data_dir", "results"):
+            for k in ("steps", "warmup", "profile_steps", "converge_iters", "data_dir", "results", "fuse_gelu"):
                 if getattr(a, k) is not None:
                     point[k] = getattr(a, k)
             if peak:

@@ -54,7 +54,40 @@ def fill(cfg: dict, preset: dict) -> dict:
 def sm_count(t: torch.Tensor) -> int:
     if t.device.type != "cuda" or interpreting():
         return 4
-    return torch.cuda.get_device_properties(t.device).multi_processor_count
+    return _sm_count(t.device.index or 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def cdiv(a: int, b: int) -> int:
+    # not triton.cdiv: from Python that is a JIT-function call costing microseconds per launch
+    return -(-a // b)
+
+
+def needs_grad(*ts) -> bool:
+    """Whether autograd will want a backward: if not, the impls skip the autograd.Function (and its
+    saved tensors) and launch the forward kernel directly, since launch overhead is the cost at small shapes."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+class Configs:
+    """Resolved tile configs, cached on (arch, shape class, requested overrides): resolving per call
+    is pure Python overhead on every launch."""
+
+    def __init__(self, params, preset_for):
+        self.names = tuple(p.name for p in params)
+        self.preset_for = preset_for      # (arch, key) -> preset dict
+        self.cache = {}
+
+    def get(self, arch, key, cfg: dict) -> dict:
+        k = (arch, key, tuple(sorted(cfg.items())))
+        hit = self.cache.get(k)
+        if hit is None:
+            hit = self.cache[k] = fill({**{n: None for n in self.names}, **cfg}, self.preset_for(arch, key))
+        return hit
 
 
 class Tuner:

@@ -387,6 +387,7 @@ class Backend:
             try:
                 out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
                 if out is not None:
+                    self.used["linear+gelu"].add(lin)
                     return out
                 self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
             except (Unsupported, TypeError) as e:   # TypeError: an impl without the activation keyword
@@ -394,7 +395,9 @@ class Backend:
                 msg = f"linear+gelu: {lin} fused GELU epilogue not used ({self._fused_off}); linear then gelu"
                 self.fallbacks.append(msg)
                 self.log("fallback " + msg)
-        return self.gelu(self.linear(x, weight, None), bias)
+        if self.choice["gelu"] == "eager":   # nanoGPT's own path: the bias rides in the matmul (addmm)
+            return self.gelu(self.linear(x, weight, bias), None)
+        return self.gelu(self.linear(x, weight, None), bias)   # the gelu kernel fuses the bias add
 
     def fmha(self, q, k, v, causal=True):
         q, k, v = _amp(q, k, v)

@@ -68,6 +68,7 @@ class TrainConfig:
     # system
     backend: str = "eager"                # eager | triton | cutile | auto[:results.jsonl] | op=impl,...
     results: str | None = None            # results file(s) for backend auto
+    fuse_gelu: bool | None = None         # linear's fused GELU epilogue: default when linear and gelu share an impl
     dtype: str = "bf16"                   # autocast dtype: bf16 | fp16 (with GradScaler) | fp32
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     compile: bool = False                 # torch.compile the model (meant for the eager backend)
@@ -146,6 +147,9 @@ class Trainer:
         torch.backends.cudnn.allow_tf32 = True
 
         # --- data, model, optimizer
+        repo_data = Path(__file__).resolve().parents[1] / cfg.data_dir
+        if not Path(cfg.data_dir).is_dir() and repo_data.is_dir():   # e.g. data/... run from elsewhere
+            cfg.data_dir = str(repo_data)
         self.batches = Batches(cfg.data_dir, seed=cfg.seed + 1000 * self.rank)
         ckpt = self._load_checkpoint() if cfg.resume else None
         if ckpt is not None:
@@ -168,7 +172,8 @@ class Trainer:
         self.tokens_per_iter = self.accum * self.world * cfg.batch_size * self.T
 
         torch.manual_seed(cfg.seed)                   # the same init on every rank
-        self.backend = Backend(cfg.backend, results=cfg.results, dtype=cfg.dtype, log=self.log)
+        self.backend = Backend(cfg.backend, results=cfg.results, dtype=cfg.dtype, fuse_gelu=cfg.fuse_gelu,
+                               log=self.log)
         self.raw_model = GPT(mcfg, self.backend).to(self.device)
         self.backend.resolve_auto(self.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
@@ -450,7 +455,7 @@ def _resume_config(out_dir: str, overrides: dict) -> TrainConfig:
 def parse_args(argv=None) -> TrainConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help=f"preset ({', '.join(TRAIN_PRESETS)}) or JSON file")
-    bools = {"save_checkpoints", "compile", "cuda_graph", "resume"}
+    bools = {"save_checkpoints", "compile", "cuda_graph", "resume", "fuse_gelu"}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name in bools:

@@ -1,15 +1,12 @@
 """GPT-2 structure: tied weights, init, parameter count, masking, optimizer groups, generation."""
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.config import GPTConfig, preset  # noqa: E402
-from model.gpt import GPT, peak_tflops_for  # noqa: E402
-from model.ops import Backend  # noqa: E402
+from model.config import GPTConfig, preset
+from model.gpt import GPT, peak_tflops_for
+from model.ops import Backend
 
 
 def test_lm_head_is_tied_to_wte():

@@ -1,19 +1,16 @@
 """model/ops.py: backend choice, fallbacks (recorded once, never silent), fused GELU, "auto" from results."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kernels import registry  # noqa: E402
-from kernels.registry import KernelImpl, Resolved, Unsupported  # noqa: E402
-from model import ops as ops_mod  # noqa: E402
-from model.config import preset  # noqa: E402
-from model.gpt import GPT  # noqa: E402
-from model.ops import Backend, parse_choice, rank_impls  # noqa: E402
+from kernels import registry
+from kernels.registry import KernelImpl, Resolved, Unsupported
+from model import ops as ops_mod
+from model.config import preset
+from model.gpt import GPT
+from model.ops import Backend, parse_choice, rank_impls
 
 
 def test_parse_choice():

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from kernels import registry  # noqa: E402
-from model.config import GPTConfig  # noqa: E402
-from model.gpt import GPT  # noqa: E402
-from model.ops import Backend  # noqa: E402
+from kernels import registry
+from model.config import GPTConfig
+from model.gpt import GPT
+from model.ops import Backend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # rel-L2 tolerances per autocast dtype for (logits, grads); the loss gets |diff| < logits tol
@@ -103,11 +102,27 @@ def run(backend):
     return logits.detach(), loss.detach(), {n: p.grad for n, p in m.named_parameters()}
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
-b = Backend("triton", fuse_gelu={"auto": None, "split": False}[sys.argv[2]], log=lambda m: None)
+def train3(backend):   # three AdamW steps: the kernels inside a real training loop
+    torch.manual_seed(0)
+    m = GPT(cfg, backend)
+    opt = m.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    g = torch.Generator().manual_seed(2)
+    losses = []
+    for _ in range(3):
+        idx = torch.randint(0, 65, (2, 16), generator=g)
+        loss = m(idx, torch.roll(idx, -1, 1))[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+fuse = {"auto": None, "split": False}[sys.argv[2]]
+b = Backend("triton", fuse_gelu=fuse, log=lambda m: None)
 ref, out = run(Backend("eager")), run(b)
+steps = [abs(x - y) for x, y in zip(train3(Backend("eager")), train3(Backend("triton", fuse_gelu=fuse)))]
 print(json.dumps({"ops": ok, "used": {k: sorted(v) for k, v in b.used.items()}, "fallbacks": b.fallbacks,
                   "logits": rel(out[0], ref[0]), "loss": abs(out[1].item() - ref[1].item()),
-                  "grads": {n: rel(out[2][n], g) for n, g in ref[2].items()}}))
+                  "grads": {n: rel(out[2][n], g) for n, g in ref[2].items()}, "train_steps": steps}))
 """
 
 
@@ -128,3 +143,4 @@ def test_triton_interpreter_parity(gelu):
         pytest.skip(f"no Triton impl importable under TRITON_INTERPRET=1: {res['skip']}")
     assert res["logits"] < 5e-3 and res["loss"] < 5e-3, res
     assert all(e < 1e-2 for e in res["grads"].values()), res
+    assert max(res["train_steps"]) < 1e-3, res

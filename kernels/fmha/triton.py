@@ -284,14 +284,17 @@ PARAMS = (
 )
 _BWD = {"BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 32}
 PRESETS = {
-    "hopper": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, **_BWD,
+    # hopper: picked by autotune mode on an H100 at (16, 12, 1024, 64) and (8, 16, 4096, 128), causal bf16
+    "hopper": {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, **_BWD,
                "bwd_num_warps": 4, "bwd_num_stages": 3},
-    "hopper_d128": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, **_BWD,
-                    "bwd_num_warps": 8, "bwd_num_stages": 2},
+    "hopper_d128": {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3,
+                    "BWD_BLOCK_M1": 64, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 64,
+                    "bwd_num_warps": 8, "bwd_num_stages": 3},
     "blackwell": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, **_BWD,
                   "bwd_num_warps": 4, "bwd_num_stages": 3},
-    "blackwell_d128": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, **_BWD,
-                       "bwd_num_warps": 8, "bwd_num_stages": 2},
+    "blackwell_d128": {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3,
+                       "BWD_BLOCK_M1": 64, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 64,
+                       "bwd_num_warps": 8, "bwd_num_stages": 3},
     "ampere": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, **_BWD,
                "bwd_num_warps": 4, "bwd_num_stages": 2},
     "ampere_d128": {"BLOCK_M": 128, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2,
@@ -342,7 +345,7 @@ def _forward(q, k, v, causal, sm_scale, cfg):
     o = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    _fmha_fwd[(triton.cdiv(T, BM), B * H)](
+    _fmha_fwd[(aot.cdiv(T, BM), B * H)](
         q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
         D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
@@ -352,16 +355,16 @@ def _forward(q, k, v, causal, sm_scale, cfg):
 def _backward(q, k, v, o, lse, do, causal, sm_scale, cfg):
     B, H, T, D = q.shape
     delta = torch.empty(B * H, T, dtype=torch.float32, device=q.device)   # fully written below
-    _bwd_delta[(triton.cdiv(B * H * T, 64),)](o, do, delta, B * H * T, D=D, BLOCK=64, num_warps=4)
+    _bwd_delta[(aot.cdiv(B * H * T, 64),)](o, do, delta, B * H * T, D=D, BLOCK=64, num_warps=4)
     dq = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
     dk = poison.empty(B, H, T, D, dtype=k.dtype, device=q.device)
     dv = poison.empty(B, H, T, D, dtype=v.dtype, device=q.device)
     common = dict(num_warps=cfg["bwd_num_warps"], num_stages=cfg["bwd_num_stages"])
     M1, N1, M2, N2 = (cfg[k_] for k_ in ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2"))
-    _fmha_bwd_dkdv[(triton.cdiv(T, N1), B * H)](
+    _fmha_bwd_dkdv[(aot.cdiv(T, N1), B * H)](
         q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
         sm_scale, D=D, BLOCK_M=M1, BLOCK_N=N1, CAUSAL=causal, EVEN_T=(T % M1 == 0 and T % N1 == 0), **common)
-    _fmha_bwd_dq[(triton.cdiv(T, M2), B * H)](
+    _fmha_bwd_dq[(aot.cdiv(T, M2), B * H)](
         q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
         sm_scale, D=D, BLOCK_M=M2, BLOCK_N=N2, CAUSAL=causal, EVEN_T=(T % M2 == 0 and T % N2 == 0), **common)
     return dq, dk, dv
@@ -403,7 +406,7 @@ def fmha(q, k, v, causal=True, scale=None, **cfg):
     if not (q.dtype == k.dtype == v.dtype):
         raise Unsupported("q, k, v dtypes differ")
     auto = cfg.pop("autotune", False)
-    full = aot.fill({**{p.name: None for p in PARAMS}, **cfg}, _preset(aot.arch_of(q), D))
+    full = CONFIGS.get(aot.arch_of(q), D, cfg)
     _check_cfg(full, causal)
     sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if auto:
@@ -413,8 +416,13 @@ def fmha(q, k, v, causal=True, scale=None, **cfg):
             cands = [c for c in cands if c["BLOCK_M"] % c["BLOCK_N"] == 0]
         full = {**full, **FWD_TUNER.choose((tuple(q.shape), q.dtype, str(q.device), causal), cands,
                                            lambda c: _forward(qc, kc, vc, causal, sm_scale, {**full, **c}))}
-    FWD_TUNER.note(full)
-    return _Fmha.apply(q, k, v, causal, sm_scale, full, auto)
+    FWD_TUNER.last = full
+    if aot.needs_grad(q, k, v):
+        return _Fmha.apply(q, k, v, causal, sm_scale, full, auto)
+    return _forward(*(_last_dim_unit(t) for t in (q, k, v)), causal, sm_scale, full)[0]
+
+
+CONFIGS = aot.Configs(PARAMS, _preset)
 
 
 def picked():

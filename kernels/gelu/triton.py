@@ -91,7 +91,7 @@ TUNER = aot.Tuner()
 def gelu_forward(x2, bias, cfg):
     y = poison.empty(*x2.shape, dtype=x2.dtype, device=x2.device)
     n, C = x2.numel(), x2.shape[-1]
-    _gelu_fwd[(triton.cdiv(n, cfg["BLOCK"]),)](x2, bias if bias is not None else x2, y, n, C,
+    _gelu_fwd[(aot.cdiv(n, cfg["BLOCK"]),)](x2, bias if bias is not None else x2, y, n, C,
                                                HAS_BIAS=bias is not None, BLOCK=cfg["BLOCK"],
                                                num_warps=cfg["num_warps"])
     return y
@@ -103,10 +103,10 @@ def gelu_backward(x2, bias, dy2, cfg, need_db):
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     BM, BC = cfg["BWD_BLOCK_M"], cfg["BWD_BLOCK_C"]
-    nc = triton.cdiv(C, BC)
-    G = max(1, min(triton.cdiv(M, BM), triton.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc)))
-    rows_per_prog = triton.cdiv(triton.cdiv(M, G), BM) * BM
-    G = triton.cdiv(M, rows_per_prog)
+    nc = aot.cdiv(C, BC)
+    G = max(1, min(aot.cdiv(M, BM), aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc)))
+    rows_per_prog = aot.cdiv(aot.cdiv(M, G), BM) * BM
+    G = aot.cdiv(M, rows_per_prog)
     dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device) if need_db else dx
     _gelu_bwd[(G, nc)](x2, bias if bias is not None else x2, dy2, dx, dbp, M, C, rows_per_prog,
                        HAS_BIAS=bias is not None, NEED_DB=need_db, BLOCK_M=BM, BLOCK_C=BC,
@@ -116,39 +116,57 @@ def gelu_backward(x2, bias, dy2, cfg, need_db):
 
 
 def _flat(t, C):
+    if t.dim() == 2 and t.is_contiguous():
+        return t
     return t.reshape(-1, C) if t.is_contiguous() else t.contiguous().view(-1, C)
+
+
+BWD_KEYS = ("BWD_BLOCK_M", "BWD_BLOCK_C", "bwd_num_warps", "BWD_PROGS")
+BWD_CANDIDATES = [dict(zip(BWD_KEYS, c)) for c in (
+    (8, 256, 4, 8), (4, 512, 4, 8), (16, 256, 8, 8), (8, 512, 8, 8), (4, 1024, 8, 4), (16, 128, 4, 8),
+    (8, 256, 4, 16), (32, 128, 8, 8), (8, 512, 8, 16))]
+BWD_TUNER = aot.Tuner()
 
 
 class _Gelu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, bias, cfg):
+    def forward(ctx, x, bias, cfg, tune):
         x2 = _flat(x, x.shape[-1])
-        b = bias.contiguous() if bias is not None else None
-        ctx.save_for_backward(x2, b)
-        ctx.cfg, ctx.shape = cfg, x.shape
-        return gelu_forward(x2, b, cfg).view(x.shape)
+        ctx.save_for_backward(x2, bias)
+        ctx.cfg, ctx.tune = cfg, tune
+        return gelu_forward(x2, bias, cfg).view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         x2, b = ctx.saved_tensors
-        dx, db = gelu_backward(x2, b, _flat(dy, x2.shape[1]), ctx.cfg, need_db=b is not None and ctx.needs_input_grad[1])
-        return dx.view(ctx.shape), db, None
+        need_db = b is not None and ctx.needs_input_grad[1]
+        dy2, cfg = _flat(dy, x2.shape[1]), ctx.cfg
+        if ctx.tune:   # autotune mode times the backward's own candidates too
+            cands = aot.unique([{k: cfg[k] for k in BWD_KEYS}] + BWD_CANDIDATES)
+            cfg = {**cfg, **BWD_TUNER.choose((x2.shape, x2.dtype, str(x2.device), need_db), cands,
+                                             lambda c: gelu_backward(x2, b, dy2, {**cfg, **c}, need_db))}
+            TUNER.last = {**TUNER.last, **cfg}
+        dx, db = gelu_backward(x2, b, dy2, cfg, need_db=need_db)
+        return dx.view(dy.shape), db, None, None
 
 
-def _config(x, cfg):
-    return aot.fill({**{p.name: None for p in PARAMS}, **cfg}, PRESETS[aot.family(aot.arch_of(x))])
+CONFIGS = aot.Configs(PARAMS, lambda arch, _: PRESETS[aot.family(arch)])
 
 
 def gelu(x, bias=None, **cfg):
     auto = cfg.pop("autotune", False)
-    full = _config(x, cfg)
+    full = CONFIGS.get(aot.arch_of(x), 0, cfg)
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
     if auto:
         x2 = _flat(x, x.shape[-1])
         full = TUNER.choose((x2.shape, x.dtype, str(x.device), bias is None),
                             aot.unique([full] + [{**full, **c} for c in CANDIDATES]),
                             lambda c: gelu_forward(x2, bias, c))
-    TUNER.note(full)
-    return _Gelu.apply(x, bias, full)
+    TUNER.last = full
+    if aot.needs_grad(x, bias):
+        return _Gelu.apply(x, bias, full, auto)
+    return gelu_forward(_flat(x, x.shape[-1]), bias, full).view(x.shape)
 
 
 def _aot(config, arch):

@@ -16,9 +16,10 @@ MAX_C = 16384   # a row tile lives in registers
 
 
 @ct.kernel
-def _ln_fwd(X, W, B, Y, Mean, Rstd, eps: float, C: ConstInt, BC: ConstInt, ROWS: ConstInt, LAT: ConstInt):
+def _ln_fwd(X, W, B, Y, Mean, Rstd, eps: float, C: ConstInt, BC: ConstInt, ROWS: ConstInt, LAT: ConstInt,
+            TMA: ct.Constant[bool]):
     i = ct.bid(0)
-    x = ct.load(X, index=(i, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT).astype(ct.float32)
+    x = ct.load(X, index=(i, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT, allow_tma=TMA).astype(ct.float32)
     cmask = ct.arange(BC, dtype=ct.int32)[None, :] < C
     mean = ct.sum(x, axis=1, keepdims=True) / C
     xc = ct.where(cmask, x - mean, 0.0)
@@ -26,22 +27,24 @@ def _ln_fwd(X, W, B, Y, Mean, Rstd, eps: float, C: ConstInt, BC: ConstInt, ROWS:
     w = ct.load(W, index=(0,), shape=(BC,), padding_mode=ZERO).astype(ct.float32)
     b = ct.load(B, index=(0,), shape=(BC,), padding_mode=ZERO).astype(ct.float32)
     y = xc * rstd * w[None, :] + b[None, :]
-    ct.store(Y, index=(i, 0), tile=y.astype(Y.dtype))
+    ct.store(Y, index=(i, 0), tile=y.astype(Y.dtype), allow_tma=TMA)
     ct.store(Mean, index=(i,), tile=mean.reshape((ROWS,)), allow_tma=False)
     ct.store(Rstd, index=(i,), tile=rstd.reshape((ROWS,)), allow_tma=False)
 
 
 @ct.kernel
 def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, n_tiles: int, C: ConstInt, BC: ConstInt, ROWS: ConstInt,
-            LAT: ConstInt):
+            LAT: ConstInt, TMA: ct.Constant[bool]):
     pid = ct.bid(0)
     G = ct.num_blocks(0)
     w = ct.load(W, index=(0,), shape=(BC,), padding_mode=ZERO).astype(ct.float32)[None, :]
     dw = ct.zeros((1, BC), dtype=ct.float32)
     db = ct.zeros((1, BC), dtype=ct.float32)
     for t in range(pid, n_tiles, G):
-        x = ct.load(X, index=(t, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT).astype(ct.float32)
-        dy = ct.load(DY, index=(t, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT).astype(ct.float32)
+        x = ct.load(X, index=(t, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT,
+                    allow_tma=TMA).astype(ct.float32)
+        dy = ct.load(DY, index=(t, 0), shape=(ROWS, BC), padding_mode=ZERO, latency=LAT,
+                     allow_tma=TMA).astype(ct.float32)
         mean = ct.load(Mean, index=(t,), shape=(ROWS,), padding_mode=ZERO).reshape((ROWS, 1))
         rstd = ct.load(Rstd, index=(t,), shape=(ROWS,), padding_mode=ZERO).reshape((ROWS, 1))
         xhat = (x - mean) * rstd            # padded columns: dy and w are 0 there, so they drop out
@@ -49,7 +52,7 @@ def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, n_tiles: int, C: ConstInt, BC: C
         c1 = ct.sum(xhat * wdy, axis=1, keepdims=True) / C
         c2 = ct.sum(wdy, axis=1, keepdims=True) / C
         dx = (wdy - (xhat * c1 + c2)) * rstd
-        ct.store(DX, index=(t, 0), tile=dx.astype(DX.dtype))
+        ct.store(DX, index=(t, 0), tile=dx.astype(DX.dtype), allow_tma=TMA)
         dw = dw + ct.sum(dy * xhat, axis=0, keepdims=True)   # padded rows: dy is 0
         db = db + ct.sum(dy, axis=0, keepdims=True)
     ct.store(DWp, index=(pid, 0), tile=dw)
@@ -100,14 +103,16 @@ PARAMS = (
     TileParam("occupancy", int, None, (1, 2, 4, 8, 16)),
     TileParam("num_worker_warps", int, None, (4, 8), "CUDA-core warps per block (compiler hint)"),
     TileParam("BWD_ROWS", int, None, (1, 2, 4, 8, 16)),
-    TileParam("BWD_PROGS", int, None, (1, 2, 4, 8), "backward blocks per SM"),
+    TileParam("BWD_PROGS", int, None, (1, 2, 4, 8, 16, 32), "backward blocks per SM"),
+    TileParam("TMA", bool, None, doc="let row loads/stores use TMA (False: plain vectorized loads)"),
     TileParam("autotune", bool, False, doc="cuda.tile.tune.exhaustive_search over forward candidates, per shape"),
 )
+_BASE = {"LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_PROGS": 2, "TMA": True}
 PRESETS = {
-    "hopper": {"ROWS": 4, "LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_ROWS": 4, "BWD_PROGS": 2},
-    "blackwell": {"ROWS": 4, "LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_ROWS": 4, "BWD_PROGS": 2},
-    "ampere": {"ROWS": 4, "LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_ROWS": 4, "BWD_PROGS": 2},
-    "consumer": {"ROWS": 2, "LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_ROWS": 2, "BWD_PROGS": 2},
+    "hopper": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
+    "blackwell": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
+    "ampere": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
+    "consumer": {"ROWS": 2, "BWD_ROWS": 2, **_BASE},
 }
 TUNER = aot.Tuner()
 
@@ -126,7 +131,7 @@ def _hints(c):
 
 def _fwd_args(x2, w, b, y, mean, rstd, eps, c):
     C = x2.shape[1]
-    return (x2, w, b, y, mean, rstd, float(eps), C, aot.next_pow2(C), c["ROWS"], c["LATENCY"])
+    return (x2, w, b, y, mean, rstd, float(eps), C, aot.next_pow2(C), c["ROWS"], c["LATENCY"], c["TMA"])
 
 
 def _forward(x2, w, b, eps, c):
@@ -146,7 +151,7 @@ def _backward(x2, w, dy, mean, rstd, c):
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     dwp = poison.empty(G, C, dtype=torch.float32, device=x2.device)
     dbp = poison.empty(G, C, dtype=torch.float32, device=x2.device)
-    aot.launch(_ln_bwd, (G,), (x2, w, dy, dx, mean, rstd, dwp, dbp, n_tiles, C, BC, R, c["LATENCY"]),
+    aot.launch(_ln_bwd, (G,), (x2, w, dy, dx, mean, rstd, dwp, dbp, n_tiles, C, BC, R, c["LATENCY"], c["TMA"]),
                num_worker_warps=c["num_worker_warps"])
     return dx, colsum(dwp, w.dtype), colsum(dbp, w.dtype)
 
@@ -208,10 +213,10 @@ def _aot(config, arch, C=768, dtype="bf16"):
     BC = aot.next_pow2(C)
     X, V, F1 = aot.array(dtype, 2), aot.array(dtype, 1), aot.array("fp32", 1)
     rows = [aot.compile_kernel(_ln_fwd, "layer_norm_fwd", [X, V, V, X, F1, F1, aot.scalar("fp32"), C, BC, c["ROWS"],
-                                                           c["LATENCY"]], arch, _hints(c))]
+                                                           c["LATENCY"], c["TMA"]], arch, _hints(c))]
     rows.append(aot.compile_kernel(_ln_bwd, "layer_norm_bwd",
                                    [X, V, X, X, F1, F1, aot.array("fp32", 2), aot.array("fp32", 2), aot.scalar("i32"),
-                                    C, BC, c["BWD_ROWS"], c["LATENCY"]], arch,
+                                    C, BC, c["BWD_ROWS"], c["LATENCY"], c["TMA"]], arch,
                                    {"num_worker_warps": c["num_worker_warps"]}))
     rows.append(colsum_aot(arch, dtype))
     return rows

@@ -14,7 +14,7 @@ MAX_C = 32768   # one row lives in registers
 
 @triton.jit
 def _ln_fwd(X, W, B, Y, Mean, Rstd, M, C, stride_x, stride_y, eps,
-            BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
+            BLOCK_C: tl.constexpr, ROWS: tl.constexpr, STATS: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_C)
     rmask = rows < M
@@ -28,12 +28,13 @@ def _ln_fwd(X, W, B, Y, Mean, Rstd, M, C, stride_x, stride_y, eps,
     b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
     y = xc * rstd[:, None] * w[None, :] + b[None, :]
     tl.store(Y + r64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
-    tl.store(Mean + rows, mean, mask=rmask)
-    tl.store(Rstd + rows, rstd, mask=rmask)
+    if STATS:   # only when a backward will need them
+        tl.store(Mean + rows, mean, mask=rmask)
+        tl.store(Rstd + rows, rstd, mask=rmask)
 
 
 @triton.jit
-def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, M, C, stride_x, stride_dy, stride_dx, rows_per_prog,
+def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, M, C, stride_x, stride_dy, stride_dx, rows_per_prog,
             BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
@@ -60,8 +61,8 @@ def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, DBp, M, C, stride_x, stride_dy, strid
         tl.store(DX + r64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
-    tl.store(DWp + pid * C + cols, dw, mask=cmask)
-    tl.store(DBp + pid * C + cols, db, mask=cmask)
+    tl.store(DWp + pid * 2 * C + cols, dw, mask=cmask)       # row pid of the (G, 2C) partials: dW | dB
+    tl.store(DWp + pid * 2 * C + C + cols, db, mask=cmask)
 
 
 @triton.jit
@@ -79,9 +80,9 @@ def _colsum(P, Out, G, N, stride_p, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr
 def colsum(partial: torch.Tensor, dtype) -> torch.Tensor:
     G, N = partial.shape
     out = poison.empty(N, dtype=dtype, device=partial.device)
-    BLOCK_N = 128
-    _colsum[(triton.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
-                                        num_warps=4)
+    BLOCK_N = 64
+    _colsum[(aot.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
+                                     num_warps=4)
     return out
 
 
@@ -98,7 +99,7 @@ PARAMS = (
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
-    "hopper": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
+    "hopper": {"ROWS": 8, "num_warps": 8, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},   # tuned on H100
     "blackwell": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
     "ampere": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
     "consumer": {"ROWS": 2, "num_warps": 4, "BWD_ROWS": 2, "bwd_num_warps": 8, "BWD_PROGS": 4},
@@ -122,52 +123,68 @@ def _candidates(C: int) -> list[dict]:
     return aot.unique([base] + [{**base, "ROWS": r, "num_warps": w} for r in rows for w in (4, 8, 16)])
 
 
-def _forward(x2, w, b, eps, cfg):
+def _forward(x2, w, b, eps, cfg, stats=True):
     M, C = x2.shape
     y = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
-    mean = poison.empty(M, dtype=torch.float32, device=x2.device)
-    rstd = poison.empty(M, dtype=torch.float32, device=x2.device)
+    mean = rstd = y
+    if stats:
+        st = poison.empty(2, M, dtype=torch.float32, device=x2.device)
+        mean, rstd = st[0], st[1]
     rows = cfg["ROWS"]
-    _ln_fwd[(triton.cdiv(M, rows),)](x2, w, b, y, mean, rstd, M, C, x2.stride(0), y.stride(0), eps,
-                                     BLOCK_C=triton.next_power_of_2(C), ROWS=rows, num_warps=cfg["num_warps"])
+    _ln_fwd[(aot.cdiv(M, rows),)](x2, w, b, y, mean, rstd, M, C, x2.stride(0), y.stride(0), eps,
+                                  BLOCK_C=triton.next_power_of_2(C), ROWS=rows, STATS=stats,
+                                  num_warps=cfg["num_warps"])
     return y, mean, rstd
 
 
 def _backward(x2, w, dy, mean, rstd, cfg):
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
-    G = max(1, min(triton.cdiv(M, cfg["BWD_ROWS"]), aot.sm_count(x2) * cfg["BWD_PROGS"]))
-    rows_per_prog = triton.cdiv(triton.cdiv(M, G), cfg["BWD_ROWS"]) * cfg["BWD_ROWS"]
-    G = triton.cdiv(M, rows_per_prog)
-    dwp = torch.empty(G, C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
-    dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device)
-    _ln_bwd[(G,)](x2, w, dy, dx, mean, rstd, dwp, dbp, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
-                  rows_per_prog, BLOCK_C=triton.next_power_of_2(C), ROWS=cfg["BWD_ROWS"],
-                  num_warps=cfg["bwd_num_warps"])
-    return dx, colsum(dwp, w.dtype), colsum(dbp, w.dtype)
+    R = cfg["BWD_ROWS"]
+    G = max(1, min(aot.cdiv(M, R), aot.sm_count(x2) * cfg["BWD_PROGS"]))
+    rows_per_prog = aot.cdiv(aot.cdiv(M, G), R) * R
+    G = aot.cdiv(M, rows_per_prog)
+    part = torch.empty(G, 2 * C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
+    _ln_bwd[(G,)](x2, w, dy, dx, mean, rstd, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
+                  rows_per_prog, BLOCK_C=triton.next_power_of_2(C), ROWS=R, num_warps=cfg["bwd_num_warps"])
+    dwb = colsum(part, w.dtype)     # one launch folds dW and dB together
+    return dx, dwb[:C], dwb[C:]
+
+
+def _rows(t, C):
+    t2 = t if t.dim() == 2 else t.reshape(-1, C)
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+BWD_KEYS = ("BWD_ROWS", "bwd_num_warps", "BWD_PROGS")
+BWD_CANDIDATES = [dict(zip(BWD_KEYS, c)) for c in (
+    (1, 4, 4), (2, 4, 4), (4, 4, 4), (2, 8, 4), (4, 8, 4), (8, 8, 4), (4, 8, 2), (4, 8, 8), (8, 16, 2), (1, 8, 8))]
+BWD_TUNER = aot.Tuner()
 
 
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w, b, eps, cfg):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        if x2.stride(-1) != 1:
-            x2 = x2.contiguous()
-        w, b = w.contiguous(), b.contiguous()
+    def forward(ctx, x, w, b, eps, cfg, tune):
+        x2 = _rows(x, x.shape[-1])
         y, mean, rstd = _forward(x2, w, b, eps, cfg)
         ctx.save_for_backward(x2, w, mean, rstd)
-        ctx.cfg, ctx.shape = cfg, shape
-        return y.view(shape)
+        ctx.cfg, ctx.tune = cfg, tune
+        return y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
         x2, w, mean, rstd = ctx.saved_tensors
-        dy2 = dy.reshape(-1, x2.shape[1])
-        if dy2.stride(-1) != 1:
-            dy2 = dy2.contiguous()
-        dx, dw, db = _backward(x2, w, dy2, mean, rstd, ctx.cfg)
-        return dx.view(ctx.shape), dw, db, None, None
+        dy2, cfg = _rows(dy, x2.shape[1]), ctx.cfg
+        if ctx.tune:   # autotune mode times the backward's own candidates too
+            cands = aot.unique([{k: cfg[k] for k in BWD_KEYS}] + (BWD_CANDIDATES if x2.shape[1] <= 2048 else []))
+            cfg = {**cfg, **BWD_TUNER.choose((x2.shape, x2.dtype, str(x2.device)), cands,
+                                             lambda c: _backward(x2, w, dy2, mean, rstd, {**cfg, **c}))}
+            TUNER.last = {**TUNER.last, **cfg}
+        dx, dw, db = _backward(x2, w, dy2, mean, rstd, cfg)
+        return dx.view(dy.shape), dw, db, None, None, None
+
+
+CONFIGS = aot.Configs(PARAMS, lambda arch, C: _preset(arch, C))
 
 
 def layer_norm(x, weight, bias, eps=EPS, **cfg):
@@ -175,14 +192,17 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     if C > MAX_C:
         raise Unsupported(f"C={C} > {MAX_C}: a row must fit one program")
     auto = cfg.pop("autotune", False)
-    full = aot.fill({**{p.name: None for p in PARAMS}, **cfg}, _preset(aot.arch_of(x), C))
+    full = CONFIGS.get(aot.arch_of(x), C, cfg)
+    if not weight.is_contiguous() or not bias.is_contiguous():
+        weight, bias = weight.contiguous(), bias.contiguous()
     if auto:
-        x2 = x.reshape(-1, C).contiguous()
+        x2 = _rows(x, C)
         key = (x2.shape, x.dtype, str(x.device))
-        full = TUNER.choose(key, [full] + _candidates(C),
-                            lambda c: _forward(x2, weight, bias, eps, c))
-    TUNER.note(full)
-    return _LayerNorm.apply(x, weight, bias, eps, full)
+        full = TUNER.choose(key, [full] + _candidates(C), lambda c: _forward(x2, weight, bias, eps, c))
+    TUNER.last = full
+    if aot.needs_grad(x, weight, bias):
+        return _LayerNorm.apply(x, weight, bias, eps, full, auto)
+    return _forward(_rows(x, C), weight, bias, eps, full, stats=False)[0].view(x.shape)
 
 
 def _supports(shape, dtype, device):
@@ -195,10 +215,10 @@ def _aot(config, arch):
     BC = triton.next_power_of_2(C)
     sig = {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
            "M": "i32", "C": "i32", "stride_x": "i32", "stride_y": "i32", "eps": "fp32"}
-    rows = [aot.compile_kernel(_ln_fwd, "layer_norm_fwd", sig, {"BLOCK_C": BC, "ROWS": cfg["ROWS"]}, arch,
+    rows = [aot.compile_kernel(_ln_fwd, "layer_norm_fwd", sig, {"BLOCK_C": BC, "ROWS": cfg["ROWS"], "STATS": True}, arch,
                                cfg["num_warps"], 1)]
     sig = {"X": "*bf16", "W": "*bf16", "DY": "*bf16", "DX": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
-           "DWp": "*fp32", "DBp": "*fp32", "M": "i32", "C": "i32", "stride_x": "i32", "stride_dy": "i32",
+           "DWp": "*fp32", "M": "i32", "C": "i32", "stride_x": "i32", "stride_dy": "i32",
            "stride_dx": "i32", "rows_per_prog": "i32"}
     rows.append(aot.compile_kernel(_ln_bwd, "layer_norm_bwd", sig, {"BLOCK_C": BC, "ROWS": cfg["BWD_ROWS"]},
                                    arch, cfg["bwd_num_warps"], 1))
