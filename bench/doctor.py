@@ -170,9 +170,10 @@ def _peer_rows(device):
     rows = []
     tv = _version("triton")
     why = backends.probe("triton", device)
+    fix = "" if not why else "pip install triton" if not tv else \
+        "needs a CUDA device (or TRITON_INTERPRET=1 for small CPU runs)"
     rows.append(_row("triton", "ok" if not why else ("warn" if tv else "fail"),
-                     f"triton {tv}" + (f": {why}" if why else ""), "" if not why else
-                     ("pip install triton" if not tv else "needs a CUDA device (or TRITON_INTERPRET=1 for small CPU runs)")))
+                     f"triton {tv}" + (f": {why}" if why else ""), fix))
     peers_env.tilegym_import_error()      # puts TILEBENCH_TILEGYM_PATH on sys.path
     tg = _import_failure("tilegym")
     src = os.environ.get(peers_env.TILEGYM_PATH_ENV)
@@ -208,11 +209,15 @@ def diagnose(device: str | None = None) -> list[dict]:
 
 
 def main(argv=None) -> int:
+    """argv: a device string ("cuda", "cpu", None for the default) or command-line arguments."""
     import argparse
-    ap = argparse.ArgumentParser(prog="run_bench.py --doctor")
-    ap.add_argument("--device", default=None)
-    a = ap.parse_args(argv if argv is not None else [])
-    rows = diagnose(a.device)
+    if argv is None or isinstance(argv, str):
+        device = argv
+    else:
+        ap = argparse.ArgumentParser(prog="run_bench.py --doctor")
+        ap.add_argument("--device", default=None)
+        device = ap.parse_args(argv).device
+    rows = diagnose(device)
     w = max(len(r["check"]) for r in rows)
     for r in rows:
         print(f"{r['status']:4}  {r['check']:{w}}  {r['detail']}")

@@ -2,7 +2,8 @@
 
 run_e2e_point(point, device) -> row. point: model (preset), backend (eager | triton | cutile | auto[:path] |
 op=impl,... | torch_compile = the eager model under torch.compile), B, T, dtype (bf16), steps; optional
-warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, converge_iters (+ data_dir, lr).
+warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, converge_iters (+ data_dir, lr),
+cuda_graph (true: the whole step, clipping and AdamW included, captured once and replayed; model/cuda_graph.py).
 
 The row: status (ok | error | oom | unsupported), message, ms_per_step (median of CUDA-event times, or
 perf_counter on CPU, after warm-up), ms_q1, ms_q3, tokens_per_s, model_tflops (6N + 12LHQT per token),
@@ -35,6 +36,7 @@ import torch
 from torch.profiler import record_function
 
 from kernels.registry import Unsupported
+from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
 from model.ops import Backend, close_open_ranges, device_name
@@ -74,7 +76,8 @@ def run_e2e_point(point: dict, device: str) -> dict:
         device = f"cuda:{torch.cuda.current_device()}"
     row = {"op": "e2e", "model": point.get("model"), "backend": point.get("backend", "eager"),
            "B": point.get("B"), "T": point.get("T"), "dtype": point.get("dtype", "bf16"),
-           "device": device, "device_name": device_name(device), "fallbacks": []}
+           "device": device, "device_name": device_name(device), "fallbacks": [],
+           "cuda_graph": bool(point.get("cuda_graph"))}
     state = {}
     try:
         row.update(_run(point, device, state))
@@ -108,6 +111,11 @@ def _run(point: dict, device: str, state: dict) -> dict:
     if compiled and not cuda and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
         raise Unsupported("torch_compile is timed on CUDA only: inductor's CPU build time dwarfs the step "
                           "(TILEBENCH_COMPILE_ON_CPU=1 forces it)")
+    graphed = bool(point.get("cuda_graph"))
+    if graphed:
+        why = cuda_graph.refusal(device, dtype, 1, compiled)
+        if why:
+            raise Unsupported(why)
 
     cfg = preset(name)
     if T > cfg.block_size:
@@ -119,7 +127,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     state["backend"] = backend
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
-    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu")
+    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
     fwd = torch.compile(model) if compiled else model
     state.update(model=model, opt=opt, fwd=fwd)
     gen = torch.Generator(device=device if cuda else "cpu").manual_seed(seed)
@@ -140,6 +148,14 @@ def _run(point: dict, device: str, state: dict) -> dict:
             opt.step()
             opt.zero_grad(set_to_none=True)
         return loss
+
+    if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
+        gstep = cuda_graph.GraphedStep(model, opt, model.parameters(), B, T, 1, clip, dtype, device,
+                                       warmup=max(1, min(3, warmup)))
+
+        def step(i):   # noqa: F811 - the graphed step replaces the eager one
+            with record_function("step:graph"):
+                return gstep([data[i % len(data)]], 6e-4)
 
     # first step apart: Triton/cuTile JIT, autotuning, torch.compile
     if cuda:
@@ -184,11 +200,14 @@ def _run(point: dict, device: str, state: dict) -> dict:
                peak_mem_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
                params=model.get_num_params(), flops_per_token=model.flops_per_token(T),
                fused_adamw=getattr(opt, "fused_adamw", False), backend_choice=backend.describe(),
+               cuda_graph=graphed, graph_capture_s=gstep.capture_s if graphed else None,
                impls_used={op: sorted(v) for op, v in backend.used.items()})
 
     if n_prof > 0:
         try:
-            out.update(_breakdown(step, n_prof, device, backend, ms, annotate=not compiled))
+            # graph replays launch no ops from Python: their kernels show up as "unattributed" (top_kernels
+            # still lists them); the same point without cuda_graph gives the per-op split
+            out.update(_breakdown(step, n_prof, device, backend, ms, annotate=not (compiled or graphed)))
         except Exception as e:  # the timing stands without the breakdown
             out["breakdown"], out["breakdown_error"] = None, _classify(e)[1]
 
@@ -277,7 +296,7 @@ def _converge(point, device, B, T, dtype) -> dict:
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
             backend="eager" if impl == "torch_compile" else impl, compile=impl == "torch_compile",
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
-            fuse_gelu=point.get("fuse_gelu"))
+            fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
         res = train.run(cfg, log=lambda m: None)
     return {"losses": [tuple(x) for x in res["train"]], "converge_status": res["status"],
             "converge_message": res["message"], "converge_tokens_per_s": res["summary"]["median_tokens_per_s"],
@@ -334,6 +353,8 @@ def main(argv=None):
     ap.add_argument("--data-dir")
     ap.add_argument("--results", help="results JSONL for backend auto (default results/**/*.jsonl)")
     ap.add_argument("--fuse-gelu", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--cuda-graph", action="store_true", default=None,
+                    help="capture each whole step in a CUDA graph and time replays")
     ap.add_argument("--peak-tflops", type=float)
     ap.add_argument("--measure-peak", action="store_true", help="measure a bf16 GEMM peak for MFU first")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -356,7 +377,8 @@ def main(argv=None):
         B, T = DEFAULT_BT.get(m, (8, 256))
         for b in a.backends.split(","):
             point = {"model": m, "backend": b, "B": a.B or B, "T": a.T or T, "dtype": a.dtype}
-            for k in ("steps", "warmup", "profile_steps", "converge_iters", "data_dir", "results", "fuse_gelu"):
+            for k in ("steps", "warmup", "profile_steps", "converge_iters", "data_dir", "results", "fuse_gelu",
+                      "cuda_graph"):
                 if getattr(a, k) is not None:
                     point[k] = getattr(a, k)
             if peak:
@@ -373,7 +395,8 @@ def main(argv=None):
 
 
 def _print_row(r):
-    head = f"{r.get('model')} B={r.get('B')} T={r.get('T')} {r.get('backend'):>14}: {r.get('status')}"
+    name = f"{r.get('backend')}{'+graph' if r.get('cuda_graph') else ''}"
+    head = f"{r.get('model')} B={r.get('B')} T={r.get('T')} {name:>14}: {r.get('status')}"
     if r.get("status") != "ok":
         print(f"{head} {r.get('message', '')}", flush=True)
         return

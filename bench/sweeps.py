@@ -19,7 +19,7 @@ SWEEP_KEYS = {
     "op": str, "description": str, "impls": list, "dtypes": list, "passes": list, "shapes": list,
     "cpu_shapes": list, "cpu_dtypes": list, "configs": dict, "presets": dict, "include": list, "quick": dict,
     # e2e sweeps (whole training steps)
-    "models": list, "backends": list, "steps": int, "converge_iters": int,
+    "models": list, "backends": list, "steps": int, "converge_iters": int, "cuda_graph": bool,
 }
 QUICK_KEYS = {"shapes": int, "dtypes": int, "passes": list}
 E2E_BACKENDS = ("eager", "triton", "cutile", "auto", "torch_compile")
@@ -148,7 +148,9 @@ def _validate(path, name, body) -> Sweep:
         for b in body.get("backends", []):
             if b not in E2E_BACKENDS:
                 raise _err(path, name, "backends", f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)})")
-    extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters") if k in body}
+    if "cuda_graph" in body and op != "e2e":
+        raise _err(path, name, "cuda_graph", "only e2e sweeps capture whole steps (kernel sweeps: --cuda-graph)")
+    extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters", "cuda_graph") if k in body}
     extra["cpu_dtypes"] = body.get("cpu_dtypes")
     return Sweep(name, op, impls, dtypes, passes, shapes, cpu_shapes, configs, presets, include, quick, extra)
 
@@ -258,14 +260,16 @@ def shard(pts: list[dict], i: int, n: int) -> list[dict]:
 
 def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter) -> list[dict]:
     backends = [b for b in sweep.extra.get("backends", list(E2E_BACKENDS)) if not impl_filter or b in impl_filter]
-    extra = {k: sweep.extra[k] for k in ("steps", "converge_iters") if k in sweep.extra}
+    extra = {k: sweep.extra[k] for k in ("steps", "converge_iters", "cuda_graph") if k in sweep.extra}
+    # a graphed step is its own point (its own id), labelled as a config of the backend
+    config, label = ({"cuda_graph": True}, "cuda_graph") if extra.get("cuda_graph") else ({}, "default")
     if quick:
         extra["steps"] = min(extra.get("steps", 5), 5)
         extra.pop("converge_iters", None)
     out = []
     for shape, dtype, backend in itertools.product(shapes, dtypes, backends):
         p = {"sweep": sweep.name, "op": "e2e", "impl": backend, "shape": shape, "dtype": dtype, "pass": "train_step",
-             "config": {}, "config_label": "default", "extra": extra}
+             "config": dict(config), "config_label": label, "extra": extra}
         p["point_id"] = point_id(p)
         out.append(p)
     return out

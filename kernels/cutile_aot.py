@@ -139,7 +139,8 @@ def array(dtype: str | object, ndim: int, contiguous: bool = True, index64: bool
     """An ArrayConstraint as the JIT would derive it for a fresh, aligned torch tensor (no aliasing)."""
     import cuda.tile as ct
     from cuda.tile.compilation import ArrayConstraint
-    dt = {"bf16": ct.bfloat16, "fp16": ct.float16, "fp32": ct.float32, "i64": ct.int64, "i32": ct.int32}.get(dtype, dtype)
+    names = {"bf16": ct.bfloat16, "fp16": ct.float16, "fp32": ct.float32, "i64": ct.int64, "i32": ct.int32}
+    dt = names.get(dtype, dtype)
     return ArrayConstraint(dt, ndim, index_dtype=ct.int64 if index64 else ct.int32, stride_lower_bound_incl=0,
                            alias_groups=(), may_alias_internally=False,
                            stride_constant=((None,) * (ndim - 1) + (1,)) if contiguous and ndim else None,

@@ -203,7 +203,11 @@ def arch_unsupported(arch: str, version: str | None = None) -> str | None:
 
 
 def why_not_compilable() -> str | None:
-    return import_error() or (None if tileiras_path() else "tileiras not found (pip install 'cuda-tile[tileiras]' or put CUDA >= 13.3 bin on PATH)")
+    if import_error():
+        return import_error()
+    if not tileiras_path():
+        return "tileiras not found (pip install 'cuda-tile[tileiras]' or put CUDA >= 13.3 bin on PATH)"
+    return None
 
 
 def why_not_runnable(device: str) -> str | None:

@@ -67,6 +67,11 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def pow2(n: int) -> int:
+    """Next power of two; triton.next_power_of_2 is a constexpr_function, microseconds per host call."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def needs_grad(*ts) -> bool:
     """Whether autograd will want a backward: if not, the impls skip the autograd.Function (and its
     saved tensors) and launch the forward kernel directly, since launch overhead is the cost at small shapes."""

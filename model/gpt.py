@@ -2,7 +2,7 @@
 
 Parameters live in ordinary nn.Linear / nn.Embedding modules, so state_dict names match nanoGPT's; the
 forward pass reads their weights and hands them to the backend's layer_norm, linear, gelu, fmha and
-cross_entropy.
+linear_cross_entropy (the lm_head and the loss; nanoGPT's linear then cross_entropy when that op is eager).
 """
 from __future__ import annotations
 
@@ -122,7 +122,10 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, return_logits=False):
+        """(logits, loss). With targets, a fused linear_cross_entropy impl computes the loss without ever
+        holding the logits: logits is then None, unless return_logits asks for them (one more lm_head
+        matmul, outside the loss; for tests). The eager backend returns them as nanoGPT does."""
         b, t = idx.shape
         if t > self.config.block_size:
             raise ValueError(f"sequence of length {t} > block size {self.config.block_size}")
@@ -134,16 +137,18 @@ class GPT(nn.Module):
             x = block(x, ops)
         x = self.transformer.ln_f(x, ops)
         if targets is not None:
-            logits = ops.linear(x, self.lm_head.weight)
-            loss = ops.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            loss, logits = ops.linear_cross_entropy(x, self.lm_head.weight, targets, ignore_index=-1)
+            if logits is None and return_logits:
+                logits = ops.linear(x, self.lm_head.weight)
         else:
             # inference: only the last position's logits are needed
             logits = ops.linear(x[:, [-1], :], self.lm_head.weight)
             loss = None
         return logits, loss
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
-        """AdamW with weight decay on the 2-D tensors (matmul weights, embeddings) only; fused on CUDA."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None, capturable=False):
+        """AdamW with weight decay on the 2-D tensors (matmul weights, embeddings) only; fused on CUDA.
+        capturable: its step can be captured in a CUDA graph (model/cuda_graph.py)."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -151,6 +156,8 @@ class GPT(nn.Module):
         if fused is None:
             fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = {"fused": True} if fused else {}
+        if capturable:
+            extra["capturable"] = True
         opt = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
         opt.fused_adamw = bool(fused)   # for the logs
         return opt

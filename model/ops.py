@@ -235,6 +235,7 @@ class Backend:
         self._decided: dict = {}
         self._cfg: dict = {}
         self._fused_off: str | None = None
+        self._lce_off: str | None = None         # why the fused lm_head + loss was given up
 
     def __repr__(self):
         return f"Backend({self.spec!r})"
@@ -407,6 +408,27 @@ class Backend:
     def cross_entropy(self, logits, targets, ignore_index=-1):
         M, V = logits.shape
         return self._call("cross_entropy", {"M": M, "V": V}, (logits, targets), {"ignore_index": ignore_index})
+
+    def linear_cross_entropy(self, x, weight, targets, ignore_index=-1):
+        """(loss, logits) for loss = cross_entropy(x @ weight.T, targets). Through the fused op when its impl
+        is not eager and can run: then no logits exist and None comes back. Otherwise nanoGPT's own path,
+        linear then cross_entropy (each dispatched by its own choice), which returns the logits too."""
+        op = "linear_cross_entropy"
+        if self._lce_off is None and (self.choice[op] != "eager" or not self._auto_done):
+            xc, w = _amp(x, weight)
+            x2, t = xc.reshape(-1, xc.shape[-1]), targets.reshape(-1)
+            try:
+                loss = self._call(op, {"M": x2.shape[0], "K": x2.shape[1], "V": w.shape[0]}, (x2, w, t),
+                                  {"ignore_index": ignore_index}, eager_ok=False)
+            except Unsupported as e:   # e.g. a dtype the impl declines at run time: split from now on
+                self._lce_off = str(e)
+                self._fallback(op, self.choice[op], f"raised Unsupported: {e}; linear then cross_entropy")
+                loss = None
+            if loss is not None:
+                return loss, None
+        logits = self.linear(x, weight)
+        loss = self.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
+        return loss, logits
 
 
 class _Null:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from model import cuda_graph
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
@@ -72,7 +73,8 @@ class TrainConfig:
     dtype: str = "bf16"                   # autocast dtype: bf16 | fp16 (with GradScaler) | fp32
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     compile: bool = False                 # torch.compile the model (meant for the eager backend)
-    cuda_graph: bool = False              # hook: whole-step CUDA-graph capture (not implemented yet)
+    cuda_graph: bool = False              # capture the whole step (fwd, bwd, clip, AdamW) in one CUDA graph
+    graph_warmup: int = 3                 # eager steps (side stream) before the capture
     peak_tflops: float | None = None      # for MFU; default the GPU's datasheet bf16 peak
     seed: int = 1337
     debug_nan_at: int = -1                # test hook: report a NaN loss at this iteration
@@ -121,12 +123,12 @@ class Trainer:
         self.cfg, self._print = cfg, log
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype {cfg.dtype!r}: use bf16, fp16 or fp32")
-        if cfg.cuda_graph:
-            raise NotImplementedError(
-                "--cuda-graph: whole-step capture is not implemented yet. The hook is Trainer.step: capture it "
-                "with torch.cuda.graph after warm-up, with static x/y buffers and AdamW(capturable=True).")
         # --- processes and devices: DDP only when torchrun starts more than one
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        if cfg.cuda_graph:   # before any process group or CUDA state exists
+            why = cuda_graph.refusal(cfg.device, cfg.dtype, self.world, cfg.compile)
+            if why:
+                raise ValueError(why)
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.ddp = self.world > 1
@@ -177,7 +179,8 @@ class Trainer:
         self.raw_model = GPT(mcfg, self.backend).to(self.device)
         self.backend.resolve_auto(self.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
-                                                             (cfg.beta1, cfg.beta2), self.device_type)
+                                                             (cfg.beta1, cfg.beta2), self.device_type,
+                                                             capturable=cfg.cuda_graph)
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=(cfg.dtype == "fp16"))
         self.iter, self.best_val = 0, math.inf
         self.history = {"train": [], "eval": [], "perf": []}
@@ -196,6 +199,7 @@ class Trainer:
             self.ctx = torch.autocast(self.device_type, dtype=DTYPES[cfg.dtype], enabled=cfg.dtype != "fp32")
         else:
             self.ctx = nullcontext()
+        self.graphed = None      # the CUDA-graph step, built at the first step (after any checkpoint restore)
         self.peak = cfg.peak_tflops or (peak_tflops_for(device_name(self.device)) if self.device_type == "cuda" else None)
         self.status, self.message = "running", ""
 
@@ -223,6 +227,8 @@ class Trainer:
     def step(self, it: int) -> torch.Tensor:
         c = self.cfg
         lr = self.get_lr(it)
+        if c.cuda_graph:
+            return self._graph_step(it, lr)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         total = torch.zeros((), device=self.device)
@@ -242,6 +248,19 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        if it == c.debug_nan_at:
+            total = total * float("nan")
+        return total
+
+    def _graph_step(self, it: int, lr: float) -> torch.Tensor:
+        """The same step as a CUDA-graph replay: same batches (same order), same schedule, same clipping."""
+        c = self.cfg
+        if self.graphed is None:
+            self.graphed = cuda_graph.GraphedStep(self.raw_model, self.optimizer, self.raw_model.parameters(),
+                                                  c.batch_size, self.T, self.accum, c.grad_clip, c.dtype,
+                                                  self.device, warmup=c.graph_warmup, log=self.log)
+        batches = [self.batches.get_batch("train", c.batch_size, self.T, self.device) for _ in range(self.accum)]
+        total = self.graphed(batches, lr)
         if it == c.debug_nan_at:
             total = total * float("nan")
         return total
@@ -375,7 +394,8 @@ class Trainer:
         self.log(f"model {c.model}: {self.raw_model.get_num_params() / 1e6:.2f}M params, backend {c.backend} "
                  f"[{self.backend.describe()}], device {self.device} ({device_name(self.device)}), dtype {c.dtype}, "
                  f"{self.world} process(es), {self.tokens_per_iter:,} tokens/iter, "
-                 f"fused AdamW {getattr(self.optimizer, 'fused_adamw', False)}")
+                 f"fused AdamW {getattr(self.optimizer, 'fused_adamw', False)}"
+                 + (f", whole-step CUDA graph after {c.graph_warmup} warm-up steps" if c.cuda_graph else ""))
         start = self.iter
         pending, t0, n = [], time.perf_counter(), 0
         try:
@@ -411,6 +431,7 @@ class Trainer:
             "backend": self.cfg.backend, "backend_choice": self.backend.describe(),
             "fallbacks": list(self.backend.fallbacks), "notes": list(self.backend.notes),
             "tokens_per_iter": self.tokens_per_iter, "iter": self.iter,
+            "cuda_graph_capture_s": self.graphed.capture_s if self.graphed is not None else None,
             "train": self.history["train"], "eval": self.history["eval"], "perf": self.history["perf"],
             "summary": {
                 "first_loss": self.history["train"][0][1] if self.history["train"] else None,
@@ -479,6 +500,11 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.cuda_graph:
+        why = cuda_graph.refusal(cfg.device, cfg.dtype, int(os.environ.get("WORLD_SIZE", "1")), cfg.compile)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
     res = run(cfg)
     if res["status"] == "ok" and int(os.environ.get("RANK", "0")) == 0:
         s = res["summary"]

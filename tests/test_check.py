@@ -11,6 +11,7 @@ ODD = {
     "gelu": [dict(M=17, C=41)],
     "linear": [dict(M=31, N=17, K=23)],
     "cross_entropy": [dict(M=29, V=101)],
+    "linear_cross_entropy": [dict(M=29, K=23, V=101)],
 }
 
 

@@ -36,7 +36,8 @@ def forward_backward(backend, device, dtype, seed=0):
     tgt[0, :3] = -1
     ctx = torch.autocast(device, dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast(device, enabled=False)
     with ctx:
-        logits, loss = m(idx, tgt)
+        # return_logits: a fused lm_head + loss computes none, so they come from one more matmul
+        logits, loss = m(idx, tgt, return_logits=True)
     loss.backward()
     grads = {n: p.grad.detach().float().cpu() for n, p in m.named_parameters()}
     return logits.detach().float().cpu(), loss.detach().float().cpu(), grads
@@ -67,6 +68,8 @@ def test_backend_parity(name, device, dtype):
     b = Backend(mapping, log=lambda m: None)
     assert_parity(b, device, dtype)
     for op in mapping:   # each op ran the impl or says why not (e.g. a half-only impl at fp32)
+        if op == "cross_entropy" and "linear_cross_entropy" in b.used:
+            continue         # the fused lm_head + loss took its place
         assert op in b.used or any(f.startswith(f"{op}:") for f in b.fallbacks), op
     if not b.used:
         pytest.skip(f"{name} took no op at {dtype}: {b.fallbacks}")
@@ -97,9 +100,11 @@ def run(backend):
     idx = torch.randint(0, 65, (2, 13), generator=g)
     tgt = torch.randint(0, 65, (2, 13), generator=g)
     tgt[0, :2] = -1
-    logits, loss = m(idx, tgt)
+    plain = m(idx, tgt)[0]   # without return_logits the fused path holds no logits
+    m.zero_grad(set_to_none=True)
+    logits, loss = m(idx, tgt, return_logits=True)
     loss.backward()
-    return logits.detach(), loss.detach(), {n: p.grad for n, p in m.named_parameters()}
+    return logits.detach(), loss.detach(), {n: p.grad for n, p in m.named_parameters()}, plain is None
 def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
 def train3(backend):   # three AdamW steps: the kernels inside a real training loop
@@ -121,6 +126,7 @@ b = Backend("triton", fuse_gelu=fuse, log=lambda m: None)
 ref, out = run(Backend("eager")), run(b)
 steps = [abs(x - y) for x, y in zip(train3(Backend("eager")), train3(Backend("triton", fuse_gelu=fuse)))]
 print(json.dumps({"ops": ok, "used": {k: sorted(v) for k, v in b.used.items()}, "fallbacks": b.fallbacks,
+                  "no_logits": {"eager": ref[3], "triton": out[3]},
                   "logits": rel(out[0], ref[0]), "loss": abs(out[1].item() - ref[1].item()),
                   "grads": {n: rel(out[2][n], g) for n, g in ref[2].items()}, "train_steps": steps}))
 """
@@ -144,3 +150,6 @@ def test_triton_interpreter_parity(gelu):
     assert res["logits"] < 5e-3 and res["loss"] < 5e-3, res
     assert all(e < 1e-2 for e in res["grads"].values()), res
     assert max(res["train_steps"]) < 1e-3, res
+    if "linear_cross_entropy" in res["ops"]:   # the fused lm_head + loss ran, and held no logits
+        assert res["used"].get("linear_cross_entropy") == ["triton"], res
+        assert res["no_logits"] == {"eager": False, "triton": True}, res

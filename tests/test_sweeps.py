@@ -30,9 +30,10 @@ def write(tmp_path, text):
 
 def test_repo_sweeps_file_is_valid():
     s = sw.load("sweeps.yaml")
-    for name in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy", "all", "e2e"):
+    for name in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy", "all", "e2e"):
         assert name in s
-    assert [x.name for x in sw.resolve_names(s, ["all"])] == ["fmha", "layer_norm", "gelu", "linear", "cross_entropy"]
+    assert [x.name for x in sw.resolve_names(s, ["all"])] == ["fmha", "layer_norm", "gelu", "linear", "cross_entropy",
+                                                              "linear_cross_entropy"]
 
 
 def test_expansion(tmp_path):

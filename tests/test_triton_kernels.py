@@ -9,7 +9,6 @@ here read their own case out of it.
 
 Select: -k interp (interpreter), -k aot (ahead-of-time), -m triton (both), plus op markers (-m fmha).
 """
-import functools
 import json
 import os
 import subprocess

@@ -68,11 +68,12 @@ PARAMS = (
     TileParam("BWD_PROGS", int, None, (1, 2, 4, 8, 16), "backward blocks per SM"),
     TileParam("autotune", bool, False, doc="cuda.tile.tune.exhaustive_search over forward candidates, per shape"),
 )
+_BWD = {"LATENCY": 4, "BWD_BM": 8, "BWD_BC": 256, "BWD_PROGS": 4, "TMA": True}
 PRESETS = {
-    "hopper": {"BM": 16, "BC": 256, "LATENCY": 4, "occupancy": 4, "BWD_BM": 8, "BWD_BC": 256, "BWD_PROGS": 4, "TMA": True},
-    "blackwell": {"BM": 16, "BC": 256, "LATENCY": 4, "occupancy": 4, "BWD_BM": 8, "BWD_BC": 256, "BWD_PROGS": 4, "TMA": True},
-    "ampere": {"BM": 8, "BC": 256, "LATENCY": 4, "occupancy": 4, "BWD_BM": 8, "BWD_BC": 256, "BWD_PROGS": 4, "TMA": True},
-    "consumer": {"BM": 8, "BC": 256, "LATENCY": 4, "occupancy": 4, "BWD_BM": 8, "BWD_BC": 128, "BWD_PROGS": 4, "TMA": True},
+    "hopper": {"BM": 32, "BC": 512, "occupancy": 2, **_BWD},     # H100 sweep: 32x512 at occupancy 2 led
+    "blackwell": {"BM": 16, "BC": 256, "occupancy": 4, **_BWD},
+    "ampere": {"BM": 8, "BC": 256, "occupancy": 4, **_BWD},
+    "consumer": {"BM": 8, "BC": 256, "occupancy": 4, **_BWD, "BWD_BC": 128},
 }
 CANDIDATES = [{"BM": bm, "BC": bc, "occupancy": o} for bm, bc in ((8, 256), (16, 256), (32, 128), (8, 512), (4, 1024))
               for o in (2, 4)]

@@ -109,7 +109,9 @@ PARAMS = (
 )
 _BASE = {"LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_PROGS": 2, "TMA": True}
 PRESETS = {
-    "hopper": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
+    # H100 sweep (tests/gpu/cutile_check.py --sweep): one row per block without TMA at occupancy 8 for
+    # the forward (tied with 16 rows over TMA); 8-row steps, 4 blocks per SM, no TMA for the backward
+    "hopper": {"ROWS": 1, "BWD_ROWS": 8, **_BASE, "occupancy": 8, "BWD_PROGS": 4, "TMA": False},
     "blackwell": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
     "ampere": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},
     "consumer": {"ROWS": 2, "BWD_ROWS": 2, **_BASE},
@@ -120,8 +122,8 @@ TUNER = aot.Tuner()
 def _config(arch: str, C: int, cfg: dict) -> dict:
     p = dict(PRESETS[aot.family(arch)])
     BC = aot.next_pow2(C)
-    if BC >= 2048:   # wide rows: fewer rows per block, keep the tile near 8K elements
-        p.update(ROWS=max(1, 8192 // BC), BWD_ROWS=max(1, 4096 // BC), occupancy=2, num_worker_warps=8)
+    if BC >= 2048:   # wide rows: one row per block (H100, C=4096: 4 warps at occupancy 4 led)
+        p.update(ROWS=1, BWD_ROWS=max(1, 4096 // BC), occupancy=4, num_worker_warps=4)
     return aot.fill({**{q.name: None for q in PARAMS}, **cfg}, p)
 
 

@@ -13,7 +13,7 @@ MAX_C = 32768   # one row lives in registers
 
 
 @triton.jit
-def _ln_fwd(X, W, B, Y, Mean, Rstd, M, C, stride_x, stride_y, eps,
+def _ln_fwd(X, W, B, Y, Stats, M, C, stride_x, stride_y, eps,
             BLOCK_C: tl.constexpr, ROWS: tl.constexpr, STATS: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_C)
@@ -28,13 +28,13 @@ def _ln_fwd(X, W, B, Y, Mean, Rstd, M, C, stride_x, stride_y, eps,
     b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
     y = xc * rstd[:, None] * w[None, :] + b[None, :]
     tl.store(Y + r64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
-    if STATS:   # only when a backward will need them
-        tl.store(Mean + rows, mean, mask=rmask)
-        tl.store(Rstd + rows, rstd, mask=rmask)
+    if STATS:   # only when a backward will need them: mean in Stats[:M], rstd in Stats[M:]
+        tl.store(Stats + rows, mean, mask=rmask)
+        tl.store(Stats + M + rows, rstd, mask=rmask)
 
 
 @triton.jit
-def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, M, C, stride_x, stride_dy, stride_dx, rows_per_prog,
+def _ln_bwd(X, W, DY, DX, Stats, DWp, M, C, stride_x, stride_dy, stride_dx, rows_per_prog,
             BLOCK_C: tl.constexpr, ROWS: tl.constexpr):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
@@ -51,8 +51,8 @@ def _ln_bwd(X, W, DY, DX, Mean, Rstd, DWp, M, C, stride_x, stride_dy, stride_dx,
         r64 = rows.to(tl.int64)
         x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dy = tl.load(DY + r64[:, None] * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(Mean + rows, mask=rmask, other=0.0)
-        rstd = tl.load(Rstd + rows, mask=rmask, other=0.0)
+        mean = tl.load(Stats + rows, mask=rmask, other=0.0)
+        rstd = tl.load(Stats + M + rows, mask=rmask, other=0.0)
         xhat = (x - mean[:, None]) * rstd[:, None]
         wdy = w[None, :] * dy                     # zero wherever masked, so the sums below need no mask
         c1 = tl.sum(xhat * wdy, axis=1) / C
@@ -99,7 +99,8 @@ PARAMS = (
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
-    "hopper": {"ROWS": 8, "num_warps": 8, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},   # tuned on H100
+    # hopper: autotune mode's picks on an H100 at 16384 x 768 bf16
+    "hopper": {"ROWS": 8, "num_warps": 8, "BWD_ROWS": 4, "bwd_num_warps": 4, "BWD_PROGS": 4},
     "blackwell": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
     "ampere": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
     "consumer": {"ROWS": 2, "num_warps": 4, "BWD_ROWS": 2, "bwd_num_warps": 8, "BWD_PROGS": 4},
@@ -126,18 +127,15 @@ def _candidates(C: int) -> list[dict]:
 def _forward(x2, w, b, eps, cfg, stats=True):
     M, C = x2.shape
     y = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
-    mean = rstd = y
-    if stats:
-        st = poison.empty(2, M, dtype=torch.float32, device=x2.device)
-        mean, rstd = st[0], st[1]
+    st = poison.empty(2 * M, dtype=torch.float32, device=x2.device) if stats else y
     rows = cfg["ROWS"]
-    _ln_fwd[(aot.cdiv(M, rows),)](x2, w, b, y, mean, rstd, M, C, x2.stride(0), y.stride(0), eps,
-                                  BLOCK_C=triton.next_power_of_2(C), ROWS=rows, STATS=stats,
+    _ln_fwd[(aot.cdiv(M, rows),)](x2, w, b, y, st, M, C, x2.stride(0), y.stride(0), eps,
+                                  BLOCK_C=aot.pow2(C), ROWS=rows, STATS=stats,
                                   num_warps=cfg["num_warps"])
-    return y, mean, rstd
+    return y, st
 
 
-def _backward(x2, w, dy, mean, rstd, cfg):
+def _backward(x2, w, dy, st, cfg):
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     R = cfg["BWD_ROWS"]
@@ -145,8 +143,8 @@ def _backward(x2, w, dy, mean, rstd, cfg):
     rows_per_prog = aot.cdiv(aot.cdiv(M, G), R) * R
     G = aot.cdiv(M, rows_per_prog)
     part = torch.empty(G, 2 * C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
-    _ln_bwd[(G,)](x2, w, dy, dx, mean, rstd, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
-                  rows_per_prog, BLOCK_C=triton.next_power_of_2(C), ROWS=R, num_warps=cfg["bwd_num_warps"])
+    _ln_bwd[(G,)](x2, w, dy, dx, st, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
+                  rows_per_prog, BLOCK_C=aot.pow2(C), ROWS=R, num_warps=cfg["bwd_num_warps"])
     dwb = colsum(part, w.dtype)     # one launch folds dW and dB together
     return dx, dwb[:C], dwb[C:]
 
@@ -166,22 +164,22 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, eps, cfg, tune):
         x2 = _rows(x, x.shape[-1])
-        y, mean, rstd = _forward(x2, w, b, eps, cfg)
-        ctx.save_for_backward(x2, w, mean, rstd)
+        y, st = _forward(x2, w, b, eps, cfg)
+        ctx.save_for_backward(x2, w, st)
         ctx.cfg, ctx.tune = cfg, tune
-        return y.view(x.shape)
+        return y if x.dim() == 2 else y.view(x.shape)
 
     @staticmethod
     def backward(ctx, dy):
-        x2, w, mean, rstd = ctx.saved_tensors
+        x2, w, st = ctx.saved_tensors
         dy2, cfg = _rows(dy, x2.shape[1]), ctx.cfg
         if ctx.tune:   # autotune mode times the backward's own candidates too
             cands = aot.unique([{k: cfg[k] for k in BWD_KEYS}] + (BWD_CANDIDATES if x2.shape[1] <= 2048 else []))
             cfg = {**cfg, **BWD_TUNER.choose((x2.shape, x2.dtype, str(x2.device)), cands,
-                                             lambda c: _backward(x2, w, dy2, mean, rstd, {**cfg, **c}))}
+                                             lambda c: _backward(x2, w, dy2, st, {**cfg, **c}))}
             TUNER.last = {**TUNER.last, **cfg}
-        dx, dw, db = _backward(x2, w, dy2, mean, rstd, cfg)
-        return dx.view(dy.shape), dw, db, None, None, None
+        dx, dw, db = _backward(x2, w, dy2, st, cfg)
+        return (dx if dy.dim() == 2 else dx.view(dy.shape)), dw, db, None, None, None
 
 
 CONFIGS = aot.Configs(PARAMS, lambda arch, C: _preset(arch, C))
@@ -202,7 +200,8 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     TUNER.last = full
     if aot.needs_grad(x, weight, bias):
         return _LayerNorm.apply(x, weight, bias, eps, full, auto)
-    return _forward(_rows(x, C), weight, bias, eps, full, stats=False)[0].view(x.shape)
+    y = _forward(_rows(x, C), weight, bias, eps, full, stats=False)[0]
+    return y if x.dim() == 2 else y.view(x.shape)
 
 
 def _supports(shape, dtype, device):
@@ -212,12 +211,12 @@ def _supports(shape, dtype, device):
 def _aot(config, arch):
     C = 768
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, _preset(arch, C))
-    BC = triton.next_power_of_2(C)
-    sig = {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
+    BC = aot.pow2(C)
+    sig = {"X": "*bf16", "W": "*bf16", "B": "*bf16", "Y": "*bf16", "Stats": "*fp32",
            "M": "i32", "C": "i32", "stride_x": "i32", "stride_y": "i32", "eps": "fp32"}
     rows = [aot.compile_kernel(_ln_fwd, "layer_norm_fwd", sig, {"BLOCK_C": BC, "ROWS": cfg["ROWS"], "STATS": True}, arch,
                                cfg["num_warps"], 1)]
-    sig = {"X": "*bf16", "W": "*bf16", "DY": "*bf16", "DX": "*bf16", "Mean": "*fp32", "Rstd": "*fp32",
+    sig = {"X": "*bf16", "W": "*bf16", "DY": "*bf16", "DX": "*bf16", "Stats": "*fp32",
            "DWp": "*fp32", "M": "i32", "C": "i32", "stride_x": "i32", "stride_dy": "i32",
            "stride_dx": "i32", "rows_per_prog": "i32"}
     rows.append(aot.compile_kernel(_ln_bwd, "layer_norm_bwd", sig, {"BLOCK_C": BC, "ROWS": cfg["BWD_ROWS"]},

@@ -2,9 +2,13 @@
 then timings (triton.testing.do_bench, median) against eager and the peers, only for impls that passed
 the check at that point. Run on the GPU machine:
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/cutile_check.py [--tune] [--budget S]
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/cutile_check.py \
+        [--tune] [--sweep] [--no-fp32] [--budget S]
 
-Full logs go to $OUT (or ./cutile_check_out); the compact table prints last."""
+(PYTHONPATH must keep the pack's /tmp/devpack-site: a bare PYTHONPATH=. hides cuda.tile.)
+--tune sweeps fmha forward tiles and runs autotune mode; --sweep tries tile configs for every op, each
+checked at a smaller shape that runs the same compiled kernel, then timed. Full logs go to $OUT
+(or ./cutile_check_out) as cutile_check.jsonl; the compact table prints last."""
 from __future__ import annotations
 
 import argparse
@@ -69,11 +73,12 @@ def run_check(op, name, shape, dtype, pass_, config=None):
     return status == "ok"
 
 
-def time_point(op, name, shape, dtype, pass_, config=None, label=None):
-    """Check at this exact point first; time only if it passed."""
-    ok = run_check(op, name, shape, dtype, pass_, config)
+def time_point(op, name, shape, dtype, pass_, config=None, label=None, check_shape=None):
+    """Check first (at this point, or for sweeps at a smaller shape that runs the same compiled kernel);
+    time only if it passed."""
+    ok = run_check(op, name, check_shape or shape, dtype, pass_, config)
     row = {"op": op, "impl": label or name, "shape": registry.spec_of(op).label(shape), "dtype": dtype,
-           "pass": pass_, "ms": None, "perf": None, "status": "ok" if ok else "fail/unavail"}
+           "pass": pass_, "ms": None, "perf": None, "status": "ok" if ok else "fail/unavail", "config": config}
     if not ok:
         TABLE.append(row)
         return None
@@ -229,6 +234,65 @@ FMHA_SWEEP = [  # forward configs tried at the target shapes (--tune)
 ]
 
 
+def _cfgs(keys, rows):
+    return [dict(zip(keys, r)) for r in rows]
+
+
+F, T_ = False, True
+# (op, shape, check shape, pass, configs): tried in this order until the budget runs out
+SWEEPS = [
+    ("layer_norm", {"M": 16384, "C": 768}, {"M": 1000, "C": 768}, "fwd", _cfgs(
+        ("ROWS", "TMA", "occupancy", "num_worker_warps"),
+        [(1, F, 8, 4), (2, F, 8, 4), (4, F, 4, 4), (8, F, 4, 4), (16, F, 2, 4), (1, T_, 8, 4), (8, T_, 4, 4),
+         (16, T_, 2, 4), (4, T_, 4, 8), (2, T_, 8, 4)])),
+    ("layer_norm", {"M": 65536, "C": 4096}, {"M": 300, "C": 4096}, "fwd", _cfgs(
+        ("ROWS", "TMA", "num_worker_warps", "occupancy"),
+        [(1, F, 8, 2), (1, T_, 8, 2), (2, F, 8, 2), (1, T_, 4, 4), (1, F, 4, 4), (2, T_, 8, 1), (4, T_, 8, 1)])),
+    ("layer_norm", {"M": 16384, "C": 768}, {"M": 1000, "C": 768}, "fwd+bwd", _cfgs(
+        ("BWD_ROWS", "BWD_PROGS", "TMA"),
+        [(1, 8, F), (2, 8, F), (4, 8, F), (8, 4, F), (16, 2, F), (4, 32, F), (1, 32, F), (8, 4, T_)])
+     + [{"BWD_ROWS": 4, "BWD_PROGS": 8, "TMA": F, "num_worker_warps": 8},
+        {"BWD_ROWS": 2, "BWD_PROGS": 32, "TMA": F, "num_worker_warps": 8}]),
+    ("fmha", {"B": 64, "H": 12, "T": 256, "D": 64, "causal": True}, {"B": 2, "H": 2, "T": 256, "D": 64, "causal": True},
+     "fwd", _cfgs(("TILE_M", "TILE_N", "occupancy", "K_LATENCY", "V_LATENCY", "num_ctas"),
+                  [(128, 64, 2, 1, 1, 1), (128, 64, 2, 3, 3, 1), (128, 64, 2, 2, 5, 1), (64, 64, 3, 2, 4, 1),
+                   (64, 64, 4, 2, 4, 1), (128, 64, 3, 2, 4, 1), (128, 32, 2, 2, 4, 1), (128, 64, 2, 2, 4, 2)])),
+    ("fmha", {"B": 16, "H": 12, "T": 1024, "D": 64, "causal": True}, {"B": 1, "H": 2, "T": 1024, "D": 64, "causal": True},
+     "fwd+bwd", _cfgs(("BWD_TILE_M", "BWD_TILE_N", "bwd_occupancy"),
+                      [(64, 64, 2), (64, 128, 1), (128, 64, 1), (128, 128, 1), (32, 64, 2), (64, 32, 2)])),
+    ("gelu", {"M": 16384, "C": 3072}, {"M": 100, "C": 3072}, "fwd", _cfgs(
+        ("BM", "BC", "occupancy", "TMA"),
+        [(8, 512, 4, T_), (16, 512, 2, T_), (32, 256, 2, T_), (4, 1024, 4, T_), (16, 256, 4, F), (8, 512, 4, F),
+         (64, 128, 2, T_), (32, 512, 2, T_)])),
+    ("linear", {"M": 16384, "N": 3072, "K": 768}, {"M": 300, "N": 3072, "K": 768}, "fwd", _cfgs(
+        ("TILE_M", "TILE_N", "TILE_K", "occupancy", "num_ctas"),
+        [(128, 256, 64, 1, 1), (256, 128, 64, 1, 1), (128, 128, 64, 2, 1), (128, 128, 64, 1, 2),
+         (128, 256, 64, 1, 2), (128, 128, 128, 1, 1)])),
+    ("cross_entropy", {"M": 16384, "V": 50304}, {"M": 64, "V": 50304}, "fwd+bwd", _cfgs(
+        ("ROWS", "BV", "BWD_BV", "occupancy"),
+        [(1, 8192, 8192, 2), (1, 2048, 4096, 4), (2, 4096, 4096, 4), (1, 4096, 8192, 4)])),
+]
+
+
+def run_sweeps(budget):
+    best = []
+    for op, shape, cshape, pass_, cfgs in SWEEPS:
+        timed = []
+        for cfg in cfgs:
+            if time.time() - T0 > budget:
+                log({"kind": "note", "msg": f"budget reached in sweep {op} {pass_}"})
+                break
+            ms = time_point(op, "cutile", shape, "bf16", pass_, cfg, "cutile " + json.dumps(cfg, separators=(",", ":")),
+                            check_shape=cshape)
+            if ms:
+                timed.append((ms, cfg))
+        if timed:
+            ms, cfg = min(timed, key=lambda x: x[0])
+            best.append({"kind": "best", "op": op, "shape": shape, "pass": pass_, "ms": ms, "config": cfg})
+            log(best[-1])
+    return best
+
+
 def print_table():
     print("\n=== cutile_check table ===")
     print(f"{'op':14} {'impl':22} {'shape':34} {'dtype':5} {'pass':8} {'ms':>9} {'perf':>16}  status")
@@ -243,6 +307,8 @@ def main():
     ap.add_argument("--tune", action="store_true", help="sweep fmha forward configs and run autotune mode")
     ap.add_argument("--budget", type=float, default=420, help="stop starting new work after this many seconds")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: doctor,checks,extra,timed")
+    ap.add_argument("--sweep", action="store_true", help="tile-config sweeps per op (checked, then timed)")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the (slow to compile) fp32 fmha/linear checks")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     skip = set(a.skip.split(","))
@@ -256,6 +322,8 @@ def main():
     try:
         if "checks" not in skip:
             for op, shape, dtype in CHECKS:
+                if a.no_fp32 and dtype == "fp32" and op in ("fmha", "linear"):
+                    continue
                 for pass_ in ("fwd", "fwd+bwd"):
                     run_check(op, "cutile", shape, dtype, pass_)
         if "extra" not in skip:
@@ -270,6 +338,7 @@ def main():
                     time_point(op, p, shape, dtype, pass_)
                 if op == "layer_norm" and pass_ == "fwd" and shape["C"] == 768:
                     time_point(op, "tilegym", shape, dtype, pass_, {"variant": "persistent"}, "tilegym persistent")
+        best = run_sweeps(a.budget) if a.sweep else []
         if a.tune:
             for shape, pass_ in (({"B": 16, "H": 12, "T": 1024, "D": 64, "causal": True}, "fwd"),
                                  ({"B": 8, "H": 16, "T": 4096, "D": 128, "causal": True}, "fwd"),
@@ -287,6 +356,9 @@ def main():
             for r in LOG:
                 f.write(json.dumps(r, default=str) + "\n")
         print_table()
+        for r in LOG:
+            if r.get("kind") == "best":
+                print("BEST", json.dumps(r, default=str))
         bad = [r for r in LOG if r.get("kind") in ("check", "extra") and r.get("status") in ("wrong", "error")]
         print(f"\nchecks: {sum(1 for r in LOG if r.get('kind') in ('check', 'extra') and r.get('status') == 'ok')} ok, "
               f"{len(bad)} wrong/error; elapsed {time.time() - T0:.0f} s")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One batched GPU session (the device time is short), run from the repo root on the GPU machine:
+#
+#   source .devpack/setup.sh && bash tests/gpu/session.sh STEP [STEP ...]
+#
+# Steps, in the order given (each under its own time limit; a failing step is recorded and the next runs):
+#   doctor     run_bench.py --doctor
+#   targets    the `targets` sweep (the issues' target shapes, every impl but torch.compile)
+#   model_ops  the `model_ops` sweep into results/<gpu>/ so that `--backend auto` can rank impls on this GPU
+#   converge   500 iterations of shakespeare_6x768 per backend (BACKENDS, default "eager triton cutile auto")
+#   e2e        the `e2e` sweep (whole training steps, eager and torch.compile as baselines)
+#   e2e_graph  the `e2e_graph` sweep (the same steps captured whole in a CUDA graph)
+#   ddp        torchrun --nproc_per_node=1 (and 2 where two GPUs are visible)
+#   graph      tests/gpu/cuda_graph_check.sh (loss curves with and without --cuda-graph)
+# Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
+# result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
+set -u
+OUT=${OUT:-out/gpu}
+W=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9\n' '_' | tr -s _)
+NOCOMPILE="--impl eager --impl triton --impl cutile --impl tilegym --impl liger --impl sdpa_flash --impl sdpa_cudnn --impl sdpa_efficient --impl eager_chunked"
+step() {  # step NAME TIMEOUT CMD...: output to $W/NAME.log, status to $W/status.txt
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$W/$name.log" 2>&1
+  echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$W/status.txt"
+}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv > "$W/gpu.txt"
+for s in "$@"; do
+  case $s in
+  doctor)    step doctor 120 python run_bench.py --doctor ;;
+  targets)   step targets 420 python run_bench.py --sweep targets --out "$W/targets" --no-report $NOCOMPILE ${ARGS_targets:-} ;;
+  model_ops) step model_ops 300 python run_bench.py --sweep model_ops --out "results/$GPU" --no-report $NOCOMPILE ${ARGS_model_ops:-}
+             mkdir -p "$W/model_ops" && cp results/"$GPU"/results.jsonl "$W/model_ops/" ;;
+  converge)  STAGES="converge" BACKENDS="${BACKENDS:-eager triton cutile auto}" OUT="$W/model" ITERS=${ITERS:-500} \
+               step converge ${LIMIT_converge:-400} bash model/gpu_runs.sh ;;
+  e2e)       step e2e ${LIMIT_e2e:-400} python run_bench.py --sweep e2e --out "$W/e2e" --no-report ${ARGS_e2e:-} ;;
+  e2e_graph) step e2e_graph ${LIMIT_e2e_graph:-300} python run_bench.py --sweep e2e_graph --out "$W/e2e_graph" --no-report ${ARGS_e2e_graph:-} ;;
+  ddp)       STAGES="ddp" OUT="$W/model" step ddp 240 bash model/gpu_runs.sh ;;
+  graph)     OUT="$W/graph" step graph 300 bash tests/gpu/cuda_graph_check.sh ;;
+  *)         echo "$s: unknown step" | tee -a "$W/status.txt" ;;
+  esac
+done
+cat "$W/status.txt"
+name=$(IFS=_; echo "$*")
+tar -czf "$OUT/$name.tgz" -C "$W" .
+for f in "$W"/*/results.jsonl; do [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")").jsonl"; done
+cp "$W/status.txt" "$OUT/"
+for s in "$@"; do tail -40 "$W/$s.log" 2>/dev/null; done
