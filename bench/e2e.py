@@ -1,7 +1,8 @@
 """Whole training steps for the harness: forward + backward + (fused) AdamW of a GPT per backend.
 
-run_e2e_point(point, device) -> row. point: model (preset), backend (eager | triton | cutile | auto[:path] |
-op=impl,... | torch_compile = the eager model under torch.compile), B, T, dtype (bf16), steps; optional
+run_e2e_point(point, device) -> row. point: model (preset), backend (eager | eager_sdpa (nanoGPT's model:
+eager ops, SDPA attention) | triton | cutile | auto[:path] | op=impl,... | torch_compile = eager_sdpa under
+torch.compile, nanoGPT's compiled baseline), B, T, dtype (bf16), steps; optional
 warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, converge_iters (+ data_dir, lr),
 cuda_graph (true: the whole step, clipping and AdamW included, captured once and replayed; model/cuda_graph.py).
 
@@ -39,7 +40,7 @@ from kernels.registry import Unsupported
 from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
-from model.ops import Backend, close_open_ranges, device_name
+from model.ops import EAGER_SDPA, Backend, close_open_ranges, device_name
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
@@ -122,8 +123,9 @@ def _run(point: dict, device: str, state: dict) -> dict:
         cfg = preset(name, block_size=T)
     torch.manual_seed(seed)
     notes = []
-    backend = Backend("eager" if compiled else impl, results=point.get("results"), dtype=dtype,
-                      fuse_gelu=point.get("fuse_gelu"), annotate=not compiled, log=notes.append)
+    # the compiled baseline is nanoGPT's model (SDPA attention) under torch.compile, as nanoGPT runs it
+    backend = Backend(EAGER_SDPA if compiled else impl, results=point.get("results"), dtype=dtype,
+                      fuse_gelu=point.get("fuse_gelu"), annotate=not compiled, log=notes.append, graphed=graphed)
     state["backend"] = backend
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
@@ -164,7 +166,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     step(0)
     _sync(device)
     out = {"compile_s": time.perf_counter() - t0}
-    if impl not in ("eager", "torch_compile"):
+    if impl not in ("eager", EAGER_SDPA, "torch_compile"):
         chosen = {op: n for op, n in backend.choice.items() if n != "eager"}
         ran = {op for op, names in backend.used.items() if names}
         if chosen and not ran:
@@ -294,7 +296,7 @@ def _converge(point, device, B, T, dtype) -> dict:
             model=point["model"], data_dir=data_dir, batch_size=B, block_size=T, max_iters=iters,
             learning_rate=lr, min_lr=lr / 10, warmup_iters=min(100, iters // 5), eval_interval=0, eval_iters=0, save_checkpoints=False,
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
-            backend="eager" if impl == "torch_compile" else impl, compile=impl == "torch_compile",
+            backend=EAGER_SDPA if impl == "torch_compile" else impl, compile=impl == "torch_compile",
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
             fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
         res = train.run(cfg, log=lambda m: None)
@@ -342,7 +344,7 @@ def _run_isolated(point, device, timeout) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="shakespeare_6x768,gpt2_124m", help=f"presets: {', '.join(PRESETS)}")
-    ap.add_argument("--backends", default="eager,torch_compile,triton,cutile,auto")
+    ap.add_argument("--backends", default="eager,eager_sdpa,torch_compile,triton,cutile,auto")
     ap.add_argument("--B", type=int, help="default per model: " + str(DEFAULT_BT))
     ap.add_argument("--T", type=int)
     ap.add_argument("--dtype", default="bf16")

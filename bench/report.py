@@ -281,6 +281,21 @@ def _static_section(df: pd.DataFrame, outdir: str) -> str:
     return "\n".join(parts)
 
 
+def _e2e_speedups(tok: pd.DataFrame) -> str:
+    """tokens/s of each backend over each baseline that ran at the same (device, model, B, T)."""
+    rows = []
+    for base in ("torch_compile", "eager_sdpa", "eager"):
+        if base not in tok:
+            continue
+        sp = tok.div(tok[base], axis=0).drop(columns=[base])
+        sp.columns = [f"{c} / {base}" for c in sp.columns]
+        rows.append(sp)
+    if not rows:
+        return ""
+    t = pd.concat(rows, axis=1).round(2).reset_index()
+    return "<h3>Speed-up in tokens/s over each baseline (same run, same device)</h3>" + _fmt(t)
+
+
 def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
     e = df[df["op"] == "e2e"]
     if e.empty:
@@ -299,6 +314,7 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
         fig.savefig(os.path.join(outdir, "e2e_tokens.png"), dpi=90)
         plt.close(fig)
         parts.append('<img src="e2e_tokens.png">')
+        parts.append(_e2e_speedups(p))
     if "breakdown" in ok and ok["breakdown"].notna().any():
         bd = pd.DataFrame([{**(b or {}), "case": f"{r['shape_label']} {r['impl']}"} for b, (_, r)
                            in zip(ok["breakdown"], ok.iterrows()) if isinstance(b, dict)]).set_index("case")

@@ -83,10 +83,29 @@ def hinted(kernel, occupancy=None, num_ctas=None, num_worker_warps=None):
     return k
 
 
+_RAW_STREAM = [True]   # ct.launch takes the raw cudaStream_t; flipped off once if this cuda-tile refuses it
+
+
+def _stream():
+    # torch.cuda.current_stream() builds a Python Stream object per call, tens of microseconds of host
+    # time per launch on our H100 machine; the raw handle is one C call
+    if _RAW_STREAM[0]:
+        return torch._C._cuda_getCurrentRawStream(torch.cuda.current_device())
+    return torch.cuda.current_stream()
+
+
 def launch(kernel, grid, args, **hints):
     import cuda.tile as ct
     cutile_env.configure()
-    ct.launch(torch.cuda.current_stream(), tuple(int(g) for g in grid), hinted(kernel, **hints), tuple(args))
+    grid, k, args = tuple(int(g) for g in grid), hinted(kernel, **hints), tuple(args)
+    if _RAW_STREAM[0] is True:   # first launch: find out whether this cuda-tile takes the raw handle
+        try:
+            ct.launch(_stream(), grid, k, args)
+            _RAW_STREAM[0] = "yes"
+            return
+        except Exception:   # noqa: BLE001 - retried with the Stream object; a real error raises there
+            _RAW_STREAM[0] = False
+    ct.launch(_stream(), grid, k, args)
 
 
 class Tuner:

@@ -1,6 +1,7 @@
 """The model's view of the kernel registry: one Backend per model picks an impl per op and calls it.
 
     Backend("eager")                        every op in plain PyTorch (the reference)
+    Backend("eager_sdpa")                   nanoGPT's model: the same, attention through F.scaled_dot_product_attention
     Backend("triton") / Backend("cutile")   one impl name for all ops
     Backend("triton,fmha=sdpa_flash")       a default plus per-op overrides (or pass a dict op -> impl)
     Backend("auto") / "auto:results/x.jsonl"  per op, the fastest correct impl measured on this GPU
@@ -16,6 +17,7 @@ torch.profiler.record_function(f"op:{name}"); with `profile_ranges` on, the op's
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -31,6 +33,7 @@ from kernels.registry import DTYPE_NAMES, OPS, Unsupported
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RESULTS = os.path.join(REPO, "results", "**", "*.jsonl")   # run_bench.py writes results/<run>/results.jsonl
+EAGER_SDPA = "eager_sdpa"   # a baseline backend: nanoGPT's model (eager ops, F.scaled_dot_product_attention)
 
 
 def _stderr_log(msg: str) -> None:
@@ -81,12 +84,15 @@ def _ms(r: dict) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS) -> dict[str, list[dict]]:
+def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
+               ) -> dict[str, list[dict]]:
     """Per op, impls from fastest to slowest among `ok` fwd+bwd rows measured on GPU `device`.
 
     Impls are compared shape by shape: an impl's score is the geometric mean over the shapes it ran of
     its time / the best time at that shape, and it must have run at least half the op's shapes. Rows of
-    the model's dtype are used when there are any, else all dtypes."""
+    the model's dtype are used when there are any, else all dtypes. A step replayed as a CUDA graph
+    (`graphed`) pays no launch overhead, so it is ranked on graph-replay rows (`--cuda-graph` sweeps)
+    where the op has any; a plain step on launch-timed rows where it has any."""
     want = device.strip().lower()
     by_op = defaultdict(list)
     for r in rows:
@@ -97,6 +103,8 @@ def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS) -> d
             by_op[r["op"]].append(r)
     ranked = {}
     for op, rs in by_op.items():
+        timed = [r for r in rs if (r.get("timer") == "cuda_graph") == graphed]
+        rs = timed or rs
         same = [r for r in rs if r.get("dtype") == dtype]
         rs = same or rs
         groups = defaultdict(dict)   # (dtype, shape) -> impl -> fastest row
@@ -187,7 +195,7 @@ def close_open_ranges() -> None:
 # ----------------------------------------------------------------------------------------------------
 
 def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
-    """(mode, op -> impl, results path) from "eager", "auto[:path]", "triton,fmha=eager" or a dict."""
+    """(mode, op -> impl, results path) from "eager", "eager_sdpa", "auto[:path]", "triton,fmha=eager" or a dict."""
     if isinstance(choice, dict):
         default = choice.get("default", "eager")
         unknown = set(choice) - set(OPS) - {"default"}
@@ -195,6 +203,8 @@ def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
             raise ValueError(f"unknown ops {sorted(unknown)} in backend mapping; ops are {', '.join(OPS)}")
         return "map", {op: choice.get(op, default) for op in OPS}, None
     text = str(choice).strip()
+    if text == EAGER_SDPA:
+        return "single", {op: "eager" for op in OPS}, None
     if text == "auto" or text.startswith("auto:"):
         return "auto", {op: "eager" for op in OPS}, (text[5:] or None)
     default, mapping = "eager", {}
@@ -216,11 +226,13 @@ def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
 
 class Backend:
     def __init__(self, choice="eager", *, results: str | list | None = None, dtype: str = "bf16",
-                 configs: dict | None = None, fuse_gelu: bool | None = None, annotate: bool = True, log=None):
+                 configs: dict | None = None, fuse_gelu: bool | None = None, annotate: bool = True, log=None,
+                 graphed: bool = False):
         self.spec = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
         self.mode, self.choice, path = parse_choice(choice)
         self.results = results or path or DEFAULT_RESULTS
         self.dtype = dtype                       # which rows "auto" prefers
+        self.graphed = graphed                   # the step is replayed as a CUDA graph: auto ranks graph timings
         self.configs = dict(configs or {})       # op -> tile-config overrides
         self.fuse_gelu = fuse_gelu               # None: when linear and gelu use the same non-eager impl
         self.annotate = annotate                 # record_function per op (off under torch.compile)
@@ -230,6 +242,8 @@ class Backend:
         self.notes: list[str] = []               # auto's choices and the like
         self.used: dict[str, set] = defaultdict(set)   # op -> non-eager impls that actually ran
         self._eager = {op: registry.get(op, "eager").fn for op in OPS}
+        if self.spec == EAGER_SDPA:   # nanoGPT's model: PyTorch ops, attention through SDPA's own dispatch
+            self._eager["fmha"] = _sdpa_fmha
         self._auto_done = self.mode != "auto"
         self._said: set = set()
         self._decided: dict = {}
@@ -250,7 +264,7 @@ class Backend:
             return
         self._auto_done = True
         name = device_name(device)
-        ranked = rank_impls(read_results(self.results), name, self.dtype)
+        ranked = rank_impls(read_results(self.results), name, self.dtype, graphed=self.graphed)
         for op in OPS:
             picked = None
             for cand in ranked.get(op, []):
@@ -360,7 +374,7 @@ class Backend:
         return out
 
     def _range(self, op):
-        return record_function(f"op:{op}") if self.annotate else _NULL
+        return record_function(f"op:{op}") if self.annotate else contextlib.nullcontext()
 
     # --- the ops ------------------------------------------------------------------------------------
     def layer_norm(self, x, weight, bias, eps=1e-5):
@@ -431,15 +445,10 @@ class Backend:
         return loss, logits
 
 
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
-
-_NULL = _Null()
+def _sdpa_fmha(q, k, v, causal=True):
+    # nanoGPT's call. A causal row always sees its own key, so no row is fully masked and SDPA's -inf
+    # mask never meets an empty row (the -1e20 floor matters only there).
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 def _amp(*ts):

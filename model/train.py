@@ -175,7 +175,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)                   # the same init on every rank
         self.backend = Backend(cfg.backend, results=cfg.results, dtype=cfg.dtype, fuse_gelu=cfg.fuse_gelu,
-                               log=self.log)
+                               log=self.log, graphed=cfg.cuda_graph)
         self.raw_model = GPT(mcfg, self.backend).to(self.device)
         self.backend.resolve_auto(self.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,

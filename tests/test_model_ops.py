@@ -164,6 +164,20 @@ def test_rank_impls():
     assert "linear" not in r
 
 
+def test_rank_impls_graph_rows_rank_a_graphed_step():
+    """Graph-replay rows (no launch overhead) rank a CUDA-graphed step; launch-timed rows a plain one."""
+    base = {"status": "ok", "pass": "fwd+bwd", "op": "layer_norm", "device_name": "GPU X", "dtype": "bf16",
+            "shape": {"M": 1}}
+    rows = [{**base, "impl": "eager", "median_ms": 0.15, "timer": "cuda_events"},
+            {**base, "impl": "triton", "median_ms": 0.50, "timer": "cuda_events"},   # host-bound when launched
+            {**base, "impl": "eager", "median_ms": 0.15, "timer": "cuda_graph"},
+            {**base, "impl": "triton", "median_ms": 0.07, "timer": "cuda_graph"}]
+    assert rank_impls(rows, "gpu x")["layer_norm"][0]["impl"] == "eager"
+    assert rank_impls(rows, "gpu x", graphed=True)["layer_norm"][0]["impl"] == "triton"
+    only_launch = [r for r in rows if r["timer"] == "cuda_events"]   # no graph rows: the others still rank
+    assert rank_impls(only_launch, "gpu x", graphed=True)["layer_norm"][0]["impl"] == "eager"
+
+
 def test_auto_from_fake_results(tmp_path):
     dev = ops_mod.device_name("cpu")
     path = tmp_path / "res.jsonl"

@@ -80,6 +80,10 @@ def _cases():
             build="linear_gelu")
     add("linear-evenK-3d-bf16-fwd+bwd", "linear", {"M": 33, "N": 47, "K": 64}, "bf16", "fwd+bwd",
         {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, build="linear_3d")
+    # dW = dY^T X with few output tiles and a long, uneven K: split-K partials (fp32) summed after
+    for dtype in ("fp32", "bf16"):
+        add(f"linear-splitk-{dtype}-fwd+bwd", "linear", {"M": 300, "N": 20, "K": 24}, dtype, "fwd+bwd",
+            SMALL["linear"])
     add("linear-nobias-bf16-fwd+bwd", "linear", SHAPES["linear"], "bf16", "fwd+bwd", SMALL["linear"],
         build="linear_nobias")
     # autotune mode: under the interpreter it takes the first candidate, but must run and report a pick

@@ -16,13 +16,18 @@ ZERO = ct.PaddingMode.ZERO
 
 @ct.kernel
 def _matmul(A, B, Bias, C, Z, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: ConstBool, GELU: ConstBool,
-            TM: ConstInt, TN: ConstInt, TK: ConstInt, GROUP_M: ConstInt, LAT: ConstInt):
+            TM: ConstInt, TN: ConstInt, TK: ConstInt, GROUP_M: ConstInt, LAT: ConstInt, SPLIT: ConstInt):
     """C[M, N] = op(A) @ op(B) (+ Bias[N]) (-> gelu; Z keeps the pre-activation). op(A) is A (M, K) or
     A^T for A (K, M); op(B) is B (K, N) or B^T for B (N, K). Blocks are grouped GROUP_M tiles tall so
-    neighbours share B tiles in L2."""
+    neighbours share B tiles in L2. SPLIT > 1: C is (SPLIT, M, N) fp32 and block (pid, s) sums only the
+    s-th slice of the K tiles (no bias or activation); the caller adds the slices."""
     pid = ct.bid(0)
-    M = C.shape[0]
-    N = C.shape[1]
+    if SPLIT > 1:
+        M = C.shape[1]
+        N = C.shape[2]
+    else:
+        M = C.shape[0]
+        N = C.shape[1]
     grid_m = ct.cdiv(M, TM)
     grid_n = ct.cdiv(N, TN)
     per_group = GROUP_M * grid_n
@@ -35,7 +40,14 @@ def _matmul(A, B, Bias, C, Z, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: 
     else:
         Kdim = A.shape[1]
     acc = ct.zeros((TM, TN), dtype=ct.float32)
-    for kk in range(ct.cdiv(Kdim, TK)):
+    nk = ct.cdiv(Kdim, TK)
+    k_first = 0
+    k_last = nk
+    if SPLIT > 1:
+        per = ct.cdiv(nk, SPLIT)
+        k_first = ct.bid(1) * per
+        k_last = min(nk, k_first + per)
+    for kk in range(k_first, k_last):
         if TRANS_A:
             a = ct.load(A, index=(i, kk), shape=(TM, TK), order=(1, 0), padding_mode=ZERO, latency=LAT)
         else:
@@ -50,7 +62,10 @@ def _matmul(A, B, Bias, C, Z, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: 
     if GELU:
         ct.store(Z, index=(i, j), tile=acc.astype(Z.dtype))
         acc = 0.5 * acc * (1.0 + ct.tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
-    ct.store(C, index=(i, j), tile=acc.astype(C.dtype))
+    if SPLIT > 1:
+        ct.store(C, index=(ct.bid(1), i, j), tile=ct.reshape(acc, (1, TM, TN)))
+    else:
+        ct.store(C, index=(i, j), tile=acc.astype(C.dtype))
 
 
 PARAMS = (
@@ -82,19 +97,37 @@ def _config(arch, cfg):
     return aot.fill({**{p.name: None for p in PARAMS}, **cfg}, PRESETS[aot.family(arch)])
 
 
-def _grid(M, N, c):
-    return (aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"]),)
+def _grid(M, N, c, split=1):
+    return (aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"]), split)
 
 
-def _args(a, b, bias, out, z, ta, tb, gelu, c):
+def _args(a, b, bias, out, z, ta, tb, gelu, c, split=1):
     return (a, b, bias if bias is not None else out, out, z if z is not None else out, ta, tb, bias is not None,
-            gelu, c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"])
+            gelu, c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"], split)
+
+
+def split_k(M, N, K, c, sms):
+    """K slices for a matmul with too few output tiles to fill the GPU (dW: M x N small, K = B*T long)."""
+    tiles = aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"])
+    nk = aot.cdiv(K, c["TILE_K"])
+    if tiles >= sms or nk < 8:
+        return 1
+    s = max(1, min(aot.cdiv(2 * sms, tiles), nk // 4, 16))
+    return aot.cdiv(nk, aot.cdiv(nk, s))   # no empty slice
 
 
 def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None):
     M = a.shape[1] if ta else a.shape[0]
     N = b.shape[0] if tb else b.shape[1]
-    out = poison.empty(M, N, dtype=out_dtype or a.dtype, device=a.device)
+    K = a.shape[0] if ta else a.shape[1]
+    dtype = out_dtype or a.dtype
+    S = 1 if (bias is not None or gelu) else split_k(M, N, K, c, aot.sm_count(a))
+    if S > 1:
+        part = poison.empty(S, M, N, dtype=torch.float32, device=a.device)
+        aot.launch(_matmul, _grid(M, N, c, S), _args(a, b, None, part, None, ta, tb, False, c, S),
+                   occupancy=c["occupancy"], num_ctas=c["num_ctas"])
+        return part.sum(0, dtype=torch.float32).to(dtype), None
+    out = poison.empty(M, N, dtype=dtype, device=a.device)
     z = poison.empty(M, N, dtype=out.dtype, device=a.device) if gelu else None
     aot.launch(_matmul, _grid(M, N, c), _args(a, b, bias, out, z, ta, tb, gelu, c),
                occupancy=c["occupancy"], num_ctas=c["num_ctas"])
@@ -151,7 +184,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
         z = torch.empty_like(out) if activation else None
         full = TUNER.choose((M, N, K, x.dtype, str(x.device), bias is None, activation),
                             aot.unique([full] + [{**full, **c} for c in CANDIDATES]),
-                            lambda c: (*_grid(M, N, c), 1, 1), _matmul,
+                            lambda c: (*_grid(M, N, c), 1), _matmul,
                             lambda c: _args(x2, w, bias, out, z, False, True, activation == "gelu", c),
                             lambda c: {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]})
     TUNER.note(full)
@@ -163,11 +196,17 @@ def _aot(config, arch, dtype="bf16"):
     X, V = aot.array(dtype, 2), aot.array(dtype, 1)
     hints = {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]}
     const = [c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"]]
+    P = aot.array("fp32", 3)
     rows = [
-        aot.compile_kernel(_matmul, "linear_fwd", [X, X, V, X, X, False, True, True, False] + const, arch, hints),
-        aot.compile_kernel(_matmul, "linear_fwd_gelu", [X, X, V, X, X, False, True, True, True] + const, arch, hints),
-        aot.compile_kernel(_matmul, "linear_bwd_dx", [X, X, V, X, X, False, False, False, False] + const, arch, hints),
-        aot.compile_kernel(_matmul, "linear_bwd_dw", [X, X, V, X, X, True, False, False, False] + const, arch, hints),
+        aot.compile_kernel(_matmul, "linear_fwd", [X, X, V, X, X, False, True, True, False] + const + [1], arch, hints),
+        aot.compile_kernel(_matmul, "linear_fwd_gelu", [X, X, V, X, X, False, True, True, True] + const + [1], arch,
+                           hints),
+        aot.compile_kernel(_matmul, "linear_bwd_dx", [X, X, V, X, X, False, False, False, False] + const + [1], arch,
+                           hints),
+        aot.compile_kernel(_matmul, "linear_bwd_dw", [X, X, V, X, X, True, False, False, False] + const + [1], arch,
+                           hints),
+        aot.compile_kernel(_matmul, "linear_bwd_dw_splitk", [X, X, P, P, P, True, False, False, False] + const + [4],
+                           arch, hints),
     ]
     return rows
 

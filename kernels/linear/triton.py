@@ -15,11 +15,14 @@ INTERP = tl.constexpr(aot.interpreting())
 
 
 @triton.jit
-def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn,
+def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn, K_SPLIT, s_cs,
             HAS_BIAS: tl.constexpr, GELU: tl.constexpr, STORE_PRE: tl.constexpr, EVEN_K: tl.constexpr,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
-    """C[M, N] = A[M, K] @ B[K, N] (+ bias[N]) (then GELU; Pre keeps the pre-activation)."""
+    """C[M, N] = A[M, K] @ B[K, N] (+ bias[N]) (then GELU; Pre keeps the pre-activation).
+    Split-K: program_id(1) = s takes K rows [s*K_SPLIT, (s+1)*K_SPLIT) and writes C + s*s_cs."""
     pid = tl.program_id(0)
+    k0 = tl.program_id(1) * K_SPLIT
+    k_len = tl.minimum(K - k0, K_SPLIT)
     n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     # groups of GROUP_M row-tiles sweep the columns together, so their A tiles stay in L2
     group = pid // (GROUP_M * n_n)
@@ -34,16 +37,16 @@ def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn,
     # M (the dW = dY^T X case) could read past the end of the buffer
     m_in = (rm < M)[:, None]
     n_in = (rn < N)[None, :]
-    a_ptr = A + rm[:, None].to(tl.int64) * s_am + rk[None, :] * s_ak
-    b_ptr = B + rk[:, None] * s_bk + rn[None, :].to(tl.int64) * s_bn
+    a_ptr = A + rm[:, None].to(tl.int64) * s_am + (k0 + rk[None, :]).to(tl.int64) * s_ak
+    b_ptr = B + (k0 + rk[:, None]).to(tl.int64) * s_bk + rn[None, :].to(tl.int64) * s_bn
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
+    for k in range(0, tl.cdiv(k_len, BLOCK_K)):
         if EVEN_K:
             a = tl.load(a_ptr, mask=m_in, other=0.0)
             b = tl.load(b_ptr, mask=n_in, other=0.0)
         else:
-            a = tl.load(a_ptr, mask=m_in & (rk[None, :] < K - k * BLOCK_K), other=0.0)
-            b = tl.load(b_ptr, mask=n_in & (rk[:, None] < K - k * BLOCK_K), other=0.0)
+            a = tl.load(a_ptr, mask=m_in & (rk[None, :] < k_len - k * BLOCK_K), other=0.0)
+            b = tl.load(b_ptr, mask=n_in & (rk[:, None] < k_len - k * BLOCK_K), other=0.0)
         if INTERP:
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc)
@@ -52,7 +55,7 @@ def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn,
     if HAS_BIAS:
         acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     mask = (rm[:, None] < M) & (rn[None, :] < N)
-    offs = rm[:, None].to(tl.int64) * s_cm + rn[None, :] * s_cn
+    offs = tl.program_id(1).to(tl.int64) * s_cs + rm[:, None].to(tl.int64) * s_cm + rn[None, :] * s_cn
     if STORE_PRE:
         tl.store(Pre + offs, acc.to(Pre.dtype.element_ty), mask=mask)
     if GELU:
@@ -89,22 +92,42 @@ TUNER = aot.Tuner()
 DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
+def split_k(M, N, K, BM, BN, BK, sms):
+    """How many K slices make enough tiles to fill `sms` SMs twice (dW = dY^T X: M x N small, K = B*T)."""
+    tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN)
+    if tiles >= sms or K < 8 * BK:
+        return 1
+    return max(1, min(aot.cdiv(2 * sms, tiles), K // (4 * BK), 16))
+
+
 def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
-    """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None)."""
+    """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None). Few output tiles and a
+    long K (the dW matmul) split K across programs into fp32 partials, summed after."""
     M, K = a.shape
     N = b.shape[1]
-    out = poison.empty(M, N, dtype=out_dtype or a.dtype, device=a.device)
-    pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else out
+    dtype = out_dtype or a.dtype
     BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    # too few tiles to fill the GPU (dW = dY^T X is small in M x N, long in K): halve the tile rows
-    while BM > 64 and aot.cdiv(M, BM) * aot.cdiv(N, BN) < aot.sm_count(a):
+    # too few tiles to fill the GPU: halve the tile rows, then split K
+    sms = aot.sm_count(a)
+    while BM > 64 and aot.cdiv(M, BM) * aot.cdiv(N, BN) < sms:
         BM //= 2
-    grid = (aot.cdiv(M, BM) * aot.cdiv(N, BN),)
+    S = 1 if (bias is not None or gelu or store_pre) else split_k(M, N, K, BM, BN, BK, sms)
+    k_split = aot.cdiv(aot.cdiv(K, S), BK) * BK
+    S = aot.cdiv(K, k_split)
+    # partials are poisoned too: a slice that writes nothing must fail the gate, not sum stale memory
+    out = poison.empty(M, N, dtype=dtype, device=a.device) if S == 1 else \
+        poison.empty(S, M, N, dtype=torch.float32, device=a.device)
+    pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else out
+    grid = (aot.cdiv(M, BM) * aot.cdiv(N, BN), S)
     _matmul[grid](a, b, out, bias if bias is not None else out, pre, M, N, K,
-                  a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(0), out.stride(1),
+                  a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(-2), out.stride(-1),
+                  k_split, M * N if S > 1 else 0,   # 0 when unused: no divisibility respecialisation
+                  # k_split is a multiple of BK, so every slice is whole tiles exactly when K is
                   HAS_BIAS=bias is not None, GELU=gelu, STORE_PRE=store_pre, EVEN_K=K % BK == 0,
                   BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"],
                   num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if S > 1:
+        out = out.sum(0, dtype=torch.float32).to(dtype)
     return out, (pre if store_pre else None)
 
 
@@ -199,7 +222,8 @@ CONFIGS = aot.Configs(PARAMS, lambda arch, _: PRESETS[aot.family(arch)])
 def _aot(config, arch):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
     sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
-           "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32"}
+           "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32",
+           "K_SPLIT": "i32", "s_cs": "i32"}
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
     rows = []
     for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),

@@ -12,6 +12,8 @@
 #   e2e_graph  the `e2e_graph` sweep (the same steps captured whole in a CUDA graph)
 #   ddp        torchrun --nproc_per_node=1 (and 2 where two GPUs are visible)
 #   graph      tests/gpu/cuda_graph_check.sh (loss curves with and without --cuda-graph)
+#   sweep:NAME any sweep of sweeps.yaml (every impl but torch.compile), e.g. sweep:targets_layer_norm
+#   graphsweep:NAME  the same, timed as CUDA-graph replays (--cuda-graph: no host launch overhead)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
 set -u
@@ -32,8 +34,12 @@ for s in "$@"; do
   case $s in
   doctor)    step doctor 120 python run_bench.py --doctor ;;
   targets)   step targets 420 python run_bench.py --sweep targets --out "$W/targets" --no-report $NOCOMPILE ${ARGS_targets:-} ;;
-  model_ops) step model_ops 300 python run_bench.py --sweep model_ops --out "results/$GPU" --no-report $NOCOMPILE ${ARGS_model_ops:-}
+  model_ops) step model_ops 300 python run_bench.py --sweep ${SWEEP_model_ops:-model_ops} --out "results/$GPU" --no-report \
+               $NOCOMPILE ${ARGS_model_ops:-}
              mkdir -p "$W/model_ops" && cp results/"$GPU"/results.jsonl "$W/model_ops/" ;;
+  sweep:*)   n=${s#sweep:}; step "$n" 300 python run_bench.py --sweep "$n" --out "$W/$n" --no-report $NOCOMPILE ${ARGS_sweep:-} ;;
+  graphsweep:*) n=${s#graphsweep:}; step "graph_$n" 300 python run_bench.py --sweep "$n" --out "$W/graph_$n" --no-report \
+               --cuda-graph $NOCOMPILE ${ARGS_sweep:-} ;;
   converge)  STAGES="converge" BACKENDS="${BACKENDS:-eager triton cutile auto}" OUT="$W/model" ITERS=${ITERS:-500} \
                step converge ${LIMIT_converge:-400} bash model/gpu_runs.sh ;;
   e2e)       step e2e ${LIMIT_e2e:-400} python run_bench.py --sweep e2e --out "$W/e2e" --no-report ${ARGS_e2e:-} ;;
@@ -44,8 +50,8 @@ for s in "$@"; do
   esac
 done
 cat "$W/status.txt"
-name=$(IFS=_; echo "$*")
+name=$(IFS=_; echo "$*" | tr -c 'A-Za-z0-9_\n' '_' | cut -c1-60)
 tar -czf "$OUT/$name.tgz" -C "$W" .
 for f in "$W"/*/results.jsonl; do [ -f "$f" ] && cp "$f" "$OUT/$(basename "$(dirname "$f")").jsonl"; done
 cp "$W/status.txt" "$OUT/"
-for s in "$@"; do tail -40 "$W/$s.log" 2>/dev/null; done
+for s in "$@"; do n=${s#*:}; [ "$n" = "$s" ] || n=$([ "${s%%:*}" = graphsweep ] && echo "graph_$n" || echo "$n"); tail -30 "$W/$n.log" 2>/dev/null; done
