@@ -160,10 +160,14 @@ def main(argv=None) -> int:
     device = pick_device(args.device)
     if args.gpus and not device.startswith("cuda"):
         return die("--gpus needs CUDA GPUs (none here)")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return die(f"--device {device!r}: expected cpu, cuda or cuda:N")
     if device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
             return die(f"--device {device}: no CUDA device here (torch.cuda.is_available() is False)")
+        if ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+            return die(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
     if args.list:
         return cmd_list(sweeps, device)
     if not args.sweep:

@@ -43,8 +43,9 @@ def load(paths: list[str]) -> pd.DataFrame:
     if "host" not in df:
         df["host"] = None
     if "point_id" in df:
-        df = df.assign(_g=df["gpu_index"].astype(str)).drop_duplicates(
-            subset=["point_id", "device_name", "mode", "_g"], keep="last").drop(columns="_g")
+        # two hosts with the same GPU model (shards of a cluster run) are two measurements, not a repeat
+        df = df.assign(_g=df["gpu_index"].astype(str), _h=df["host"].astype(str)).drop_duplicates(
+            subset=["point_id", "device_name", "mode", "_g", "_h"], keep="last").drop(columns=["_g", "_h"])
     return df
 
 
@@ -300,14 +301,18 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
     e = df[df["op"] == "e2e"]
     if e.empty:
         return ""
+    # a step replayed as a CUDA graph is another way of running the backend, never the same series
+    graphed = e["cuda_graph"].fillna(False).astype(bool) if "cuda_graph" in e else pd.Series(False, index=e.index)
+    e = e.assign(impl=e["impl"].where(~graphed, e["impl"] + " +graph"))
     cols = [c for c in ("device_name", "shape_label", "impl", "status", "ms_per_step", "tokens_per_s", "model_tflops",
                         "mfu", "peak_mem_bytes", "compile_s", "fallbacks", "message") if c in e]
     parts = ["<h2>End to end: training steps</h2>", _fmt(e[cols])]
     ok = e[e["status"] == "ok"]
     if not ok.empty and "tokens_per_s" in ok:
         p = ok.pivot_table(index=["device_name", "shape_label"], columns="impl", values="tokens_per_s", aggfunc="max")
-        fig, ax = plt.subplots(figsize=(9, 4))
+        fig, ax = plt.subplots(figsize=(max(9, 1.6 * len(p)), 4.5))
         p.plot.bar(ax=ax)
+        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
         ax.set_ylabel("tokens/s")
         ax.tick_params(axis="x", labelsize=7, labelrotation=20)
         fig.tight_layout()

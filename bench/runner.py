@@ -71,7 +71,10 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     if not res.ok:
         return _finish(row, "unavailable", res.reason, t_start)
     impl = res.impl
-    why = impl.why_not(shape, dtype, device, pass_)
+    try:
+        why = impl.why_not(shape, dtype, device, pass_)
+    except Exception as e:  # noqa: BLE001 - a broken supports() is this point's error, not the sweep's
+        return _finish(row, "error", f"supports() raised {type(e).__name__}: {e}", t_start)
     if why:
         return _finish(row, "unsupported", why, t_start)
     cfg_in = dict(point.get("config") or {})

@@ -118,6 +118,15 @@ def _validate(path, name, body) -> Sweep:
                 bad = set(entry) - keys
                 if bad:
                     raise _err(path, name, field, f"unknown shape key {sorted(bad)[0]!r} (known: {', '.join(sorted(keys))})")
+                have = set(entry)
+                if "tokens" in have:   # tokens fixes B*T: it needs T and replaces B
+                    if "T" not in have or "B" in have:
+                        raise _err(path, name, field, f"{entry}: `tokens` fixes B*T, so it needs T and no B")
+                    have.add("B")
+                spec = spec_of(op)
+                missing = [k for k in spec.shape_keys if k not in have]
+                if missing:
+                    raise _err(path, name, field, f"{entry} lacks {missing[0]!r} (needs {', '.join(spec.shape_keys)})")
             if op == "e2e":
                 bad = set(entry) - {"model", "B", "T"}
                 if bad or not isinstance(entry.get("model"), str):
@@ -136,10 +145,28 @@ def _validate(path, name, body) -> Sweep:
             raise _err(path, name, "configs", f"impl {impl!r} is not in this sweep's impls")
         if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
             raise _err(path, name, "configs", f"{impl}: must map parameter names to non-empty lists of values")
+        declared = _declared_impl(op, impl)
+        if declared is not None:   # the impl imports here: its parameters and their types are known
+            params = {p.name: p for p in declared.params}
+            for pname, vals in axes.items():
+                if pname not in params:
+                    raise _err(path, name, "configs", f"{impl} has no tile parameter {pname!r} "
+                                                      f"(has: {', '.join(params) or 'none'})")
+                for v in vals:
+                    why = params[pname].validate(v)
+                    if why:
+                        raise _err(path, name, "configs", f"{impl}: {why}")
     presets = body.get("presets", {})
     for impl, names in presets.items():
         if not isinstance(names, list):
             raise _err(path, name, "presets", f"{impl}: must be a list of preset names")
+        if op and op != "e2e" and impl not in impls:
+            raise _err(path, name, "presets", f"impl {impl!r} is not in this sweep's impls")
+        declared = _declared_impl(op, impl)
+        for n in names:
+            if declared is not None and n not in declared.presets:
+                raise _err(path, name, "presets", f"{impl} has no preset {n!r} "
+                                                  f"(has: {', '.join(declared.presets) or 'none'})")
     quick = body.get("quick", {})
     for k, v in quick.items():
         if k not in QUICK_KEYS or not isinstance(v, QUICK_KEYS[k]):
@@ -153,6 +180,18 @@ def _validate(path, name, body) -> Sweep:
     extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters", "cuda_graph") if k in body}
     extra["cpu_dtypes"] = body.get("cpu_dtypes")
     return Sweep(name, op, impls, dtypes, passes, shapes, cpu_shapes, configs, presets, include, quick, extra)
+
+
+def _declared_impl(op, impl):
+    """The impl's declaration (tile params, presets) where it imports on this machine, else None: an impl
+    whose toolchain is missing is checked when it runs (its points record `unavailable`)."""
+    if not op or op == "e2e":
+        return None
+    from kernels import registry
+    try:
+        return registry._import_impl(op, impl)[0]
+    except KeyError:
+        return None
 
 
 def expand_shapes(entries: list[dict]) -> list[dict]:

@@ -78,6 +78,7 @@ class TrainConfig:
     peak_tflops: float | None = None      # for MFU; default the GPU's datasheet bf16 peak
     seed: int = 1337
     debug_nan_at: int = -1                # test hook: report a NaN loss at this iteration
+    debug_nan_weights_at: int = -1        # test hook: a NaN weight after this iteration's (finite-loss) step
 
 
 TRAIN_PRESETS: dict[str, dict] = {
@@ -167,10 +168,12 @@ class Trainer:
         if vocab and vocab > mcfg.vocab_size:
             raise ValueError(f"dataset vocabulary {vocab} > model vocab_size {mcfg.vocab_size}")
         self.mcfg = mcfg
-        if self.world > 1 and cfg.grad_accum % self.world == 0:
-            self.accum = cfg.grad_accum // self.world
-        else:
-            self.accum = cfg.grad_accum
+        # grad_accum is the global count of micro-batches, split over the ranks (nanoGPT's rule): the global
+        # batch must not grow with the number of GPUs, or a 2-GPU curve is not comparable with a 1-GPU one
+        if cfg.grad_accum % self.world:
+            raise ValueError(f"--grad-accum {cfg.grad_accum} is not a multiple of the {self.world} processes: "
+                             f"each rank runs grad_accum / world micro-batches")
+        self.accum = cfg.grad_accum // self.world
         self.tokens_per_iter = self.accum * self.world * cfg.batch_size * self.T
 
         torch.manual_seed(cfg.seed)                   # the same init on every rank
@@ -223,7 +226,7 @@ class Trainer:
         if self.device_type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    # --- one optimizer step (the CUDA-graph hook would capture exactly this) --------------------------
+    # --- one optimizer step (model/cuda_graph.py captures the same step, replayed by _graph_step) ------
     def step(self, it: int) -> torch.Tensor:
         c = self.cfg
         lr = self.get_lr(it)
@@ -250,6 +253,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if it == c.debug_nan_at:
             total = total * float("nan")
+        if it == c.debug_nan_weights_at:
+            with torch.no_grad():
+                next(self.raw_model.parameters()).view(-1)[0] = float("nan")
         return total
 
     def _graph_step(self, it: int, lr: float) -> torch.Tensor:
@@ -386,6 +392,16 @@ class Trainer:
             self.best_val = min(self.best_val, ev["val"])
             self.log(f"step {it}: train loss {ev['train']:.4f}, val loss {ev['val']:.4f} ({time.perf_counter() - t:.1f} s)")
         if self.cfg.save_checkpoints:
+            # a backward can send NaN/inf into the weights while the loss logged before it was finite: such
+            # a state must never replace the last good checkpoint (every rank holds the same weights, so
+            # every rank decides alike and the checkpoint's collectives stay matched)
+            finite = torch.stack([torch.isfinite(p).all() for p in self.raw_model.parameters()]).all().item()
+            if not finite:
+                last = self._ckpt_path()
+                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before it"
+                self.write_log()
+                raise NonFiniteLoss(f"non-finite weights at iter {it} (backend {self.cfg.backend}, dtype "
+                                    f"{self.cfg.dtype}): not saving, stopping; {kept}")
             self.save_checkpoint()
         self.write_log()
 

@@ -121,7 +121,8 @@ def test_report_merges_files(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [(("--report", "/nonexistent/x.jsonl"), "no such results"),
-                                         (("--static", "--arch", "hopper"), "not an arch")])
+                                         (("--static", "--arch", "hopper"), "not an arch"),
+                                         (("--sweep", "fmha", "--device", "gpu"), "expected cpu, cuda or cuda:N")])
 def test_bad_arguments_are_one_line(args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr

@@ -85,3 +85,25 @@ def test_shards_partition_the_sweep():
     ids = [p["point_id"] for sh in shards for p in sh]
     assert sorted(ids) == sorted(p["point_id"] for p in pts)     # the union is the sweep, no point twice
     assert all(len(sh) > 0 for sh in shards)
+
+
+@pytest.mark.parametrize("body, key, words", [
+    ("op: fmha\n    shapes:\n      - {B: 2, H: 4, T: 128}", "shapes", "lacks 'D'"),
+    ("op: fmha\n    shapes:\n      - {tokens: 512, H: 4, D: 64}", "shapes", "needs T and no B"),
+    ("op: fmha\n    shapes:\n      - {tokens: 512, B: 2, T: 128, H: 4, D: 64}", "shapes", "needs T and no B"),
+    ("op: layer_norm\n    impls: [triton]\n    shapes:\n      - {M: 4, C: 8}\n    configs: {triton: {BLOCK_Q: [1]}}",
+     "configs", "no tile parameter 'BLOCK_Q'"),
+    ("op: layer_norm\n    impls: [triton]\n    shapes:\n      - {M: 4, C: 8}\n    configs: {triton: {ROWS: [3]}}",
+     "configs", "ROWS=3 not in"),
+    ("op: layer_norm\n    impls: [triton]\n    shapes:\n      - {M: 4, C: 8}\n    presets: {triton: [volta]}",
+     "presets", "no preset 'volta'"),
+    ("op: layer_norm\n    impls: [eager]\n    shapes:\n      - {M: 4, C: 8}\n    presets: {triton: [hopper]}",
+     "presets", "not in this sweep's impls"),
+])
+def test_bad_shapes_configs_and_presets_fail_on_load(tmp_path, body, key, words):
+    """What would otherwise crash mid-run (a shape lacking a key) or turn every point into `error` (a
+    misspelt tile parameter or preset) is one line at load time, naming file, sweep and key."""
+    with pytest.raises(sw.SweepError) as e:
+        sw.load(write(tmp_path, f"sweeps:\n  bad:\n    {body}\n"))
+    msg = str(e.value)
+    assert "\n" not in msg and "sweeps.yaml" in msg and "'bad'" in msg and f"'{key}'" in msg and words in msg

@@ -64,6 +64,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(char_dir, tmp_path):
     assert json.loads(log.read_text())["status"] == "nonfinite"
 
 
+def test_nan_weights_never_replace_the_last_good_checkpoint(char_dir, tmp_path):
+    """A step whose loss was finite but whose update left NaN in the weights: the next save refuses."""
+    res = train.run(cfg(char_dir, tmp_path, max_iters=20, eval_interval=5, eval_iters=1, log_interval=1,
+                        debug_nan_weights_at=9), log=quiet)
+    assert res["status"] == "nonfinite"
+    assert "non-finite weights at iter 10" in res["message"] and "last good checkpoint" in res["message"]
+    ck = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ck["iter"] == 5
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if torch.is_tensor(v))
+
+
 def test_lr_schedule(char_dir, tmp_path):
     t = train.Trainer(cfg(char_dir, tmp_path, warmup_iters=10, max_iters=100, learning_rate=1.0, min_lr=0.1))
     lrs = [t.get_lr(i) for i in range(120)]
