@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a few points per sweep")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<sweeps>_<device>)")
     p.add_argument("--resume", action="store_true", help="skip points already in the results file")
-    p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files or folders")
+    p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files (.jsonl), training logs (.json) or folders")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
     p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
     p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
@@ -84,7 +84,8 @@ def _results_files(paths):
     for p in paths:
         if os.path.isdir(p):
             for root, _, names in os.walk(p):
-                files += [os.path.join(root, n) for n in names if n.endswith(".jsonl")]
+                # result rows (.jsonl) and training logs (.json from model.train --log-json)
+                files += [os.path.join(root, n) for n in names if n.endswith((".jsonl", ".json"))]
         elif os.path.exists(p):
             files.append(p)
         else:
@@ -99,7 +100,7 @@ def cmd_report(paths, report_dir) -> int:
     except FileNotFoundError as e:
         return die(f"no such results file or folder: {e}")
     if not files:
-        return die(f"no .jsonl result files in {' '.join(paths)}")
+        return die(f"no .jsonl result files or .json training logs in {' '.join(paths)}")
     name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
         os.path.basename(os.path.dirname(os.path.abspath(files[0])))
     out = report_dir or os.path.join(REPO, "reports", name)

@@ -21,9 +21,39 @@ PEER_KINDS = ("peer",)
 OURS = ("triton", "cutile")
 
 
+def training_log_row(path: str) -> dict | None:
+    """A `model.train --log-json` file as an e2e row (loss curve, ms/step, tokens/s), so that training runs
+    made outside the harness (model/gpu_runs.sh) draw their curves side by side in a report; None if the
+    file is not such a log."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("train"), list) or not isinstance(d.get("summary"), dict):
+        return None
+    cfg, s = d.get("config") or {}, d["summary"]
+    T = cfg.get("block_size") or (d.get("model_config") or {}).get("block_size")
+    ms = s.get("median_ms_per_step")
+    return {"op": "e2e", "mode": "train", "impl": d.get("backend") or cfg.get("backend"),
+            "shape_label": f"model={cfg.get('model')} B={cfg.get('batch_size')} T={T} ({d.get('iter')} iters)",
+            "status": "ok" if d.get("status") == "ok" else (d.get("status") or "error"),
+            "message": d.get("message", ""), "device_name": d.get("device_name"), "date": d.get("date"),
+            "torch": d.get("torch"), "dtype": cfg.get("dtype"), "ms_per_step": ms, "median_ms": ms,
+            "tokens_per_s": s.get("median_tokens_per_s"), "mfu": s.get("median_mfu"),
+            "losses": d["train"], "loss": s.get("last_loss"), "fallbacks": d.get("fallbacks"),
+            "point_id": f"train:{os.path.abspath(path)}", "cuda_graph": bool(cfg.get("cuda_graph"))}
+
+
 def load(paths: list[str]) -> pd.DataFrame:
     rows = []
     for p in paths:
+        if p.endswith(".json"):
+            r = training_log_row(p)
+            if r is not None:
+                r["source"] = os.path.basename(p)
+                rows.append(r)
+            continue
         for r in read_rows(p):
             r.setdefault("source", os.path.basename(os.path.dirname(os.path.abspath(p))) or p)
             rows.append(r)

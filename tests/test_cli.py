@@ -126,3 +126,21 @@ def test_report_merges_files(tmp_path):
 def test_bad_arguments_are_one_line(args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr
+
+
+def test_report_draws_training_logs_side_by_side(tmp_path):
+    """`model.train --log-json` files are report inputs too: their loss curves are drawn together."""
+    for backend, last in (("eager", 2.0), ("triton", 2.1)):
+        log = {"status": "ok", "backend": backend, "device_name": "GPU A", "date": "2026-11-24T00:00:00Z",
+               "iter": 3, "config": {"model": "tiny", "batch_size": 4, "block_size": 8, "dtype": "bf16"},
+               "train": [[0, 4.2], [1, 3.0], [2, last]],
+               "summary": {"last_loss": last, "median_ms_per_step": 1.5, "median_tokens_per_s": 100.0}}
+        (tmp_path / f"converge_{backend}.json").write_text(json.dumps(log))
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 65}))   # not a training log: skipped
+    r = run("--report", str(tmp_path), "--report-dir", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Loss curves" in html and (tmp_path / "rep" / "e2e_losses.png").stat().st_size > 1000
+    from bench import report
+    df = report.load([str(tmp_path / "converge_eager.json"), str(tmp_path / "meta.json")])
+    assert list(df["impl"]) == ["eager"] and df["losses"][0][-1] == [2, 2.0]
