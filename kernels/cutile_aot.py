@@ -103,7 +103,7 @@ def launch(kernel, grid, args, **hints):
             ct.launch(_stream(), grid, k, args)
             _RAW_STREAM[0] = "yes"
             return
-        except Exception:   # noqa: BLE001 - retried with the Stream object; a real error raises there
+        except TypeError:   # this cuda-tile wants a Stream object; any other error is the kernel's own
             _RAW_STREAM[0] = False
     ct.launch(_stream(), grid, k, args)
 

@@ -368,11 +368,9 @@ class Trainer:
             self.history["train"].append([it, v])
         if flag.item() > 0:
             where = f"iter {bad[0]}" if bad else "another rank"
-            last = self._ckpt_path()
-            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before it"
             raise NonFiniteLoss(f"loss is {bad[1] if bad else 'non-finite'} at {where} (backend {self.cfg.backend}, "
                                 f"dtype {self.cfg.dtype}, lr {self.get_lr(bad[0] if bad else self.iter):.3g}): "
-                                f"stopping; {kept}")
+                                f"stopping; {self._kept()}")
         it, loss = pending[-1][0], vals[-1]
         tok_s = self.tokens_per_iter / dt
         mfu = None
@@ -383,6 +381,10 @@ class Trainer:
         self.log(f"iter {it}: loss {loss:.4f}, lr {self.get_lr(it):.2e}, {dt * 1e3:.2f} ms/step, "
                  f"{tok_s:,.0f} tok/s{mfu_s}")
         pending.clear()
+
+    def _kept(self) -> str:
+        last = self._ckpt_path()
+        return f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before it"
 
     def _eval_and_save(self, it: int) -> None:
         if self.cfg.eval_iters > 0 and self.master:
@@ -397,11 +399,8 @@ class Trainer:
             # every rank decides alike and the checkpoint's collectives stay matched)
             finite = torch.stack([torch.isfinite(p).all() for p in self.raw_model.parameters()]).all().item()
             if not finite:
-                last = self._ckpt_path()
-                kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved before it"
-                self.write_log()
                 raise NonFiniteLoss(f"non-finite weights at iter {it} (backend {self.cfg.backend}, dtype "
-                                    f"{self.cfg.dtype}): not saving, stopping; {kept}")
+                                    f"{self.cfg.dtype}): not saving, stopping; {self._kept()}")
             self.save_checkpoint()
         self.write_log()
 
