@@ -50,9 +50,27 @@ def _compare(name, out, ref, tol, errors, tols, problems):
         problems.append(f"{name}: rel-L2 error {e:.3g} > tolerance {tol:.3g}")
 
 
-def grad_out_for(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def grad_out_for(out, gen: torch.Generator):
+    """A random upstream gradient shaped like the output (a tuple of them for an op with several outputs)."""
+    if isinstance(out, (tuple, list)):
+        return tuple(grad_out_for(o, gen) for o in out)
     g = torch.randn(out.shape, generator=gen, device=out.device, dtype=torch.float32)
     return g.to(out.dtype)
+
+
+def backward(out, grad_out) -> None:
+    """out.backward(grad_out), for one output or a tuple of them (e.g. add_layer_norm's sum and norm)."""
+    if isinstance(out, (tuple, list)):
+        torch.autograd.backward(list(out), list(grad_out))
+    else:
+        out.backward(grad_out)
+
+
+def outputs(out) -> dict:
+    """name -> tensor: "out" for a single output, "out0", "out1", ... for a tuple."""
+    if isinstance(out, (tuple, list)):
+        return {f"out{i}": o for i, o in enumerate(out)}
+    return {"out": out}
 
 
 def run_once(fn, inputs: Inputs, pass_: str, config: dict, grad_out=None):
@@ -61,7 +79,7 @@ def run_once(fn, inputs: Inputs, pass_: str, config: dict, grad_out=None):
     out = fn(*inp.args, **inp.kwargs, **config)
     grads = {}
     if pass_ == "fwd+bwd":
-        out.backward(grad_out)
+        backward(out, grad_out)
         grads = {i: inp.args[i].grad for i in inputs.grad_args}
     return out, grads
 
@@ -85,7 +103,11 @@ def check(spec, fn, shape: dict, dtype: str, pass_: str, device: str, config: di
         torch.cuda.synchronize()
     ref, ref_grads = spec.reference(inputs, grad_out)
     errors, tols, problems = {}, {}, []
-    _compare("out", out, ref, spec.tolerance(dtype), errors, tols, problems)
+    refs = outputs(ref)
+    got = outputs(out) if isinstance(out, (tuple, list)) == isinstance(ref, (tuple, list)) else {}
+    for name, r in refs.items():
+        _compare(spec.out_names().get(name, name), got.get(name, out if len(refs) == 1 else None), r,
+                 spec.tolerance(dtype), errors, tols, problems)
     names = spec.grad_names()
     for i, rg in ref_grads.items():
         _compare(names.get(i, f"grad{i}"), grads.get(i), rg, spec.tolerance(dtype, grad=True), errors, tols, problems)

@@ -161,7 +161,7 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
         leaves = [inp.args[i] for i in inputs.grad_args]
 
         def target():
-            fn(*inp.args, **inp.kwargs, **cfg).backward(grad_out)
+            checking.backward(fn(*inp.args, **inp.kwargs, **cfg), grad_out)
 
         def setup():
             for t in leaves:

@@ -21,7 +21,7 @@ import torch
 
 from kernels import backends
 
-OPS = ("fmha", "layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy")
+OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy")
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}

@@ -98,21 +98,30 @@ class OpSpec:
                 args.append(a)
             with torch.autocast(device_type=args[0].device.type, enabled=False):
                 out = self.math(*args, **inputs.kwargs)
+            multi = isinstance(out, (tuple, list))
             if grad_out is not None:
-                g = grad_out[sl] if self.chunk_dim0 else grad_out
-                out.backward(g.to(ref_dtype))
+                gs = grad_out if multi else (grad_out,)
+                gs = [(g[sl] if self.chunk_dim0 else g).to(ref_dtype) for g in gs]
+                torch.autograd.backward(list(out) if multi else [out], gs)
                 for i in inputs.grad_args:
                     grads.setdefault(i, []).append(args[i].grad.detach())
-            outs.append(out.detach())
+            outs.append(tuple(o.detach() for o in out) if multi else out.detach())
             if not self.chunk_dim0:
                 break
-        out = torch.cat(outs) if self.chunk_dim0 else outs[0]
+        if multi:
+            out = tuple(torch.cat(o) for o in zip(*outs)) if self.chunk_dim0 else outs[0]
+        else:
+            out = torch.cat(outs) if self.chunk_dim0 else outs[0]
         return out, {i: (torch.cat(g) if self.chunk_dim0 else g[0]) for i, g in grads.items()}
 
     def _ref_elements(self, inputs: Inputs) -> int:
         return self.element_count(inputs)
 
     def grad_names(self) -> dict[int, str]:
+        return {}
+
+    def out_names(self) -> dict[str, str]:
+        """Names for the outputs of an op that returns a tuple ("out0" -> "sum", ...)."""
         return {}
 
 

@@ -53,8 +53,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
         y = ops.fmha(q, k, v, causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        y = ops.linear(y, self.c_proj.weight, self.c_proj.bias)
-        return F.dropout(y, self.dropout, self.training)
+        return ops.residual_branch(y, self.c_proj.weight, self.c_proj.bias, self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -66,8 +65,7 @@ class MLP(nn.Module):
 
     def forward(self, x, ops):
         x = ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)
-        x = ops.linear(x, self.c_proj.weight, self.c_proj.bias)
-        return F.dropout(x, self.dropout, self.training)
+        return ops.residual_branch(x, self.c_proj.weight, self.c_proj.bias, self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -78,10 +76,13 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, ops):
-        x = x + self.attn(self.ln_1(x, ops), ops)
-        x = x + self.mlp(self.ln_2(x, ops), ops)
-        return x
+    def forward(self, x, branch, ops):
+        """nanoGPT's x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), with each residual add done where the next
+        LayerNorm reads it: `branch` is the previous block's MLP output, still to be added (None in the first
+        block). ops.add_layer_norm may fuse the add, the LayerNorm and the branch's bias into one kernel."""
+        x, h = ops.add_layer_norm(x, branch, self.ln_1.weight, self.ln_1.bias)
+        x, h = ops.add_layer_norm(x, self.attn(h, ops), self.ln_2.weight, self.ln_2.bias)
+        return x, self.mlp(h, ops)
 
 
 class GPT(nn.Module):
@@ -133,9 +134,11 @@ class GPT(nn.Module):
         pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)
         x = F.dropout(x, self.config.dropout, self.training)
+        branch = None
         for block in self.transformer.h:
-            x = block(x, ops)
-        x = self.transformer.ln_f(x, ops)
+            x, branch = block(x, branch, ops)
+        ln_f = self.transformer.ln_f
+        x = ops.add_layer_norm(x, branch, ln_f.weight, ln_f.bias)[1]
         if targets is not None:
             loss, logits = ops.linear_cross_entropy(x, self.lm_head.weight, targets, ignore_index=-1)
             if logits is None and return_logits:

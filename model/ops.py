@@ -250,6 +250,7 @@ class Backend:
         self._cfg: dict = {}
         self._fused_off: str | None = None
         self._lce_off: str | None = None         # why the fused lm_head + loss was given up
+        self._aln_off: str | None = None         # why the fused residual add + LayerNorm was given up
 
     def __repr__(self):
         return f"Backend({self.spec!r})"
@@ -385,6 +386,46 @@ class Backend:
         x, weight, bias = _amp(x, weight, bias)
         shape = {"M": x.numel() // x.shape[-1], "N": weight.shape[0], "K": weight.shape[1]}
         return self._call("linear", shape, (x, weight, bias), {})
+
+    def residual_branch(self, x, weight, bias, dropout=0.0, training=False):
+        """A block's output projection (attention's and the MLP's c_proj): nanoGPT's dropout(linear(x)).
+        Where add_layer_norm runs fused and dropout is off, the bias is left out of the matmul and handed on
+        as (y, bias) for the fused op to add (its gradient then comes from that kernel's column sums, not a
+        separate reduction over dY)."""
+        if bias is not None and not (dropout and training) and self._fused_residual(x):
+            return self.linear(x, weight, None), bias
+        return torch.nn.functional.dropout(self.linear(x, weight, bias), dropout, training)
+
+    def add_layer_norm(self, x, branch, weight, bias, eps=1e-5):
+        """(s, LayerNorm(s)) for s = x + branch, the residual add and the next LayerNorm. branch is None, a
+        tensor, or (y, bias) from residual_branch. Through the add_layer_norm op when its impl is not eager and
+        can run (LayerNorm(s) then comes out in the autocast dtype, as the matmul after it reads it); otherwise
+        nanoGPT's own order, the add then the layer_norm op."""
+        y, ybias = branch if isinstance(branch, tuple) else (branch, None)
+        if self._fused_residual(x):
+            amp = torch.is_autocast_enabled(x.device.type)
+            out_dtype = torch.get_autocast_dtype(x.device.type) if amp else None
+            if y is not None and amp and y.dtype != out_dtype and y.is_floating_point():
+                y = y.to(out_dtype)
+            C = x.shape[-1]
+            try:
+                out = self._call("add_layer_norm", {"M": x.numel() // C, "C": C}, (x, y, ybias, weight, bias),
+                                 {"eps": eps, "out_dtype": out_dtype}, eager_ok=False)
+            except Unsupported as e:
+                self._aln_off = str(e)
+                self._fallback("add_layer_norm", self.choice["add_layer_norm"], f"raised Unsupported: {e}")
+                out = None
+            if out is not None:
+                return out
+            self._aln_off = self._aln_off or "impl cannot run here"   # its fallback is recorded already
+        if y is not None:
+            x = x + (y if ybias is None else y + ybias)
+        return x, self.layer_norm(x, weight, bias, eps)
+
+    def _fused_residual(self, x) -> bool:
+        if not self._auto_done:
+            self.resolve_auto(str(x.device))
+        return self._aln_off is None and self.choice["add_layer_norm"] != "eager"
 
     def gelu(self, x, bias=None):
         if bias is not None and bias.dtype != x.dtype:

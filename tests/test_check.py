@@ -8,6 +8,7 @@ from tests import fake_impls
 ODD = {
     "fmha": [dict(B=2, H=3, T=37, D=16, causal=True), dict(B=1, H=2, T=19, D=64, causal=False)],
     "layer_norm": [dict(M=33, C=65)],
+    "add_layer_norm": [dict(M=33, C=65)],
     "gelu": [dict(M=17, C=41)],
     "linear": [dict(M=31, N=17, K=23)],
     "cross_entropy": [dict(M=29, V=101)],

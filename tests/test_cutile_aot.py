@@ -9,7 +9,7 @@ from kernels import cutile_aot, cutile_env, registry
 pytestmark = pytest.mark.skipif(cutile_env.why_not_compilable() is not None,
                                 reason=f"cuTile cannot compile here: {cutile_env.why_not_compilable()}")
 
-OPS = ("fmha", "layer_norm", "gelu", "linear", "cross_entropy")   # the ops with a cutile impl here
+OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy")   # the ops with a cutile impl here
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
 
 

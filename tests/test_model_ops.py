@@ -85,6 +85,8 @@ def fake_triton(monkeypatch):
         "gelu": _fake(gelu),
         "fmha": _fake(fmha),
         "layer_norm": _fake(F.layer_norm, supports=lambda s, d, dev: "C=64 not supported" if s["C"] == 64 else None),
+        "add_layer_norm": _fake(registry.get("add_layer_norm", "eager").fn,
+                                supports=lambda s, d, dev: "C=64 not supported" if s["C"] == 64 else None),
         "cross_entropy": _fake(lambda *a, **k: (_ for _ in ()).throw(AssertionError("unreachable")),
                                supports=lambda s, d, dev: "no"),
         "linear_cross_entropy": _fake(lambda *a, **k: (_ for _ in ()).throw(AssertionError("unreachable")),
@@ -103,7 +105,8 @@ def test_fallback_on_why_not_and_unsupported(fake_triton):
     ref = _run(Backend("eager"), steps=2)
     assert abs(loss.item() - ref.item()) < 1e-5
     text = "\n".join(b.fallbacks)
-    assert "layer_norm: triton -> eager: C=64 not supported" in text
+    assert "add_layer_norm: triton -> eager: C=64 not supported" in text   # then the add and the layer_norm op
+    assert "\nlayer_norm: triton -> eager: C=64 not supported" in "\n" + text
     assert "linear: triton -> eager: raised Unsupported: K > 64" in text    # mlp c_proj has K=256
     assert "cross_entropy: triton -> eager: no" in text
     assert "linear_cross_entropy: triton -> eager: no fused" in text      # then lm_head + cross_entropy
@@ -205,7 +208,7 @@ def test_auto_without_results_file_is_eager_and_says_so(tmp_path):
 
 
 # the eager model computes its loss as nanoGPT does, lm_head then cross_entropy: the fused op never runs
-EAGER_MODEL_OPS = [op for op in registry.OPS if op != "linear_cross_entropy"]
+EAGER_MODEL_OPS = [op for op in registry.OPS if op not in ("linear_cross_entropy", "add_layer_norm")]   # fused ops: not on the eager path
 
 
 def test_profile_ranges_cover_backward():
@@ -218,3 +221,43 @@ def test_profile_ranges_cover_backward():
     for op in EAGER_MODEL_OPS:
         assert f"op:{op}" in names and f"op:{op}:bwd" in names, op
     assert not ops_mod._open_ranges
+
+
+def test_fused_add_layer_norm_takes_the_projection_biases(monkeypatch):
+    """With add_layer_norm fused, c_proj's bias rides into it (the matmul runs without one), every LayerNorm
+    goes through it, and the loss and gradients match nanoGPT's order of ops."""
+    seen = {"aln": 0, "aln_bias": 0, "ln": 0, "linear_nobias": 0}
+    aln_eager, lin_eager = registry.get("add_layer_norm", "eager").fn, registry.get("linear", "eager").fn
+
+    def aln(x, y, bias, w, b, eps=1e-5, out_dtype=None):
+        seen["aln"] += 1
+        seen["aln_bias"] += bias is not None
+        return aln_eager(x, y, bias, w, b, eps, out_dtype)
+
+    def linear(x, w, b=None, activation=None):
+        seen["linear_nobias"] += b is None
+        return lin_eager(x, w, b)
+
+    def ln(*a, **k):
+        seen["ln"] += 1
+        return F.layer_norm(*a, **k)
+    fakes = {"add_layer_norm": _fake(aln), "linear": _fake(linear), "layer_norm": _fake(ln)}
+    real = registry.resolve
+    monkeypatch.setattr(registry, "resolve", lambda op, name, device="cpu": Resolved(op, name, fakes[op], None)
+                        if name == "triton" and op in fakes else real(op, name, device))
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    a = GPT(cfg, Backend("eager"))
+    b = GPT(cfg, Backend("add_layer_norm=triton,linear=triton", log=lambda m: None))
+    b.load_state_dict(a.state_dict())
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    la, lb = a(idx, idx)[1], b(idx, idx)[1]
+    la.backward()
+    lb.backward()
+    L = cfg.n_layer
+    assert seen["aln"] == 2 * L + 1 and seen["ln"] == 0
+    assert seen["aln_bias"] == 2 * L                      # every branch but the first block's input
+    assert seen["linear_nobias"] >= 2 * L                  # attention's and the MLP's c_proj (+ lm_head)
+    assert abs(la.item() - lb.item()) < 1e-5
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6), n

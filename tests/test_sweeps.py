@@ -32,8 +32,8 @@ def test_repo_sweeps_file_is_valid():
     s = sw.load("sweeps.yaml")
     for name in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy", "all", "e2e"):
         assert name in s
-    assert [x.name for x in sw.resolve_names(s, ["all"])] == ["fmha", "layer_norm", "gelu", "linear", "cross_entropy",
-                                                              "linear_cross_entropy"]
+    assert [x.name for x in sw.resolve_names(s, ["all"])] == ["fmha", "layer_norm", "add_layer_norm", "gelu", "linear",
+                                                              "cross_entropy", "linear_cross_entropy"]
 
 
 def test_expansion(tmp_path):

@@ -22,7 +22,7 @@ pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
-OPS = ("fmha", "layer_norm", "gelu", "linear", "cross_entropy")
+OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy")
 DTYPES = ("fp32", "bf16", "fp16")
 PASSES = ("fwd", "fwd+bwd")
 
@@ -33,6 +33,7 @@ SMALL = {
     "fmha": {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1": 32, "BWD_BLOCK_M2": 32,
              "BWD_BLOCK_N2": 16},
     "layer_norm": {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1},
+    "add_layer_norm": {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1},
     "gelu": {"BLOCK": 512, "BWD_BLOCK_M": 4, "BWD_BLOCK_C": 64, "BWD_PROGS": 1},
     "linear": {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16},
     "cross_entropy": {"BLOCK_V": 256},
@@ -40,6 +41,7 @@ SMALL = {
 SHAPES = {
     "fmha": {"B": 2, "H": 3, "T": 37, "D": 64},
     "layer_norm": {"M": 37, "C": 65},
+    "add_layer_norm": {"M": 37, "C": 65},
     "gelu": {"M": 33, "C": 65},
     "linear": {"M": 33, "N": 47, "K": 65},
     "cross_entropy": {"M": 33, "V": 1003},
@@ -73,6 +75,11 @@ def _cases():
         SMALL["fmha"], build="qkv_split")
     add("layer_norm-3d-noncontig-bf16-fwd+bwd", "layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
         SMALL["layer_norm"], build="ln_3d")
+    # the model's other add_layer_norm calls: 3-D, no bias (dropout on), no branch (the first block),
+    # and the last one whose sum nobody reads (its gradient arrives as None)
+    for build in ("aln_3d", "aln_nobias", "aln_nobranch", "aln_sum_unused"):
+        add(f"add_layer_norm-{build[4:]}-bf16-fwd+bwd", "add_layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
+            SMALL["add_layer_norm"], build=build)
     add("gelu-3d-bf16-fwd+bwd", "gelu", {"M": 39, "C": 65}, "bf16", "fwd+bwd", SMALL["gelu"], build="gelu_3d")
     add("gelu-nobias-fp32-fwd+bwd", "gelu", {"M": 33, "C": 65}, "fp32", "fwd+bwd", SMALL["gelu"], build="gelu_nobias")
     for dtype in DTYPES:
@@ -88,6 +95,8 @@ def _cases():
         build="linear_nobias")
     # autotune mode: under the interpreter it takes the first candidate, but must run and report a pick
     for op in OPS:
+        if op == "add_layer_norm":   # presets only
+            continue
         add(f"{op}-autotune-bf16-fwd+bwd", op, SHAPES[op], "bf16", "fwd+bwd", {"autotune": True})
     # the gate must catch a kernel that leaves outputs unwritten, or gets the mask wrong
     add("broken-half-unwritten", "gelu", SHAPES["gelu"], "bf16", "fwd", SMALL["gelu"], build="broken_unwritten",
@@ -149,6 +158,8 @@ def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
         x, w, b = base.args
         x3 = x.view(13, 3, -1).transpose(0, 1)
         return impl.fn, Inputs((x3, w, b), {}, grad_args=(0, 1, 2)), spec
+    if kind.startswith("aln_"):
+        return _aln_build(kind, spec, impl, base, torch, Inputs)
     if kind == "gelu_3d":
         x, b = base.args
         return impl.fn, Inputs((x.view(3, 13, -1), b), {}, grad_args=(0, 1)), spec
@@ -173,6 +184,40 @@ def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
     if kind == "broken_mask":        # a kernel that ignores the causal flag
         return (lambda q, k, v, causal=True, **cfg: impl.fn(q, k, v, causal=not causal, **cfg)), base, spec
     raise KeyError(kind)
+
+
+def _aln_build(kind, spec, impl, base, torch, Inputs):
+    x, y, bias, w, b = base.args
+    kw = base.kwargs
+    if kind == "aln_3d":
+        return impl.fn, Inputs((x.view(3, 13, -1), y.view(3, 13, -1), bias, w, b), kw, grad_args=(0, 1, 2, 3, 4)), spec
+
+    class Ref(type(spec)):
+        def math(self, *a, **k):
+            if kind == "aln_nobias":
+                (x, y, w, b), bias = a, None
+            elif kind == "aln_nobranch":
+                (x, w, b), y, bias = a, None, None
+            else:
+                x, y, bias, w, b = a
+            s = x if y is None else x + y + (bias if bias is not None else 0)
+            h = torch.nn.functional.layer_norm(s, (s.shape[-1],), w, b, 1e-5)
+            return h if kind == "aln_sum_unused" else (s, h)
+    if kind == "aln_nobias":
+        return ((lambda x, y, w, b, **k: impl.fn(x, y, None, w, b, **k)),
+                Inputs((x, y, w, b), kw, grad_args=(0, 1, 2, 3)), _Renamed(Ref, {0: "dx", 1: "dy", 2: "dw", 3: "db"}))
+    if kind == "aln_nobranch":
+        return ((lambda x, w, b, **k: impl.fn(x, None, None, w, b, **k)),
+                Inputs((x, w, b), kw, grad_args=(0, 1, 2)), _Renamed(Ref, {0: "dx", 1: "dw", 2: "db"}))
+    # sum_unused: only h goes on, so s's gradient reaches the kernel as None
+    return ((lambda *a, **k: impl.fn(*a, **k)[1]), base, _Renamed(Ref, spec.grad_names()))
+
+
+def _Renamed(cls, names):
+    class R(cls):
+        def grad_names(self):
+            return names
+    return R()
 
 
 def _no_bias(spec):

@@ -1,0 +1,64 @@
+import torch
+import torch.nn.functional as F
+
+from kernels.registry import DTYPES
+from kernels.spec import Inputs, OpSpec, elt_size, randn
+
+EPS = 1e-5
+
+
+def out_dtype_of(out_dtype, x):
+    """out_dtype may be None (x's dtype), a torch dtype or a name ("bf16")."""
+    if out_dtype is None:
+        return x.dtype
+    return DTYPES[out_dtype] if isinstance(out_dtype, str) else out_dtype
+
+
+class AddLayerNormSpec(OpSpec):
+    """The model's case: x is the fp32 residual stream, y a branch output in the point's dtype, bias and the
+    LayerNorm parameters fp32 (autocast keeps parameters fp32), h comes out in the point's dtype."""
+    name = "add_layer_norm"
+    shape_keys = ("M", "C")
+    bound = "memory"
+
+    def make_inputs(self, shape, dtype, device, gen):
+        s = self.full_shape(shape)
+        M, C = s["M"], s["C"]
+        x = randn((M, C), "fp32", device, gen, scale=2.0, shift=0.5)
+        y = randn((M, C), dtype, device, gen)
+        bias = randn((C,), "fp32", device, gen, scale=0.1, shift=0.2)
+        w = randn((C,), "fp32", device, gen, scale=0.1, shift=1.0)
+        b = randn((C,), "fp32", device, gen, scale=0.1)
+        return Inputs((x, y, bias, w, b), {"out_dtype": dtype}, grad_args=(0, 1, 2, 3, 4))
+
+    def math(self, x, y, bias, w, b, eps=EPS, out_dtype=None):
+        s = x + y + bias
+        return s, F.layer_norm(s, (s.shape[-1],), w, b, eps)
+
+    def flops(self, shape, pass_):
+        s = self.full_shape(shape)
+        return s["M"] * s["C"] * (10.0 if pass_ == "fwd" else 24.0)
+
+    def bytes(self, shape, dtype, pass_):
+        s = self.full_shape(shape)
+        mc, e = s["M"] * s["C"], elt_size(dtype)
+        fwd = (4 + e + 4 + e) * mc                 # read x, y; write s, h
+        bwd = (4 + e + 4 + 4 + e) * mc             # read s, dh, ds; write dx, dy (params and row stats are small)
+        return fwd if pass_ == "fwd" else fwd + bwd
+
+    def grad_names(self):
+        return {0: "dx", 1: "dy", 2: "dbias", 3: "dw", 4: "db"}
+
+    def out_names(self):
+        return {"out0": "sum", "out1": "norm"}
+
+
+SPEC = AddLayerNormSpec()
+
+
+def check_args(x, y, bias):
+    if y is None and bias is not None:
+        raise ValueError("add_layer_norm: a bias needs a branch y to add it to")
+    if y is not None and y.shape != x.shape:
+        raise ValueError(f"add_layer_norm: y shape {tuple(y.shape)} != x shape {tuple(x.shape)}")
+    return torch.is_floating_point(x)
