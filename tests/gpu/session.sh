@@ -7,6 +7,8 @@
 #   doctor     run_bench.py --doctor
 #   targets    the `targets` sweep (the issues' target shapes, every impl but torch.compile)
 #   model_ops  the `model_ops` sweep into results/<gpu>/ so that `--backend auto` can rank impls on this GPU
+#   model_ops_graph  the same timed as graph replays (what `auto` ranks for --cuda-graph steps), ours and cuDNN
+#   summary    tests/gpu/e2e_summary.py over this session's e2e results (speed-ups over torch.compile)
 #   converge   500 iterations of shakespeare_6x768 per backend (BACKENDS, default "eager triton cutile auto")
 #   e2e        the `e2e` sweep (whole training steps, eager and torch.compile as baselines)
 #   e2e_graph  the `e2e_graph` sweep (the same steps captured whole in a CUDA graph)
@@ -37,7 +39,12 @@ for s in "$@"; do
   model_ops) step model_ops 300 python run_bench.py --sweep ${SWEEP_model_ops:-model_ops} --out "results/$GPU" --no-report \
                $NOCOMPILE ${ARGS_model_ops:-}
              mkdir -p "$W/model_ops" && cp results/"$GPU"/results.jsonl "$W/model_ops/" ;;
-  sweep:*)   n=${s#sweep:}; step "$n" 300 python run_bench.py --sweep "$n" --out "$W/$n" --no-report $NOCOMPILE ${ARGS_sweep:-} ;;
+  model_ops_graph) step model_ops_graph ${LIMIT_model_ops_graph:-300} python run_bench.py --sweep model_ops --cuda-graph \
+               --budget ${BUDGET:-0.3} --out "results/$GPU/graph" --no-report --impl eager --impl triton --impl cutile \
+               --impl sdpa_cudnn ${ARGS_model_ops_graph:-}
+             mkdir -p "$W/model_ops_graph" && cp results/"$GPU"/graph/results.jsonl "$W/model_ops_graph/" ;;
+  summary)   python tests/gpu/e2e_summary.py "$W"/*/results.jsonl > "$W/summary.log" 2>&1 ;;
+  sweep:*)   n=${s#sweep:}; step "$n" ${LIMIT_sweep:-300} python run_bench.py --sweep "$n" --out "$W/$n" --no-report $NOCOMPILE ${ARGS_sweep:-} ;;
   graphsweep:*) n=${s#graphsweep:}; step "graph_$n" 300 python run_bench.py --sweep "$n" --out "$W/graph_$n" --no-report \
                --cuda-graph $NOCOMPILE ${ARGS_sweep:-} ;;
   converge)  STAGES="converge" BACKENDS="${BACKENDS:-eager triton cutile auto}" OUT="$W/model" ITERS=${ITERS:-500} \
