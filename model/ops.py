@@ -93,26 +93,8 @@ def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, grap
     the model's dtype are used when there are any, else all dtypes. A step replayed as a CUDA graph
     (`graphed`) pays no launch overhead, so it is ranked on graph-replay rows (`--cuda-graph` sweeps)
     where the op has any; a plain step on launch-timed rows where it has any."""
-    want = device.strip().lower()
-    by_op = defaultdict(list)
-    for r in rows:
-        ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
-              and isinstance(r.get("impl"), str) and _ms(r) is not None
-              and str(r.get("device_name", "")).strip().lower() == want)
-        if ok:
-            by_op[r["op"]].append(r)
     ranked = {}
-    for op, rs in by_op.items():
-        timed = [r for r in rs if (r.get("timer") == "cuda_graph") == graphed]
-        rs = timed or rs
-        same = [r for r in rs if r.get("dtype") == dtype]
-        rs = same or rs
-        groups = defaultdict(dict)   # (dtype, shape) -> impl -> fastest row
-        for r in rs:
-            key = (r.get("dtype"), json.dumps(r.get("shape"), sort_keys=True, default=str))
-            cur = groups[key].get(r["impl"])
-            if cur is None or _ms(r) < _ms(cur):
-                groups[key][r["impl"]] = r
+    for op, (groups, same) in _groups(rows, device, dtype, ops, graphed).items():
         ratios, configs = defaultdict(list), defaultdict(Counter)
         for impls in groups.values():
             best = min(_ms(r) for r in impls.values())
@@ -133,6 +115,50 @@ def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, grap
         out.sort(key=lambda d: (d["score"], -d["shapes"]))
         ranked[op] = out
     return ranked
+
+
+def shape_key(shape: dict) -> str:
+    return json.dumps(shape, sort_keys=True, default=str)
+
+
+def fastest_by_shape(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
+                     ) -> dict[str, dict[str, list[str]]]:
+    """Per op and measured shape (shape_key), impls from fastest to slowest: the same rows rank_impls reads.
+    Where the model calls an op at a shape that was measured, "auto" takes that shape's winner (e.g. eager
+    cross-entropy at V=65 but cuTile at V=50304) instead of the op's overall ranking."""
+    out = {}
+    for op, (groups, _) in _groups(rows, device, dtype, ops, graphed).items():
+        for (_, key), impls in groups.items():
+            out.setdefault(op, {})[key] = sorted(impls, key=lambda n: _ms(impls[n]))
+    return out
+
+
+def _groups(rows, device, dtype, ops, graphed):
+    """op -> ({(dtype, shape_key): {impl: fastest row}}, whether rows of `dtype` were found): the ok fwd+bwd
+    rows measured on `device`, graph-replay or launch-timed ones as `graphed` prefers, the model's dtype
+    where it has any."""
+    want = device.strip().lower()
+    by_op = defaultdict(list)
+    for r in rows:
+        ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
+              and isinstance(r.get("impl"), str) and _ms(r) is not None and isinstance(r.get("shape"), dict)
+              and str(r.get("device_name", "")).strip().lower() == want)
+        if ok:
+            by_op[r["op"]].append(r)
+    out = {}
+    for op, rs in by_op.items():
+        timed = [r for r in rs if (r.get("timer") == "cuda_graph") == graphed]
+        rs = timed or rs
+        same = [r for r in rs if r.get("dtype") == dtype]
+        rs = same or rs
+        groups = defaultdict(dict)
+        for r in rs:
+            key = (r.get("dtype"), shape_key(r["shape"]))
+            cur = groups[key].get(r["impl"])
+            if cur is None or _ms(r) < _ms(cur):
+                groups[key][r["impl"]] = r
+        out[op] = (groups, bool(same))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,6 +271,7 @@ class Backend:
         if self.spec == EAGER_SDPA:   # nanoGPT's model: PyTorch ops, attention through SDPA's own dispatch
             self._eager["fmha"] = _sdpa_fmha
         self._auto_done = self.mode != "auto"
+        self._by_shape: dict[str, dict[str, str]] = {}   # auto: op -> shape_key -> impl (measured shapes)
         self._said: set = set()
         self._decided: dict = {}
         self._cfg: dict = {}
@@ -265,7 +292,13 @@ class Backend:
             return
         self._auto_done = True
         name = device_name(device)
-        ranked = rank_impls(read_results(self.results), name, self.dtype, graphed=self.graphed)
+        rows = read_results(self.results)
+        ranked = rank_impls(rows, name, self.dtype, graphed=self.graphed)
+        for op, shapes in fastest_by_shape(rows, name, self.dtype, graphed=self.graphed).items():
+            for key, impls in shapes.items():
+                usable = [i for i in impls if registry.resolve(op, i, device).ok] if op in OPS else []
+                if usable:
+                    self._by_shape.setdefault(op, {})[key] = usable[0]
         for op in OPS:
             picked = None
             for cand in ranked.get(op, []):
@@ -286,6 +319,17 @@ class Backend:
                 self.configs.setdefault(op, picked["config"])
             self._note(f"auto: {op} -> {picked['impl']} (time/best {picked['score']:.3f} over "
                        f"{picked['shapes']}/{picked['of']} shapes, dtype {picked['dtype']})")
+        for op, shapes in self._by_shape.items():
+            for key, impl in shapes.items():
+                if impl != self.choice[op]:
+                    self._note(f"auto: {op} at {key} -> {impl} (fastest at that measured shape)")
+
+    def impl_for(self, op: str, shape: dict) -> str:
+        """The impl name this backend uses for op at shape: auto's winner at that measured shape if any,
+        else the op's choice."""
+        if self._by_shape:
+            return self._by_shape.get(op, {}).get(shape_key(shape), self.choice[op])
+        return self.choice[op]
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def _note(self, msg: str) -> None:
@@ -319,7 +363,7 @@ class Backend:
         device = str(x.device)
         if not self._auto_done:
             self.resolve_auto(device)
-        name = self.choice[op]
+        name = self.impl_for(op, shape)
         if name == "eager":
             return None, None
         pass_ = "fwd+bwd" if grad else "fwd"
@@ -340,7 +384,7 @@ class Backend:
     def _call(self, op, shape, args, kwargs, eager_ok=True):
         """Run op through the chosen impl, else eager. With eager_ok False: None when the impl cannot
         run, and its Unsupported propagates (linear_gelu then splits the op instead)."""
-        if self.choice[op] == "eager" and self._auto_done and not self.profile_ranges:
+        if self._auto_done and not self.profile_ranges and self.impl_for(op, shape) == "eager":
             with self._range(op):   # the plain path: nothing to decide (and nothing for dynamo to trace)
                 return self._eager[op](*args, **kwargs)
         x = args[0]
@@ -392,7 +436,8 @@ class Backend:
         Where add_layer_norm runs fused and dropout is off, the bias is left out of the matmul and handed on
         as (y, bias) for the fused op to add (its gradient then comes from that kernel's column sums, not a
         separate reduction over dY)."""
-        if bias is not None and not (dropout and training) and self._fused_residual(x):
+        M = x.numel() // x.shape[-1]
+        if bias is not None and not (dropout and training) and self._fused_residual(x, {"M": M, "C": weight.shape[0]}):
             return self.linear(x, weight, None), bias
         return torch.nn.functional.dropout(self.linear(x, weight, bias), dropout, training)
 
@@ -402,18 +447,19 @@ class Backend:
         can run (LayerNorm(s) then comes out in the autocast dtype, as the matmul after it reads it); otherwise
         nanoGPT's own order, the add then the layer_norm op."""
         y, ybias = branch if isinstance(branch, tuple) else (branch, None)
-        if self._fused_residual(x):
+        C = x.shape[-1]
+        shape = {"M": x.numel() // C, "C": C}
+        if self._fused_residual(x, shape):
             amp = torch.is_autocast_enabled(x.device.type)
             out_dtype = torch.get_autocast_dtype(x.device.type) if amp else None
             if y is not None and amp and y.dtype != out_dtype and y.is_floating_point():
                 y = y.to(out_dtype)
-            C = x.shape[-1]
             try:
-                out = self._call("add_layer_norm", {"M": x.numel() // C, "C": C}, (x, y, ybias, weight, bias),
+                out = self._call("add_layer_norm", shape, (x, y, ybias, weight, bias),
                                  {"eps": eps, "out_dtype": out_dtype}, eager_ok=False)
             except Unsupported as e:
                 self._aln_off = str(e)
-                self._fallback("add_layer_norm", self.choice["add_layer_norm"], f"raised Unsupported: {e}")
+                self._fallback("add_layer_norm", self.impl_for("add_layer_norm", shape), f"raised Unsupported: {e}")
                 out = None
             if out is not None:
                 return out
@@ -422,10 +468,10 @@ class Backend:
             x = x + (y if ybias is None else y + ybias)
         return x, self.layer_norm(x, weight, bias, eps)
 
-    def _fused_residual(self, x) -> bool:
+    def _fused_residual(self, x, shape) -> bool:
         if not self._auto_done:
             self.resolve_auto(str(x.device))
-        return self._aln_off is None and self.choice["add_layer_norm"] != "eager"
+        return self._aln_off is None and self.impl_for("add_layer_norm", shape) != "eager"
 
     def gelu(self, x, bias=None):
         if bias is not None and bias.dtype != x.dtype:
@@ -451,7 +497,8 @@ class Backend:
                 msg = f"linear+gelu: {lin} fused GELU epilogue not used ({self._fused_off}); linear then gelu"
                 self.fallbacks.append(msg)
                 self.log("fallback " + msg)
-        if self.choice["gelu"] == "eager":   # nanoGPT's own path: the bias rides in the matmul (addmm)
+        if self.impl_for("gelu", {"M": x.numel() // x.shape[-1], "C": weight.shape[0]}) == "eager":
+            # nanoGPT's own path: the bias rides in the matmul (addmm)
             return self.gelu(self.linear(x, weight, bias), None)
         return self.gelu(self.linear(x, weight, None), bias)   # the gelu kernel fuses the bias add
 
@@ -469,15 +516,17 @@ class Backend:
         is not eager and can run: then no logits exist and None comes back. Otherwise nanoGPT's own path,
         linear then cross_entropy (each dispatched by its own choice), which returns the logits too."""
         op = "linear_cross_entropy"
-        if self._lce_off is None and (self.choice[op] != "eager" or not self._auto_done):
+        if not self._auto_done:
+            self.resolve_auto(str(x.device))
+        shape = {"M": x.numel() // x.shape[-1], "K": x.shape[-1], "V": weight.shape[0]}
+        if self._lce_off is None and self.impl_for(op, shape) != "eager":
             xc, w = _amp(x, weight)
             x2, t = xc.reshape(-1, xc.shape[-1]), targets.reshape(-1)
             try:
-                loss = self._call(op, {"M": x2.shape[0], "K": x2.shape[1], "V": w.shape[0]}, (x2, w, t),
-                                  {"ignore_index": ignore_index}, eager_ok=False)
+                loss = self._call(op, shape, (x2, w, t), {"ignore_index": ignore_index}, eager_ok=False)
             except Unsupported as e:   # e.g. a dtype the impl declines at run time: split from now on
                 self._lce_off = str(e)
-                self._fallback(op, self.choice[op], f"raised Unsupported: {e}; linear then cross_entropy")
+                self._fallback(op, self.impl_for(op, shape), f"raised Unsupported: {e}; linear then cross_entropy")
                 loss = None
             if loss is not None:
                 return loss, None

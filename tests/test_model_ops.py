@@ -261,3 +261,28 @@ def test_fused_add_layer_norm_takes_the_projection_biases(monkeypatch):
     assert abs(la.item() - lb.item()) < 1e-5
     for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6), n
+
+
+def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
+    """Overall eager wins fmha, but at the model's own (measured) attention shape sdpa_math was faster:
+    auto runs sdpa_math there, and the op's overall choice elsewhere."""
+    dev = ops_mod.device_name("cpu")
+    cfg = preset("tiny")
+    hs = cfg.n_embd // cfg.n_head
+    model_shape = {"B": 2, "H": cfg.n_head, "T": 16, "D": hs, "causal": True}
+    ok = dict(status="ok", device_name=dev, dtype="bf16", op="fmha", **{"pass": "fwd+bwd"})
+    rows = [{**ok, "impl": "eager", "shape": model_shape, "median_ms": 2.0},
+            {**ok, "impl": "sdpa_math", "shape": model_shape, "median_ms": 1.0}]
+    for T in (64, 128, 256):
+        rows += [{**ok, "impl": "eager", "shape": {**model_shape, "T": T}, "median_ms": 1.0},
+                 {**ok, "impl": "sdpa_math", "shape": {**model_shape, "T": T}, "median_ms": 3.0}]
+    path = tmp_path / "res.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    notes = []
+    b = Backend(f"auto:{path}", log=notes.append)
+    b.resolve_auto("cpu")
+    assert b.choice["fmha"] == "eager"
+    assert b.impl_for("fmha", model_shape) == "sdpa_math" and b.impl_for("fmha", {**model_shape, "T": 64}) == "eager"
+    assert any("fmha at" in n and "sdpa_math" in n for n in notes)
+    _run(b, steps=1)
+    assert b.used["fmha"] == {"sdpa_math"}
