@@ -39,6 +39,33 @@ class LayerNorm(nn.Module):
         return ops.layer_norm(x, self.weight, self.bias, 1e-5)
 
 
+class _SplitQKV(torch.autograd.Function):
+    """qkv.split(C, dim=2), whose backward skips the concatenation when the three gradients are already the
+    column blocks of one (B, T, 3C) buffer, as our fmha kernels write them (kernels/fmha/layout.py)."""
+
+    @staticmethod
+    def forward(ctx, qkv, C):
+        return tuple(t.view_as(t) for t in qkv.split(C, dim=2))
+
+    @staticmethod
+    def backward(ctx, dq, dk, dv):   # gradients are materialized: never None
+        base = dq._base
+        B, T, C = dq.shape
+        e = dq.element_size()
+        if (base is not None and dk._base is base and dv._base is base and base.is_contiguous()
+                and base.numel() == 3 * dq.numel() and dq.data_ptr() == base.data_ptr()
+                and dk.data_ptr() == dq.data_ptr() + C * e and dv.data_ptr() == dq.data_ptr() + 2 * C * e
+                and dq.stride() == dk.stride() == dv.stride() == (T * 3 * C, 3 * C, 1)):
+            return base.view(B, T, 3 * C), None
+        return torch.cat([dq, dk, dv], dim=2), None
+
+
+def split_qkv(qkv, C):
+    if torch.compiler.is_compiling():   # inductor plans its own buffers
+        return qkv.split(C, dim=2)
+    return _SplitQKV.apply(qkv, C)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -50,7 +77,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = ops.linear(x, self.c_attn.weight, self.c_attn.bias)
         # (B, T, C) views -> (B, nh, T, hs), left non-contiguous: the fmha contract takes strided views
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in split_qkv(qkv, C))
         y = ops.fmha(q, k, v, causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return ops.residual_branch(y, self.c_proj.weight, self.c_proj.bias, self.dropout, self.training)

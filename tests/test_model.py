@@ -83,3 +83,29 @@ def test_mfu_and_peaks():
     assert peak_tflops_for("NVIDIA H100 80GB HBM3") == 989.0 and peak_tflops_for("mystery") is None
     mfu = m.estimate_mfu(4, 0.01, T=64, peak_tflops=1.0)
     assert mfu == pytest.approx(m.flops_per_token(64) * 64 * 4 / 0.01 / 1e12)
+
+
+def test_split_qkv_backward_hands_on_one_buffer_without_copying():
+    """Gradients that are the column blocks of one (B, T, 3, H, D) buffer (how our fmha kernels write them)
+    become dqkv as they are; any others are concatenated, as qkv.split's own backward does."""
+    from kernels.fmha import layout
+    from model.gpt import split_qkv
+    B, T, H, D = 2, 5, 3, 4
+    C = H * D
+    x = torch.randn(B, T, 3 * C, requires_grad=True)
+    for shared in (True, False):
+        qkv = x * 1.0
+        seen = []
+        qkv.register_hook(lambda g: seen.append(g))
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in split_qkv(qkv, C))
+        assert layout.is_qkv_split(q, k, v)
+        if shared:
+            grads = layout.grads_like(q, k, v)
+            for g in grads:
+                g.copy_(torch.randn(g.shape))
+        else:
+            grads = tuple(torch.randn(B, H, T, D) for _ in range(3))
+        torch.autograd.backward([q, k, v], list(grads))
+        want = torch.cat([g.transpose(1, 2).reshape(B, T, C) for g in grads], dim=2)
+        assert torch.equal(seen[0], want)
+        assert (seen[0].data_ptr() == grads[0].data_ptr()) == shared

@@ -9,6 +9,7 @@ import cuda.tile as ct
 
 from kernels import cutile_aot as aot
 from kernels import poison
+from kernels.fmha import layout
 from kernels.mask import MASK_FLOOR
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
@@ -207,7 +208,7 @@ def _fwd_args(q, k, v, o, lse, scale, causal, c):
 
 def _forward(q, k, v, causal, scale, c):
     B, H, T, D = q.shape
-    o = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
+    o = layout.out_like(q)   # (B, T, H, D) memory for the model's qkv views: no transpose copy after
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     aot.launch(_fmha_fwd, (aot.cdiv(T, c["TILE_M"]), B * H), _fwd_args(q, k, v, o, lse, scale, causal, c),
                occupancy=c["occupancy"], num_ctas=c["num_ctas"])
@@ -218,9 +219,7 @@ def _backward(q, k, v, o, lse, do, causal, scale, c):
     B, H, T, D = q.shape
     delta = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     aot.launch(_fmha_bwd_delta, (aot.cdiv(T, 64), B * H), (o, do, delta, H, D, 64))
-    dq = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
-    dk = poison.empty(B, H, T, D, dtype=k.dtype, device=q.device)
-    dv = poison.empty(B, H, T, D, dtype=v.dtype, device=q.device)
+    dq, dk, dv = layout.grads_like(q, k, v)   # one (B, T, 3, H, D) buffer when q, k, v are a qkv split
     tm, tn, occ = c["BWD_TILE_M"], c["BWD_TILE_N"], c["bwd_occupancy"]
     aot.launch(_fmha_bwd_dkdv, (aot.cdiv(T, tn), B * H),
                (q, k, v, do, dk, dv, lse, delta, scale * LOG2E, scale, H, D, tm, tn, bool(causal), 2, 3),

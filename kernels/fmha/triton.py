@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from kernels import poison
+from kernels.fmha import layout
 from kernels import triton_aot as aot
 from kernels.mask import MASK_FLOOR
 from kernels.registry import KernelImpl, TileParam, Unsupported
@@ -64,7 +65,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
 
 
 @triton.jit
-def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T, qk_scale,
+def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, H, T, qk_scale,
               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
               EVEN_T: tl.constexpr):
     # heaviest (last) query blocks first: under a causal mask they have the most keys
@@ -98,7 +99,7 @@ def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T
             acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, skt, svt, offs_m, t_full, T, T,
                                         qk_scale, D, BLOCK_N, False, True)
     o = acc / l_i[:, None]
-    o_ptr = O + bh.to(tl.int64) * T * D + offs_m[:, None] * D + offs_d[None, :]
+    o_ptr = O + b.to(tl.int64) * sob + h.to(tl.int64) * soh + offs_m[:, None].to(tl.int64) * sot + offs_d[None, :]
     lse_ptr = LSE + bh.to(tl.int64) * T + offs_m
     if EVEN_T:
         tl.store(o_ptr, o.to(O.dtype.element_ty))
@@ -109,24 +110,27 @@ def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, H, T
 
 
 @triton.jit
-def _bwd_delta(O, DO, Delta, n_rows, D: tl.constexpr, BLOCK: tl.constexpr):
-    """delta = rowsum(dO * O), over the (B*H*T, D) rows of the contiguous O and dO."""
+def _bwd_delta(O, DO, Delta, sob, soh, sot, sdb, sdh, sdt, H, T, D: tl.constexpr, BLOCK: tl.constexpr):
+    """delta = rowsum(dO * O) for BLOCK rows of one (batch, head); O and dO in any (B, H, T) strides."""
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    offs = rows[:, None].to(tl.int64) * D + tl.arange(0, D)[None, :]
-    mask = rows[:, None] < n_rows
-    o = tl.load(O + offs, mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(Delta + rows, tl.sum(o * do, axis=1), mask=rows < n_rows)
+    cols = tl.arange(0, D)[None, :]
+    r64 = rows[:, None].to(tl.int64)
+    mask = rows[:, None] < T
+    o = tl.load(O + b * sob + h * soh + r64 * sot + cols, mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + b * sdb + h * sdh + r64 * sdt + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Delta + bh.to(tl.int64) * T + rows, tl.sum(o * do, axis=1), mask=rows < T)
 
 
 @triton.jit
-def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, offs_n, lo, hi, T, qk_scale,
+def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_n, lo, hi, T, qk_scale,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, MASK: tl.constexpr, EDGE: tl.constexpr):
     offs_d = tl.arange(0, D)
     for start in range(lo, hi, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         q_ptr = q_base + offs_m[None, :].to(tl.int64) * sqt + offs_d[:, None]
-        do_ptr = do_base + offs_m[:, None].to(tl.int64) * D + offs_d[None, :]
+        do_ptr = do_base + offs_m[:, None].to(tl.int64) * sdt + offs_d[None, :]
         # rows past T load as zeros (lse and delta too), which makes their every contribution zero
         if EDGE:
             qT = tl.load(q_ptr, mask=offs_m[None, :] < T, other=0.0)
@@ -151,14 +155,14 @@ def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, offs_
 
 @triton.jit
 def _fmha_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                   H, T, qk_scale, sm_scale,
+                   sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                    EVEN_T: tl.constexpr):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
-    do_base = DO + bh.to(tl.int64) * T * D
+    do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
     lse_base = LSE + bh.to(tl.int64) * T
     delta_base = Delta + bh.to(tl.int64) * T
     n0 = pid_n * BLOCK_N
@@ -177,15 +181,15 @@ def _fmha_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, sqb, sqh, sqt, skb, skh, skt
     t_full = (T // BLOCK_M) * BLOCK_M
     lo = 0
     if CAUSAL:   # queries [n0, n0 + BLOCK_N) straddle the diagonal; earlier ones never see these keys
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, offs_n, n0,
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_n, n0,
                               tl.minimum(n0 + BLOCK_N, T), T, qk_scale, D, BLOCK_M, True, not EVEN_T)
         lo = n0 + BLOCK_N
-    dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, offs_n, lo, t_full, T,
+    dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_n, lo, t_full, T,
                           qk_scale, D, BLOCK_M, False, False)
     if not EVEN_T:
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, offs_n,
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, offs_n,
                               tl.maximum(lo, t_full), T, T, qk_scale, D, BLOCK_M, False, True)
-    out = bh.to(tl.int64) * T * D + offs_n[:, None] * D + offs_d[None, :]
+    out = b.to(tl.int64) * sgb + h.to(tl.int64) * sgh + offs_n[:, None].to(tl.int64) * sgt + offs_d[None, :]
     dk = dk * sm_scale
     if EVEN_T:
         tl.store(DK + out, dk.to(DK.dtype.element_ty))
@@ -222,7 +226,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, lo, hi, 
 
 @triton.jit
 def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                 H, T, qk_scale, sm_scale,
+                 sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                  EVEN_T: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -234,7 +238,7 @@ def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb,
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
     q_ptr = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh + offs_m[:, None].to(tl.int64) * sqt + offs_d[None, :]
-    do_ptr = DO + bh.to(tl.int64) * T * D + offs_m[:, None] * D + offs_d[None, :]
+    do_ptr = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh + offs_m[:, None].to(tl.int64) * sdt + offs_d[None, :]
     if EVEN_T:
         q = tl.load(q_ptr)
         do = tl.load(do_ptr)
@@ -259,7 +263,7 @@ def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb,
         if not EVEN_T:
             dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, t_full, T, T, qk_scale,
                             D, BLOCK_N, False, True)
-    out = DQ + bh.to(tl.int64) * T * D + offs_m[:, None] * D + offs_d[None, :]
+    out = DQ + b.to(tl.int64) * sgb + h.to(tl.int64) * sgh + offs_m[:, None].to(tl.int64) * sgt + offs_d[None, :]
     dq = dq * sm_scale
     if EVEN_T:
         tl.store(out, dq.to(DQ.dtype.element_ty))
@@ -342,11 +346,11 @@ def _last_dim_unit(t):
 
 def _forward(q, k, v, causal, sm_scale, cfg):
     B, H, T, D = q.shape
-    o = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
+    o = layout.out_like(q)
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
     _fmha_fwd[(aot.cdiv(T, BM), B * H)](
-        q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
+        q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o), H, T, sm_scale * LOG2E,
         D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return o, lse
@@ -355,18 +359,19 @@ def _forward(q, k, v, causal, sm_scale, cfg):
 def _backward(q, k, v, o, lse, do, causal, sm_scale, cfg):
     B, H, T, D = q.shape
     delta = torch.empty(B * H, T, dtype=torch.float32, device=q.device)   # fully written below
-    _bwd_delta[(aot.cdiv(B * H * T, 64),)](o, do, delta, B * H * T, D=D, BLOCK=64, num_warps=4)
-    dq = poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
-    dk = poison.empty(B, H, T, D, dtype=k.dtype, device=q.device)
-    dv = poison.empty(B, H, T, D, dtype=v.dtype, device=q.device)
+    _bwd_delta[(aot.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), *_strides(do), H, T, D=D, BLOCK=64,
+                                         num_warps=4)
+    dq, dk, dv = layout.grads_like(q, k, v)   # one (B, T, 3, H, D) buffer when q, k, v are a qkv split
+    if dk.stride() != dq.stride() or dv.stride() != dq.stride():
+        raise Unsupported("dq, dk, dv must share strides")
     common = dict(num_warps=cfg["bwd_num_warps"], num_stages=cfg["bwd_num_stages"])
     M1, N1, M2, N2 = (cfg[k_] for k_ in ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2"))
     _fmha_bwd_dkdv[(aot.cdiv(T, N1), B * H)](
-        q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
-        sm_scale, D=D, BLOCK_M=M1, BLOCK_N=N1, CAUSAL=causal, EVEN_T=(T % M1 == 0 and T % N1 == 0), **common)
+        q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk),
+        H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M1, BLOCK_N=N1, CAUSAL=causal, EVEN_T=(T % M1 == 0 and T % N1 == 0), **common)
     _fmha_bwd_dq[(aot.cdiv(T, M2), B * H)](
-        q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), H, T, sm_scale * LOG2E,
-        sm_scale, D=D, BLOCK_M=M2, BLOCK_N=N2, CAUSAL=causal, EVEN_T=(T % M2 == 0 and T % N2 == 0), **common)
+        q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
+        H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M2, BLOCK_N=N2, CAUSAL=causal, EVEN_T=(T % M2 == 0 and T % N2 == 0), **common)
     return dq, dk, dv
 
 
@@ -382,7 +387,7 @@ class _Fmha(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        do = do.contiguous()
+        do = _last_dim_unit(do)   # any (B, H, T) strides: the model's dO is a transposed view
         cfg = ctx.cfg
         if ctx.tune:
             key = (tuple(q.shape), q.dtype, str(q.device), ctx.causal)
@@ -438,8 +443,9 @@ def _aot(config, arch, D=64):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, _preset(arch, D))
     ptrs = {n: "*bf16" for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")}
     ptrs.update({"LSE": "*fp32", "Delta": "*fp32"})
-    strides = {n: "i64" for n in ("sqb", "sqh", "sqt", "skb", "skh", "skt", "svb", "svh", "svt")}
-    sig = {**ptrs, **strides, "H": "i32", "T": "i32", "qk_scale": "fp32", "sm_scale": "fp32", "n_rows": "i32"}
+    strides = {n: "i64" for n in ("sqb", "sqh", "sqt", "skb", "skh", "skt", "svb", "svh", "svt", "sob", "soh", "sot",
+                                  "sdb", "sdh", "sdt", "sgb", "sgh", "sgt")}
+    sig = {**ptrs, **strides, "H": "i32", "T": "i32", "qk_scale": "fp32", "sm_scale": "fp32"}
     rows = [aot.compile_kernel(_fmha_fwd, "fmha_fwd", sig, dict(D=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
                                                               CAUSAL=True, EVEN_T=True),
                                arch, cfg["num_warps"], cfg["num_stages"]),

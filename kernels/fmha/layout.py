@@ -1,0 +1,39 @@
+"""Where fmha outputs live. The model feeds q, k, v as (B, H, T, D) views of one (B, T, 3*H*D) qkv matmul output
+and reads the attention output back as (B, T, H*D). Allocating O as a (B, T, H, D) buffer seen through a
+transpose, and dQ, dK, dV as the three slices of one (B, T, 3, H, D) buffer, makes the transpose back and the
+qkv split's backward free of copies (model/gpt.py's split_qkv hands that buffer on as dqkv)."""
+import torch
+
+from kernels import poison
+
+
+def heads_inside_rows(t: torch.Tensor) -> bool:
+    """t (B, H, T, D) is a transposed view of (B, T, ..., H, D) memory: heads interleaved within each time row."""
+    B, H, T, D = t.shape
+    return t.stride(3) == 1 and t.stride(1) == D and t.stride(2) >= H * D
+
+
+def out_like(q: torch.Tensor) -> torch.Tensor:
+    """An output shaped like q, in (B, T, H, D) memory when q's heads live inside time rows, else contiguous."""
+    B, H, T, D = q.shape
+    if heads_inside_rows(q):
+        return poison.empty(B, T, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
+    return poison.empty(B, H, T, D, dtype=q.dtype, device=q.device)
+
+
+def is_qkv_split(q, k, v) -> bool:
+    """q, k, v are the three C-wide column blocks of one (B, T, 3C) tensor, viewed as (B, H, T, D)."""
+    B, H, T, D = q.shape
+    C, e = H * D, q.element_size()
+    return (k.shape == q.shape == v.shape and q.dtype == k.dtype == v.dtype and heads_inside_rows(q)
+            and q.stride() == k.stride() == v.stride() and q.stride(2) == 3 * C
+            and k.data_ptr() == q.data_ptr() + C * e and v.data_ptr() == q.data_ptr() + 2 * C * e)
+
+
+def grads_like(q, k, v) -> tuple:
+    """dQ, dK, dV buffers: slices of one (B, T, 3, H, D) tensor for a qkv split, else each like its input."""
+    if is_qkv_split(q, k, v):
+        B, H, T, D = q.shape
+        buf = poison.empty(B, T, 3, H, D, dtype=q.dtype, device=q.device)
+        return tuple(buf[:, :, i].transpose(1, 2) for i in range(3))
+    return out_like(q), out_like(k), out_like(v)
