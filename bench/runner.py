@@ -106,7 +106,7 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
 
 
 def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
-    fn = impl.fn
+    fn = spec.wrap(impl.fn, shape)
     gen = gen_for(seed, device)
     inputs = spec.make_inputs(shape, dtype, device, gen)
     # 1. the first call alone: JIT compile, autotune, module load

@@ -120,6 +120,11 @@ class OpSpec:
     def grad_names(self) -> dict[int, str]:
         return {}
 
+    def wrap(self, fn, shape: dict):
+        """The callable the harness times and checks at `shape`: the impl itself, or the impl inside the
+        layout changes the model puts around it (fmha with qkv: true)."""
+        return fn
+
     def out_names(self) -> dict[str, str]:
         """Names for the outputs of an op that returns a tuple ("out0" -> "sum", ...)."""
         return {}

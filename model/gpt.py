@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kernels.fmha.layout import split_qkv
 from model.config import GPTConfig
 from model.ops import Backend
 
@@ -37,33 +38,6 @@ class LayerNorm(nn.Module):
 
     def forward(self, x, ops):
         return ops.layer_norm(x, self.weight, self.bias, 1e-5)
-
-
-class _SplitQKV(torch.autograd.Function):
-    """qkv.split(C, dim=2), whose backward skips the concatenation when the three gradients are already the
-    column blocks of one (B, T, 3C) buffer, as our fmha kernels write them (kernels/fmha/layout.py)."""
-
-    @staticmethod
-    def forward(ctx, qkv, C):
-        return tuple(t.view_as(t) for t in qkv.split(C, dim=2))
-
-    @staticmethod
-    def backward(ctx, dq, dk, dv):   # gradients are materialized: never None
-        base = dq._base
-        B, T, C = dq.shape
-        e = dq.element_size()
-        if (base is not None and dk._base is base and dv._base is base and base.is_contiguous()
-                and base.numel() == 3 * dq.numel() and dq.data_ptr() == base.data_ptr()
-                and dk.data_ptr() == dq.data_ptr() + C * e and dv.data_ptr() == dq.data_ptr() + 2 * C * e
-                and dq.stride() == dk.stride() == dv.stride() == (T * 3 * C, 3 * C, 1)):
-            return base.view(B, T, 3 * C), None
-        return torch.cat([dq, dk, dv], dim=2), None
-
-
-def split_qkv(qkv, C):
-    if torch.compiler.is_compiling():   # inductor plans its own buffers
-        return qkv.split(C, dim=2)
-    return _SplitQKV.apply(qkv, C)
 
 
 class CausalSelfAttention(nn.Module):

@@ -29,6 +29,7 @@ import torch
 from torch.profiler import record_function
 
 from kernels import registry
+from kernels.fmha.layout import is_qkv_split
 from kernels.registry import DTYPE_NAMES, OPS, Unsupported
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -505,7 +506,10 @@ class Backend:
     def fmha(self, q, k, v, causal=True):
         q, k, v = _amp(q, k, v)
         B, H, T, D = q.shape
-        return self._call("fmha", {"B": B, "H": H, "T": T, "D": D, "causal": causal}, (q, k, v), {"causal": causal})
+        shape = {"B": B, "H": H, "T": T, "D": D, "causal": causal}
+        if is_qkv_split(q, k, v):   # as a qkv: true sweep point measures it, transposes and dqkv included
+            shape["qkv"] = True
+        return self._call("fmha", shape, (q, k, v), {"causal": causal})
 
     def cross_entropy(self, logits, targets, ignore_index=-1):
         M, V = logits.shape

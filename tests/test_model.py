@@ -89,7 +89,7 @@ def test_split_qkv_backward_hands_on_one_buffer_without_copying():
     """Gradients that are the column blocks of one (B, T, 3, H, D) buffer (how our fmha kernels write them)
     become dqkv as they are; any others are concatenated, as qkv.split's own backward does."""
     from kernels.fmha import layout
-    from model.gpt import split_qkv
+    from kernels.fmha.layout import split_qkv
     B, T, H, D = 2, 5, 3, 4
     C = H * D
     x = torch.randn(B, T, 3 * C, requires_grad=True)

@@ -69,6 +69,10 @@ def _cases():
         for causal in (True, False):
             add(f"fmha-D{D}-T{T}-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
                 {"B": 1, "H": 2, "T": T, "D": D, "causal": causal}, "bf16", "fwd+bwd", SMALL["fmha"])
+    # the model's layout through the spec's wrapper: q, k, v views of one qkv, (B, T, C) out, one dqkv back
+    for causal in (True, False):
+        add(f"fmha-qkv-layout-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
+            {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd", SMALL["fmha"])
     add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd", SMALL["fmha"])
     # layouts the model produces: q/k/v from a qkv split + transpose, 3-D activations, a transposed view
     add("fmha-qkv-split-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
@@ -125,7 +129,7 @@ def _run_interp(ids):
         try:
             impl = registry.get(c["op"], "triton", "cpu")
             spec = registry.spec_of(c["op"])
-            fn, inputs = impl.fn, None
+            fn, inputs = spec.wrap(impl.fn, c["shape"]), None
             gen = gen_for(1, "cpu")
             if c["build"]:
                 fn, inputs, spec = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)

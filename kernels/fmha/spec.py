@@ -2,24 +2,50 @@ import math
 
 import torch
 
+from kernels.fmha.layout import split_qkv
 from kernels.mask import MASK_FLOOR
 from kernels.spec import Inputs, OpSpec, elt_size, randn
 
 
 class FmhaSpec(OpSpec):
+    """qkv: true times attention as the model calls it: q, k, v are (B, H, T, D) views of one (B, T, 3C)
+    qkv matmul output, the result goes back to (B, T, C), and the gradient arrives as one dqkv, so an impl
+    pays for whatever transposes and concatenations its layouts need (kernels/fmha/layout.py)."""
     name = "fmha"
     shape_keys = ("B", "H", "T", "D")
-    shape_defaults = {"causal": True}
+    shape_defaults = {"causal": True, "qkv": False}
     bound = "compute"
     chunk_dim0 = True
 
+    def label(self, shape):
+        s = self.full_shape(shape)
+        return " ".join([f"{k}{s[k]}" for k in self.shape_keys] + ["causal" if s["causal"] else "no-causal"]
+                        + (["qkv"] if s["qkv"] else []))
+
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
+        if s["qkv"]:
+            qkv = randn((s["B"], s["T"], 3 * s["H"] * s["D"]), dtype, device, gen)
+            return Inputs((qkv,), {"causal": s["causal"], "heads": s["H"]}, grad_args=(0,))
         dims = (s["B"], s["H"], s["T"], s["D"])
         q, k, v = (randn(dims, dtype, device, gen) for _ in range(3))
         return Inputs((q, k, v), {"causal": s["causal"]}, grad_args=(0, 1, 2))
 
-    def math(self, q, k, v, causal=True, scale=None):
+    def wrap(self, fn, shape):
+        if not self.full_shape(shape)["qkv"]:
+            return fn
+
+        def attention(qkv, causal=True, heads=1, **cfg):
+            B, T, C3 = qkv.shape
+            q, k, v = (t.view(B, T, heads, C3 // 3 // heads).transpose(1, 2) for t in split_qkv(qkv, C3 // 3))
+            return fn(q, k, v, causal=causal, **cfg).transpose(1, 2).contiguous().view(B, T, C3 // 3)
+        return attention
+
+    def math(self, q, k=None, v=None, causal=True, scale=None, heads=None):
+        if heads is not None:   # q is qkv (B, T, 3C)
+            B, T, C3 = q.shape
+            q, k, v = q.view(B, T, 3, heads, C3 // 3 // heads).permute(2, 0, 3, 1, 4)
+            return self.math(q, k, v, causal, scale).transpose(1, 2).reshape(B, T, C3 // 3)
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
         att = (q @ k.transpose(-2, -1)) * scale
         if causal:
@@ -30,6 +56,8 @@ class FmhaSpec(OpSpec):
 
     def _ref_elements(self, inputs):
         q = inputs.args[0]
+        if "heads" in inputs.kwargs:   # qkv (B, T, 3C)
+            return q.shape[0] * inputs.kwargs["heads"] * q.shape[1] * q.shape[1]
         return q.shape[0] * q.shape[1] * q.shape[2] * q.shape[2]
 
     def flops(self, shape, pass_):
@@ -46,7 +74,7 @@ class FmhaSpec(OpSpec):
         return float(self.full_shape(shape)["T"])
 
     def grad_names(self):
-        return {0: "dq", 1: "dk", 2: "dv"}
+        return {0: "dq", 1: "dk", 2: "dv"}   # with qkv: 0 is dqkv
 
 
 SPEC = FmhaSpec()

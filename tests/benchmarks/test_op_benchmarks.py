@@ -40,18 +40,18 @@ def test_benchmark(benchmark, op, name, shape, dtype, pass_):
     if why:
         pytest.skip(f"unsupported: {why}")
     cfg = impl.config()
-    result = checking.check(spec, impl.fn, shape, dtype, pass_, DEVICE, cfg, seed=1)
+    result = checking.check(spec, spec.wrap(impl.fn, shape), shape, dtype, pass_, DEVICE, cfg, seed=1)
     assert result.ok, f"{op}/{name} is wrong, not timed: {result.message}"
     gen = gen_for(2, DEVICE)
     inputs = spec.make_inputs(shape, dtype, DEVICE, gen)
     grad_out = None
     if pass_ == "fwd+bwd":
         with torch.no_grad():
-            grad_out = checking.grad_out_for(impl.fn(*inputs.args, **inputs.kwargs, **cfg), gen)
+            grad_out = checking.grad_out_for(spec.wrap(impl.fn, shape)(*inputs.args, **inputs.kwargs, **cfg), gen)
     sync = torch.cuda.synchronize if DEVICE == "cuda" else (lambda: None)
 
     def target():
-        checking.run_once(impl.fn, inputs, pass_, cfg, grad_out)
+        checking.run_once(spec.wrap(impl.fn, shape), inputs, pass_, cfg, grad_out)
         sync()
     benchmark.extra_info.update({"op": op, "impl": name, "shape": spec.label(shape), "dtype": dtype, "pass": pass_,
                                  "device": DEVICE})
