@@ -2,7 +2,8 @@
 
 run_e2e_point(point, device) -> row. point: model (preset), backend (eager | eager_sdpa (nanoGPT's model:
 eager ops, SDPA attention) | triton | cutile | auto[:path] | op=impl,... | torch_compile = eager_sdpa under
-torch.compile, nanoGPT's compiled baseline), B, T, dtype (bf16), steps; optional
+torch.compile, nanoGPT's compiled baseline | torch_compile_graphs = the same in mode "reduce-overhead"), B, T,
+dtype (bf16), steps; optional
 warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, converge_iters (+ data_dir, lr),
 cuda_graph (true: the whole step, clipping and AdamW included, captured once and replayed; model/cuda_graph.py).
 
@@ -43,6 +44,10 @@ from model.gpt import GPT
 from model.ops import EAGER_SDPA, Backend, close_open_ranges, device_name
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# The compiled baselines: nanoGPT's model (eager_sdpa) under torch.compile, as nanoGPT runs it, and the same in
+# mode "reduce-overhead" (inductor captures forward and backward in CUDA graphs: a baseline free of launch
+# overhead, to set against our whole-step CUDA graph)
+COMPILED = {"torch_compile": {}, "torch_compile_graphs": {"mode": "reduce-overhead"}}
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,7 +113,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     warmup = int(point.get("warmup", 3 if cuda else 1))
     n_prof = int(point.get("profile_steps", 3 if cuda else 1))
     seed = int(point.get("seed", 0))
-    compiled = impl == "torch_compile"
+    compiled = impl in COMPILED
     if compiled and not cuda and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
         raise Unsupported("torch_compile is timed on CUDA only: inductor's CPU build time dwarfs the step "
                           "(TILEBENCH_COMPILE_ON_CPU=1 forces it)")
@@ -130,7 +135,8 @@ def _run(point: dict, device: str, state: dict) -> dict:
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
     opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
-    fwd = torch.compile(model) if compiled else model
+    fwd = torch.compile(model, **COMPILED[impl]) if compiled else model
+    mark_step = impl == "torch_compile_graphs"   # cudagraph trees: each iteration a new step
     state.update(model=model, opt=opt, fwd=fwd)
     gen = torch.Generator(device=device if cuda else "cpu").manual_seed(seed)
     data = [torch.randint(cfg.vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(2)]
@@ -140,6 +146,8 @@ def _run(point: dict, device: str, state: dict) -> dict:
 
     def step(i):
         x, y = data[i % len(data)]
+        if mark_step:
+            torch.compiler.cudagraph_mark_step_begin()
         with ctx:
             _, loss = fwd(x, y)
         loss.backward()
@@ -166,7 +174,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     step(0)
     _sync(device)
     out = {"compile_s": time.perf_counter() - t0}
-    if impl not in ("eager", EAGER_SDPA, "torch_compile"):
+    if impl not in ("eager", EAGER_SDPA, *COMPILED):
         chosen = {op: n for op, n in backend.choice.items() if n != "eager"}
         ran = {op for op, names in backend.used.items() if names}
         if chosen and not ran:
@@ -296,7 +304,7 @@ def _converge(point, device, B, T, dtype) -> dict:
             model=point["model"], data_dir=data_dir, batch_size=B, block_size=T, max_iters=iters,
             learning_rate=lr, min_lr=lr / 10, warmup_iters=min(100, iters // 5), eval_interval=0, eval_iters=0, save_checkpoints=False,
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
-            backend=EAGER_SDPA if impl == "torch_compile" else impl, compile=impl == "torch_compile",
+            backend=EAGER_SDPA if impl in COMPILED else impl, compile=impl in COMPILED,
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
             fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
         res = train.run(cfg, log=lambda m: None)

@@ -315,7 +315,7 @@ def _static_section(df: pd.DataFrame, outdir: str) -> str:
 def _e2e_speedups(tok: pd.DataFrame) -> str:
     """tokens/s of each backend over each baseline that ran at the same (device, model, B, T)."""
     rows = []
-    for base in ("torch_compile", "eager_sdpa", "eager"):
+    for base in ("torch_compile", "torch_compile_graphs", "eager_sdpa", "eager"):
         if base not in tok:
             continue
         sp = tok.div(tok[base], axis=0).drop(columns=[base])

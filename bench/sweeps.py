@@ -22,7 +22,7 @@ SWEEP_KEYS = {
     "models": list, "backends": list, "steps": int, "converge_iters": int, "cuda_graph": bool,
 }
 QUICK_KEYS = {"shapes": int, "dtypes": int, "passes": list}
-E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", "torch_compile")
+E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", "torch_compile", "torch_compile_graphs")
 
 
 class SweepError(ValueError):

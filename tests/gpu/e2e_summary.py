@@ -7,23 +7,25 @@ import sys
 
 from model.ops import read_results
 
+BASES = ("torch_compile", "torch_compile_graphs", "eager_sdpa")
+
 
 def main(paths):
     rows = [r for r in read_results(paths) if r.get("op") == "e2e"]
     base = {}
     for r in rows:
-        if r.get("status") == "ok" and r.get("backend") in ("torch_compile", "eager_sdpa") and not r.get("cuda_graph"):
+        if r.get("status") == "ok" and r.get("backend") in BASES and not r.get("cuda_graph"):
             base[(r.get("model"), r["backend"])] = r.get("tokens_per_s")
-    print(f"{'model':18s} {'backend':14s} {'graph':5s} {'status':7s} {'ms/step':>8s} {'tok/s':>9s} "
-          f"{'x compile':>9s} {'x eager_sdpa':>12s}  choice")
+    print(f"{'model':18s} {'backend':20s} {'graph':5s} {'status':7s} {'ms/step':>8s} {'tok/s':>9s} "
+          f"{'x compile':>9s} {'x compile_graphs':>16s} {'x eager_sdpa':>12s}  choice")
     for r in sorted(rows, key=lambda r: (str(r.get("model")), bool(r.get("cuda_graph")), str(r.get("backend")))):
         tps = r.get("tokens_per_s")
         sp = [(f"{tps / base[(r.get('model'), b)]:.3f}" if tps and base.get((r.get("model"), b)) else "-")
-              for b in ("torch_compile", "eager_sdpa")]
+              for b in BASES]
         ms = r.get("ms_per_step")
-        print(f"{str(r.get('model')):18s} {str(r.get('backend')):14s} {'yes' if r.get('cuda_graph') else 'no':5s} "
+        print(f"{str(r.get('model')):18s} {str(r.get('backend')):20s} {'yes' if r.get('cuda_graph') else 'no':5s} "
               f"{r.get('status', '?'):7s} {ms if ms is None else round(ms, 2)!s:>8s} "
-              f"{'-' if not tps else f'{tps:,.0f}':>9s} {sp[0]:>9s} {sp[1]:>12s}  "
+              f"{'-' if not tps else f'{tps:,.0f}':>9s} {sp[0]:>9s} {sp[1]:>16s} {sp[2]:>12s}  "
               f"{r.get('backend_choice', '') if r.get('backend') == 'auto' else r.get('message', '')[:80]}")
 
 
