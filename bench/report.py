@@ -288,6 +288,20 @@ def _device_compare(best: pd.DataFrame) -> pd.DataFrame:
     return p.reset_index()
 
 
+def presets_compare(ok: pd.DataFrame) -> pd.DataFrame:
+    """Median ms of each named preset (preset:hopper, preset:blackwell, ...) per device, side by side: how a
+    config tuned for one GPU generation runs on another. Empty without preset points."""
+    if "config_label" not in ok:
+        return pd.DataFrame()
+    p = ok[ok["config_label"].astype(str).str.startswith("preset:")]
+    if p.empty:
+        return pd.DataFrame()
+    idx = [c for c in ("op", "shape_label", "dtype", "pass", "impl", "timer") if c in p]
+    t = p.pivot_table(index=idx, columns=["device_name", "config_label"], values="median_ms", aggfunc="min")
+    t.columns = [f"{dev} {label}" for dev, label in t.columns]
+    return t.reset_index()
+
+
 def _static_section(df: pd.DataFrame, outdir: str) -> str:
     s = df[df["mode"] == "static"]
     if s.empty:
@@ -432,6 +446,11 @@ def build(paths: list[str], outdir: str) -> str:
                                                           "use --replicate)</p>"))
         if best["device_name"].nunique() > 1:
             parts.append("<h2>Across devices (median ms, best config)</h2>" + _fmt(_device_compare(best)))
+        pre = presets_compare(ok)
+        if not pre.empty:
+            parts.append("<h2>Per-generation presets on each GPU (median ms)</h2><p class='note'>Each impl's named "
+                         "tile configs (sweeps.yaml presets), so a config tuned for one generation is seen on the "
+                         "other; timer cuda_graph = graph replays, cuda_events = launched calls.</p>" + _fmt(pre))
         for op in [o for o in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy") if o in set(best["op"])] + \
                 sorted(set(best["op"]) - {"fmha", "layer_norm", "gelu", "linear", "cross_entropy"}):
             parts.append(f"<h2>{html.escape(op)}</h2>")

@@ -144,3 +144,21 @@ def test_report_draws_training_logs_side_by_side(tmp_path):
     from bench import report
     df = report.load([str(tmp_path / "converge_eager.json"), str(tmp_path / "meta.json")])
     assert list(df["impl"]) == ["eager"] and df["losses"][0][-1] == [2, 2.0]
+
+
+def test_report_shows_each_preset_on_each_gpu(tmp_path):
+    """Points of a `presets` sweep from two GPUs become one table: every (device, preset) a column."""
+    import pandas as pd
+
+    from bench import report
+    base = {"op": "gelu", "shape_label": "M8 C8", "dtype": "bf16", "pass": "fwd", "status": "ok", "impl": "triton",
+            "timer": "cuda_graph"}
+    rows = [{**base, "device_name": dev, "config_label": f"preset:{p}", "median_ms": ms}
+            for dev, p, ms in (("GPU A", "hopper", 1.0), ("GPU A", "blackwell", 1.2), ("GPU B", "hopper", 0.9),
+                               ("GPU B", "blackwell", 0.8))]
+    rows.append({**base, "device_name": "GPU A", "config_label": "default", "median_ms": 0.5})   # not a preset
+    t = report.presets_compare(pd.DataFrame(rows))
+    assert len(t) == 1
+    assert t.loc[0, "GPU A preset:blackwell"] == 1.2 and t.loc[0, "GPU B preset:blackwell"] == 0.8
+    assert not any("default" in c for c in t.columns)
+    assert report.presets_compare(pd.DataFrame([rows[-1]])).empty

@@ -269,7 +269,7 @@ def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
     dev = ops_mod.device_name("cpu")
     cfg = preset("tiny")
     hs = cfg.n_embd // cfg.n_head
-    model_shape = {"B": 2, "H": cfg.n_head, "T": 16, "D": hs, "causal": True}
+    model_shape = {"B": 2, "H": cfg.n_head, "T": 16, "D": hs, "causal": True, "qkv": True}   # as the model calls it
     ok = dict(status="ok", device_name=dev, dtype="bf16", op="fmha", **{"pass": "fwd+bwd"})
     rows = [{**ok, "impl": "eager", "shape": model_shape, "median_ms": 2.0},
             {**ok, "impl": "sdpa_math", "shape": model_shape, "median_ms": 1.0}]
