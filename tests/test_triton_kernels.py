@@ -85,6 +85,8 @@ def _cases():
         add(f"add_layer_norm-{build[4:]}-bf16-fwd+bwd", "add_layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
             SMALL["add_layer_norm"], build=build)
     add("gelu-3d-bf16-fwd+bwd", "gelu", {"M": 39, "C": 65}, "bf16", "fwd+bwd", SMALL["gelu"], build="gelu_3d")
+    add("gelu-tile-per-program-bf16-fwd+bwd", "gelu", {"M": 33, "C": 65}, "bf16", "fwd+bwd",
+        {**SMALL["gelu"], "BWD_PROGS": 0})
     add("gelu-nobias-fp32-fwd+bwd", "gelu", {"M": 33, "C": 65}, "fp32", "fwd+bwd", SMALL["gelu"], build="gelu_nobias")
     for dtype in DTYPES:
         add(f"linear-gelu-{dtype}-fwd+bwd", "linear", SHAPES["linear"], dtype, "fwd+bwd", SMALL["linear"],

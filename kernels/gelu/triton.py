@@ -71,7 +71,8 @@ PARAMS = (
     TileParam("BWD_BLOCK_M", int, None, (1, 2, 4, 8, 16, 32)),
     TileParam("BWD_BLOCK_C", int, None, (64, 128, 256, 512, 1024)),
     TileParam("bwd_num_warps", int, None, (2, 4, 8, 16)),
-    TileParam("BWD_PROGS", int, None, (1, 2, 4, 8, 16)),
+    TileParam("BWD_PROGS", int, None, (0, 1, 2, 4, 8, 16),
+              "backward programs per SM sharing the rows; 0: one BWD_BLOCK_M x BWD_BLOCK_C tile per program"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
@@ -105,7 +106,10 @@ def gelu_backward(x2, bias, dy2, cfg, need_db):
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     BM, BC = cfg["BWD_BLOCK_M"], cfg["BWD_BLOCK_C"]
     nc = aot.cdiv(C, BC)
-    G = max(1, min(aot.cdiv(M, BM), aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc)))
+    if cfg["BWD_PROGS"] == 0:   # every tile its own program: the most loads in flight, more dbias partials
+        G = aot.cdiv(M, BM)
+    else:
+        G = max(1, min(aot.cdiv(M, BM), aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc)))
     rows_per_prog = aot.cdiv(aot.cdiv(M, G), BM) * BM
     G = aot.cdiv(M, rows_per_prog)
     dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device) if need_db else dx
