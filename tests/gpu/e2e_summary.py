@@ -17,7 +17,7 @@ def main(paths):
         if r.get("status") == "ok" and r.get("backend") in BASES and not r.get("cuda_graph"):
             base[(r.get("model"), r["backend"])] = r.get("tokens_per_s")
     print(f"{'model':18s} {'backend':20s} {'graph':5s} {'status':7s} {'ms/step':>8s} {'tok/s':>9s} "
-          f"{'x compile':>9s} {'x compile_graphs':>16s} {'x eager_sdpa':>12s}  choice")
+          f"{'x compile':>9s} {'x compile_graphs':>16s} {'x eager_sdpa':>12s}  non-eager impls that ran")
     for r in sorted(rows, key=lambda r: (str(r.get("model")), bool(r.get("cuda_graph")), str(r.get("backend")))):
         tps = r.get("tokens_per_s")
         sp = [(f"{tps / base[(r.get('model'), b)]:.3f}" if tps and base.get((r.get("model"), b)) else "-")
@@ -26,7 +26,13 @@ def main(paths):
         print(f"{str(r.get('model')):18s} {str(r.get('backend')):20s} {'yes' if r.get('cuda_graph') else 'no':5s} "
               f"{r.get('status', '?'):7s} {ms if ms is None else round(ms, 2)!s:>8s} "
               f"{'-' if not tps else f'{tps:,.0f}':>9s} {sp[0]:>9s} {sp[1]:>16s} {sp[2]:>12s}  "
-              f"{r.get('backend_choice', '') if r.get('backend') == 'auto' else r.get('message', '')[:80]}")
+              f"{_used(r) if r.get('backend') == 'auto' else r.get('message', '')[:80]}")
+
+
+def _used(r):
+    """What ran, per op (auto may pick per shape, so backend_choice alone can mislead)."""
+    used = r.get("impls_used") or {}
+    return ", ".join(f"{op}={'/'.join(v)}" for op, v in sorted(used.items())) or r.get("backend_choice", "")
 
 
 if __name__ == "__main__":
