@@ -8,6 +8,7 @@ import cuda.tile as ct
 
 from kernels import cutile_aot as aot
 from kernels import poison
+from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.cutile import colsum, colsum_aot
 from kernels.registry import KernelImpl, TileParam, Unsupported
@@ -147,27 +148,17 @@ class _AddLayerNorm(torch.autograd.Function):
         s, h, mean, rstd = _forward(_rows(x, C), _rows(y, C) if y is not None else None, bias, w, b, eps,
                                     h_dtype, cfg)
         ctx.save_for_backward(s, w, mean, rstd)
-        ctx.cfg, ctx.shape = cfg, x.shape
-        ctx.y_dtype = y.dtype if y is not None else None
-        ctx.has_bias = bias is not None
-        ctx.set_materialize_grads(False)
-        if y is None:
-            return h.view(x.shape)
-        return s.view(x.shape), h.view(x.shape)
+        spec.save_meta(ctx, x, y, bias, cfg)
+        return spec.outputs(x, y, s, h)
 
     @staticmethod
     def backward(ctx, *grads):
         s2, w, mean, rstd = ctx.saved_tensors
         C = s2.shape[1]
-        ds, dh = grads if ctx.y_dtype is not None else (None, grads[0])
-        if dh is None:   # h unused: the gradient is ds alone
-            dh = torch.zeros(ctx.shape, dtype=torch.float32, device=s2.device)
-        need_dy = ctx.y_dtype is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        need_dbias = ctx.has_bias and ctx.needs_input_grad[2]
+        ds, dh, dy_dtype, need_dbias = spec.upstream(ctx, grads, s2.device)
         dx, dy, dw, db, dbias = _backward(s2, w, _rows(dh, C), _rows(ds, C) if ds is not None else None, mean,
-                                          rstd, ctx.y_dtype if need_dy else None, need_dbias, ctx.cfg)
-        return (dx.view(ctx.shape), dy.view(ctx.shape) if dy is not None else None, dbias, dw, db,
-                None, None, None)
+                                          rstd, dy_dtype, need_dbias, ctx.cfg)
+        return spec.input_grads(ctx, dx, dy, dbias, dw, db)
 
 
 def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):

@@ -62,3 +62,31 @@ def check_args(x, y, bias):
     if y is not None and y.shape != x.shape:
         raise ValueError(f"add_layer_norm: y shape {tuple(y.shape)} != x shape {tuple(x.shape)}")
     return torch.is_floating_point(x)
+
+
+# --- the autograd bookkeeping both kernel impls share ------------------------------------------------------
+
+def save_meta(ctx, x, y, bias, cfg):
+    ctx.cfg, ctx.shape = cfg, x.shape
+    ctx.y_dtype = y.dtype if y is not None else None
+    ctx.has_bias = bias is not None
+    ctx.set_materialize_grads(False)   # an unused s (ln_f's) sends None, not a tensor of zeros
+
+
+def outputs(x, y, s, h):
+    """(s, h) with a branch; h alone without one (the caller's s is then x itself)."""
+    return h.view(x.shape) if y is None else (s.view(x.shape), h.view(x.shape))
+
+
+def upstream(ctx, grads, device):
+    """(ds or None, dh, the branch gradient's dtype or None when not needed, whether dbias is needed)."""
+    ds, dh = grads if ctx.y_dtype is not None else (None, grads[0])
+    if dh is None:   # h unused: the gradient is ds alone
+        dh = torch.zeros(ctx.shape, dtype=torch.float32, device=device)
+    need_dy = ctx.y_dtype is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
+    return ds, dh, (ctx.y_dtype if need_dy else None), ctx.has_bias and ctx.needs_input_grad[2]
+
+
+def input_grads(ctx, dx, dy, dbias, dw, db):
+    """backward's return value for (x, y, bias, weight, ln_bias, eps, out_dtype, cfg)."""
+    return dx.view(ctx.shape), (dy.view(ctx.shape) if dy is not None else None), dbias, dw, db, None, None, None

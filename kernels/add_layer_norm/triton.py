@@ -9,6 +9,7 @@ import triton.language as tl
 
 from kernels import poison
 from kernels import triton_aot as aot
+from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.triton import PRESETS as LN_PRESETS
 from kernels.layer_norm.triton import WIDE, colsum
@@ -155,31 +156,20 @@ class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, bias, w, b, eps, h_dtype, cfg):
         C = x.shape[-1]
-        x2 = _rows(x, C)
-        y2 = _rows(y, C) if y is not None else None
-        s, h, st = _forward(x2, y2, bias, w, b, eps, h_dtype, cfg, stats=True)
+        s, h, st = _forward(_rows(x, C), _rows(y, C) if y is not None else None, bias, w, b, eps, h_dtype, cfg,
+                            stats=True)
         ctx.save_for_backward(s, w, st)
-        ctx.cfg, ctx.shape = cfg, x.shape
-        ctx.y_dtype = y.dtype if y is not None else None
-        ctx.has_bias = bias is not None
-        ctx.set_materialize_grads(False)
-        if y is None:
-            return h.view(x.shape)
-        return s.view(x.shape), h.view(x.shape)
+        spec.save_meta(ctx, x, y, bias, cfg)
+        return spec.outputs(x, y, s, h)
 
     @staticmethod
     def backward(ctx, *grads):
         s2, w, st = ctx.saved_tensors
         C = s2.shape[1]
-        ds, dh = grads if ctx.y_dtype is not None else (None, grads[0])
-        if dh is None:   # h unused: the gradient is ds alone
-            dh = torch.zeros(ctx.shape, dtype=torch.float32, device=s2.device)
-        need_dy = ctx.y_dtype is not None and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2])
-        need_dbias = ctx.has_bias and ctx.needs_input_grad[2]
+        ds, dh, dy_dtype, need_dbias = spec.upstream(ctx, grads, s2.device)
         dx, dy, dw, db, dbias = _backward(s2, w, _rows(dh, C), _rows(ds, C) if ds is not None else None, st,
-                                          ctx.y_dtype if need_dy else None, need_dbias, ctx.cfg)
-        return (dx.view(ctx.shape), dy.view(ctx.shape) if dy is not None else None, dbias, dw, db,
-                None, None, None)
+                                          dy_dtype, need_dbias, ctx.cfg)
+        return spec.input_grads(ctx, dx, dy, dbias, dw, db)
 
 
 def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
