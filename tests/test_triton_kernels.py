@@ -73,6 +73,8 @@ def _cases():
     for causal in (True, False):
         add(f"fmha-qkv-layout-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
             {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd", SMALL["fmha"])
+    add("fmha-mixed-layouts-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
+        SMALL["fmha"], build="mixed_layouts")
     add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd", SMALL["fmha"])
     # layouts the model produces: q/k/v from a qkv split + transpose, 3-D activations, a transposed view
     add("fmha-qkv-split-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
@@ -160,6 +162,11 @@ def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
         assert not q.is_contiguous()
         return impl.fn, Inputs((q, k, v), {"causal": True}, grad_args=(0, 1, 2)), spec
+    if kind == "mixed_layouts":   # q in (B, T, H, D) memory, k and v contiguous: gradients of mixed layouts
+        q, k, v = base.args
+        qt = q.transpose(1, 2).contiguous().transpose(1, 2)
+        assert qt.stride() != k.stride()
+        return impl.fn, Inputs((qt, k, v), {"causal": True}, grad_args=(0, 1, 2)), spec
     if kind == "ln_3d":   # (3, 13, C) as a transposed view of (13, 3, C)
         x, w, b = base.args
         x3 = x.view(13, 3, -1).transpose(0, 1)

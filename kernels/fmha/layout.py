@@ -31,12 +31,15 @@ def is_qkv_split(q, k, v) -> bool:
 
 
 def grads_like(q, k, v) -> tuple:
-    """dQ, dK, dV buffers: slices of one (B, T, 3, H, D) tensor for a qkv split, else each like its input."""
+    """dQ, dK, dV buffers with one set of strides (the kernels take one): slices of one (B, T, 3, H, D) tensor
+    for a qkv split, in q's layout when k and v share it, else contiguous."""
+    B, H, T, D = q.shape
     if is_qkv_split(q, k, v):
-        B, H, T, D = q.shape
         buf = poison.empty(B, T, 3, H, D, dtype=q.dtype, device=q.device)
         return tuple(buf[:, :, i].transpose(1, 2) for i in range(3))
-    return out_like(q), out_like(k), out_like(v)
+    if q.stride() == k.stride() == v.stride():
+        return out_like(q), out_like(k), out_like(v)
+    return tuple(poison.empty(B, H, T, D, dtype=t.dtype, device=t.device) for t in (q, k, v))
 
 
 class _SplitQKV(torch.autograd.Function):
