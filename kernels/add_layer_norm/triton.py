@@ -12,7 +12,7 @@ from kernels import triton_aot as aot
 from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.triton import PRESETS as LN_PRESETS
-from kernels.layer_norm.triton import WIDE, colsum
+from kernels.layer_norm.triton import WIDE, colsum, normalize_rows, normalize_rows_grad
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
 MAX_C = 16384   # a row of s lives in registers (fp32)
@@ -34,12 +34,7 @@ def _add_ln_fwd(X, Y, Bias, W, B, S, H, Stats, M, C, stride_x, stride_y, stride_
         if HAS_BIAS:
             s += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
         tl.store(S + r64[:, None] * stride_s + cols[None, :], s.to(S.dtype.element_ty), mask=mask)
-    mean = tl.sum(s, axis=1) / C                  # padded columns hold 0 (bias too)
-    sc = tl.where(mask, s - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(sc * sc, axis=1) / C + eps)
-    w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
-    h = sc * rstd[:, None] * w[None, :] + b[None, :]
+    h, mean, rstd = normalize_rows(s, mask, W, B, cols, C, eps)   # padded columns hold 0 (bias too)
     tl.store(H + r64[:, None] * stride_h + cols[None, :], h.to(H.dtype.element_ty), mask=mask)
     if STATS:
         tl.store(Stats + rows, mean, mask=rmask)
@@ -69,10 +64,7 @@ def _add_ln_bwd(S, W, DH, DS, DX, DY, Stats, Part, M, C, stride_s, stride_dh, st
         mean = tl.load(Stats + rows, mask=rmask, other=0.0)
         rstd = tl.load(Stats + M + rows, mask=rmask, other=0.0)
         shat = (s - mean[:, None]) * rstd[:, None]
-        wdh = w[None, :] * dh                     # zero wherever masked
-        c1 = tl.sum(shat * wdh, axis=1) / C
-        c2 = tl.sum(wdh, axis=1) / C
-        dx = (wdh - (shat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        dx = normalize_rows_grad(shat, w[None, :] * dh, rstd, C)   # w * dh is zero wherever masked
         if HAS_DS:   # the residual stream's own gradient passes straight through the add
             dx += tl.load(DS + r64[:, None] * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         dx = tl.where(mask, dx, 0.0)

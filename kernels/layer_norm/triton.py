@@ -13,6 +13,26 @@ MAX_C = 32768   # one row lives in registers
 
 
 @triton.jit
+def normalize_rows(x, mask, W, B, cols, C, eps):
+    """(LayerNorm of each row of the fp32 tile x with weight and bias, mean, rstd); masked elements of x are 0.
+    Two-pass variance: exact for any mean. Shared with add_layer_norm's kernels."""
+    mean = tl.sum(x, axis=1) / C
+    xc = tl.where(mask, x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)
+    w = tl.load(W + cols, mask=cols < C, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
+    return xc * rstd[:, None] * w[None, :] + b[None, :], mean, rstd
+
+
+@triton.jit
+def normalize_rows_grad(xhat, wdy, rstd, C):
+    """dX of LayerNorm per row from xhat = (x - mean) * rstd and w * dY (zero wherever masked)."""
+    c1 = tl.sum(xhat * wdy, axis=1) / C
+    c2 = tl.sum(wdy, axis=1) / C
+    return (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+
+
+@triton.jit
 def _ln_fwd(X, W, B, Y, Stats, M, C, stride_x, stride_y, eps,
             BLOCK_C: tl.constexpr, ROWS: tl.constexpr, STATS: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
@@ -21,12 +41,7 @@ def _ln_fwd(X, W, B, Y, Stats, M, C, stride_x, stride_y, eps,
     mask = rmask[:, None] & (cols[None, :] < C)
     r64 = rows.to(tl.int64)
     x = tl.load(X + r64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / C
-    xc = tl.where(mask, x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / C + eps)   # two-pass variance: exact for any mean
-    w = tl.load(W + cols, mask=cols < C, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cols < C, other=0.0).to(tl.float32)
-    y = xc * rstd[:, None] * w[None, :] + b[None, :]
+    y, mean, rstd = normalize_rows(x, mask, W, B, cols, C, eps)
     tl.store(Y + r64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
     if STATS:   # only when a backward will need them: mean in Stats[:M], rstd in Stats[M:]
         tl.store(Stats + rows, mean, mask=rmask)
@@ -54,10 +69,7 @@ def _ln_bwd(X, W, DY, DX, Stats, DWp, M, C, stride_x, stride_dy, stride_dx, rows
         mean = tl.load(Stats + rows, mask=rmask, other=0.0)
         rstd = tl.load(Stats + M + rows, mask=rmask, other=0.0)
         xhat = (x - mean[:, None]) * rstd[:, None]
-        wdy = w[None, :] * dy                     # zero wherever masked, so the sums below need no mask
-        c1 = tl.sum(xhat * wdy, axis=1) / C
-        c2 = tl.sum(wdy, axis=1) / C
-        dx = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
+        dx = normalize_rows_grad(xhat, w[None, :] * dy, rstd, C)   # w * dy is zero wherever masked
         tl.store(DX + r64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
         dw += tl.sum(dy * xhat, axis=0)
         db += tl.sum(dy, axis=0)
