@@ -103,14 +103,16 @@ def check(spec, fn, shape: dict, dtype: str, pass_: str, device: str, config: di
         torch.cuda.synchronize()
     ref, ref_grads = spec.reference(inputs, grad_out)
     errors, tols, problems = {}, {}, []
-    refs = outputs(ref)
-    got = outputs(out) if isinstance(out, (tuple, list)) == isinstance(ref, (tuple, list)) else {}
-    for name, r in refs.items():
-        _compare(spec.out_names().get(name, name), got.get(name, out if len(refs) == 1 else None), r,
-                 spec.tolerance(dtype), errors, tols, problems)
+    refs, got = outputs(ref), outputs(out)
+    if set(got) != set(refs):
+        problems.append(f"returned {len(got)} output(s), the reference {len(refs)}")
+    for key, r in refs.items():
+        name = spec.out_names().get(key, key)
+        _compare(name, got.get(key), r, spec.tolerance_for(name, dtype), errors, tols, problems)
     names = spec.grad_names()
     for i, rg in ref_grads.items():
-        _compare(names.get(i, f"grad{i}"), grads.get(i), rg, spec.tolerance(dtype, grad=True), errors, tols, problems)
+        name = names.get(i, f"grad{i}")
+        _compare(name, grads.get(i), rg, spec.tolerance_for(name, dtype, grad=True), errors, tols, problems)
     ratio = max((errors[k] / tols[k] for k in errors), default=0.0)
     msg = "; ".join(problems) if problems else "max " + ", ".join(f"{k} {v:.2e}" for k, v in errors.items())
     return CheckResult(not problems, msg, ratio, errors, tols)

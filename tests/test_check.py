@@ -70,3 +70,15 @@ def test_fully_masked_row_is_finite():
     q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
     out = spec.math(q, q[:, :, :2], q[:, :, :2], causal=True)   # T=4 queries, 2 keys: tril(-2) masks rows 0-1
     assert torch.isfinite(out).all()
+
+
+def test_an_op_with_two_outputs_checks_both_and_their_count():
+    """add_layer_norm returns (sum, norm): each is compared; returning only one of them fails the gate."""
+    spec, impl = registry.spec_of("add_layer_norm"), registry.get("add_layer_norm", "eager", "cpu")
+    shape = dict(M=33, C=65)
+    ok = check(spec, impl.fn, shape, "bf16", "fwd+bwd", "cpu")
+    assert ok.ok and {"sum", "norm"} <= set(ok.errors), ok.message
+    bad = check(spec, lambda *a, **k: impl.fn(*a, **k)[1], shape, "bf16", "fwd", "cpu")
+    assert not bad.ok and "returned 1 output(s), the reference 2" in bad.message
+    wrong_sum = check(spec, lambda *a, **k: (impl.fn(*a, **k)[0] * 1.01, impl.fn(*a, **k)[1]), shape, "bf16", "fwd", "cpu")
+    assert not wrong_sum.ok and "sum" in wrong_sum.message
