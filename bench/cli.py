@@ -189,7 +189,8 @@ def main(argv=None) -> int:
         return r.impl
     points = []
     for s in chosen:
-        points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver)
+        points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver,
+                            cuda_graph=args.cuda_graph)
     if args.shard:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
         if not m or not (0 <= int(m.group(1)) < int(m.group(2))):

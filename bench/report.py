@@ -513,10 +513,17 @@ def summary_table(rows: list[dict]) -> str:
         return "\n".join(lines)
     ok = ok.assign(device_name=ok.get("device_name", "device"), config_label=ok.get("config_label", "default"))
     best = best_configs(ok)
-    piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values="median_ms", aggfunc="min")
-    piv["fastest"] = piv.idxmin(axis=1)
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500,
-                           "display.float_format", lambda v: f"{v:.4g}"):
-        lines.append("median ms per call (best tile config); fastest correct impl last column:")
-        lines.append(piv.to_string())
+    timers = ", ".join(sorted(str(t) for t in ok["timer"].dropna().unique())) if "timer" in ok else "?"
+    tables = [("median_ms", f"kernel time ({timers}), median ms per call")]
+    if "host_median_ms" in best and best["host_median_ms"].notna().any() and timers != "cpu_clock":
+        tables.append(("host_median_ms", "host-inclusive time (synchronised wall clock per call: what an eager "
+                                         "step pays), median ms per call"))
+    for col, title in tables:
+        piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values=col,
+                               aggfunc="min")
+        piv["fastest"] = piv.idxmin(axis=1)
+        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500,
+                               "display.float_format", lambda v: f"{v:.4g}"):
+            lines.append(f"{title} (best tile config); fastest correct impl last column:")
+            lines.append(piv.to_string())
     return "\n".join(lines)

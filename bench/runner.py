@@ -52,7 +52,7 @@ def _seed_of(point: dict, base: int) -> int:
 def _shape_label(spec, shape):
     try:
         return spec.label(shape)
-    except Exception:
+    except (KeyError, ValueError, TypeError):   # a shape the spec rejects still gets a readable label
         return str(shape)
 
 
@@ -89,7 +89,8 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:
-        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed))
+        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed),
+                 graphed=device.startswith("cuda") and point.get("timer", "graph" if opts.cuda_graph else "") == "graph")
     except BaseException as e:  # noqa: BLE001 - a point's failure is data
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -105,15 +106,15 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     return _finish(row, row["status"], row.get("message", ""), t_start)
 
 
-def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
+def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, graphed):
     fn = spec.wrap(impl.fn, shape)
     gen = gen_for(seed, device)
     inputs = spec.make_inputs(shape, dtype, device, gen)
-    # 1. the first call alone: JIT compile, autotune, module load
+    # 1. the first call alone: JIT compile, autotune, module load (a no-grad forward first for fwd+bwd, as the
+    #    gate's upstream gradient needs no call of the impl: its compile counts here too)
     grad_out = None
     probe_s = 0.0
     if pass_ == "fwd+bwd":
-        # the no-grad probe (for grad_out's shape) is the forward's first call: its compile counts too
         holder = {}
 
         def probe_call():
@@ -121,54 +122,66 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
                 holder["out"] = fn(*inputs.args, **inputs.kwargs, **cfg)
         probe_s = timing.first_call_s(probe_call, device)
         grad_out = checking.grad_out_for(holder.pop("out"), gen)
-
-    def call_once():
-        return checking.run_once(fn, inputs, pass_, cfg, grad_out)
-    row["compile_s"] = probe_s + timing.first_call_s(call_once, device)
+    row["compile_s"] = probe_s + timing.first_call_s(
+        lambda: checking.run_once(fn, inputs, pass_, cfg, grad_out), device)
     if impl.picked is not None:
         try:
             row["picked_config"] = impl.picked()
-        except Exception:
-            pass
-    # 2. the correctness gate, on fresh inputs with poisoned outputs
+        except (AttributeError, KeyError, TypeError, RuntimeError) as e:   # costs the column, not the point
+            row["picked_config"] = f"unreadable: {type(e).__name__}: {e}"
+    del inputs, grad_out
+    # 2. the correctness gate, on fresh inputs with poisoned outputs, held to eager's own error
     res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1)
     row.update(res.as_row())
     if not res.ok:
         row["status"], row["message"] = "wrong", res.message
         return
+    exp = res.expected
     # 3. memory of one call beyond the inputs
     if device.startswith("cuda"):
         _free(device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        out = call_once()
+        out = checking.run_once(fn, exp.inputs, pass_, cfg, exp.grad_out)
         torch.cuda.synchronize()
         row["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
         row["extra_mem_bytes"] = torch.cuda.max_memory_allocated() - base
         del out
-    # 4. timing
+    # 4. timing, on the checked inputs: kernel time, then host-inclusive time
     budget = opts.budget_s if opts.budget_s is not None else (1.0 if device.startswith("cuda") else 0.3)
+    last = {}
     if pass_ == "fwd":
-        args = inputs.detached(requires_grad=False).args
+        args = exp.inputs.detached(requires_grad=False).args
 
         def target():
             with torch.no_grad():
-                return fn(*args, **inputs.kwargs, **cfg)
+                last["out"] = fn(*args, **exp.inputs.kwargs, **cfg)
         setup = None
     else:
-        inp = inputs.detached(requires_grad=True)
-        leaves = [inp.args[i] for i in inputs.grad_args]
+        inp = exp.inputs.detached(requires_grad=True)
+        leaves = {i: inp.args[i] for i in exp.inputs.grad_args}
 
         def target():
-            checking.backward(fn(*inp.args, **inp.kwargs, **cfg), grad_out)
+            last["out"] = fn(*inp.args, **inp.kwargs, **cfg)
+            checking.backward(last["out"], exp.grad_out)
 
         def setup():
-            for t in leaves:
+            for t in leaves.values():
                 t.grad = None
-    stats = timing.measure(target, device, setup=setup, budget_s=budget,
-                           cuda_graph=opts.cuda_graph and device.startswith("cuda"))
+    stats = timing.measure(target, device, setup=setup, budget_s=budget, cuda_graph=graphed)
+    # 5. the last timed call answers as the checked one did: an impl right once and wrong when timed is wrong
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    grads = {i: t.grad for i, t in leaves.items()} if pass_ == "fwd+bwd" else {}
+    problems, _, _ = exp.judge(last.pop("out"), grads)
+    if problems:
+        row["status"], row["message"] = "wrong", "timed call: " + "; ".join(problems)
+        return
     row.update(stats.as_row())
+    host = stats if not device.startswith("cuda") else \
+        timing.measure_host(target, device, setup=setup, budget_s=budget / 2)
+    row.update(host.as_row(prefix="host_"))
     sec = stats.median_ms * 1e-3
     row["tflops"] = row["flops"] / sec / 1e12
     row["gbps"] = row["bytes"] / sec / 1e9

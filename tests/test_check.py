@@ -82,3 +82,47 @@ def test_an_op_with_two_outputs_checks_both_and_their_count():
     assert not bad.ok and "returned 1 output(s), the reference 2" in bad.message
     wrong_sum = check(spec, lambda *a, **k: (impl.fn(*a, **k)[0] * 1.01, impl.fn(*a, **k)[1]), shape, "bf16", "fwd", "cpu")
     assert not wrong_sum.ok and "sum" in wrong_sum.message
+
+
+def test_local_measure_sees_two_unwritten_rows_a_global_norm_dilutes():
+    import torch
+    from bench.check import local_error, rel_l2
+    ref = torch.randn(16384, 768, dtype=torch.float64)
+    out = ref.clone()
+    out[[0, 9000]] = 0
+    assert rel_l2(out, ref) < 0.02            # what the old gate looked at: within a bf16 tolerance
+    assert local_error(out, ref) > 0.9        # a whole row wrong is an error of ~1 row norm
+    col = ref.clone()
+    col[:, 5] = 0                              # one column (e.g. of a weight gradient) dropped
+    assert rel_l2(col, ref) < 0.05 and local_error(col, ref) > 0.9
+
+
+def test_tolerance_is_eager_relative_with_a_dtype_floor():
+    from bench.check import K
+    spec, impl = registry.spec_of("layer_norm"), registry.get("layer_norm", "eager", "cpu")
+    r = check(spec, impl.fn, dict(M=257, C=768), "fp16", "fwd+bwd", "cpu", seed=3)
+    import torch
+    assert r.ok
+    for name, b in r.expected.bounds.items():
+        e, l = b.eager
+        assert b.tol == max(K * e, spec.error_floor(b.dtype))
+        assert b.local_tol == max(K * l, 4 * spec.error_floor(b.dtype))
+    assert spec.error_floor(torch.bfloat16) > spec.error_floor(torch.float16) > spec.error_floor(torch.float32)
+
+
+def test_gate_catches_wrong_dtype_and_input_writes():
+    import torch
+    spec = registry.spec_of("gelu")
+
+    def in_fp32(x, bias=None):
+        return fake_impls._right(x.float(), bias.float())
+
+    def scribbles(x, bias=None):
+        y = fake_impls._right(x, bias)
+        x.data.zero_()
+        return y
+    r = check(spec, in_fp32, dict(M=9, C=13), "bf16", "fwd", "cpu")
+    assert not r.ok and "dtype float32 != eager's bfloat16" in r.message
+    r = check(spec, scribbles, dict(M=9, C=13), "fp32", "fwd", "cpu")
+    assert not r.ok and "written in place" in r.message
+    assert torch.isfinite(torch.tensor(r.max_err_ratio))

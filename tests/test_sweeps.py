@@ -1,4 +1,5 @@
 """sweeps.yaml: validation errors name file, sweep and key; expansion, quick, tokens and shards."""
+import os
 import textwrap
 
 import pytest
@@ -107,3 +108,21 @@ def test_bad_shapes_configs_and_presets_fail_on_load(tmp_path, body, key, words)
         sw.load(write(tmp_path, f"sweeps:\n  bad:\n    {body}\n"))
     msg = str(e.value)
     assert "\n" not in msg and "sweeps.yaml" in msg and "'bad'" in msg and f"'{key}'" in msg and words in msg
+
+
+def test_timer_is_part_of_a_points_identity():
+    """Launch-timed and graph-timed rows of one point are two points: --resume and the report keep them apart."""
+    from bench import sweeps as sw
+    s = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
+    plain = sw.points(s["layer_norm"], "cuda")
+    graph = sw.points(s["layer_norm"], "cuda", cuda_graph=True)
+    assert {p["timer"] for p in plain} == {"events"} and {p["timer"] for p in graph} == {"graph"}
+    assert not {p["point_id"] for p in plain} & {p["point_id"] for p in graph}
+    assert {p["timer"] for p in sw.points(s["layer_norm"], "cpu", cuda_graph=True)} == {"cpu"}
+
+
+def test_quick_takes_the_default_config_not_the_first_preset():
+    from bench import sweeps as sw
+    s = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
+    pts = sw.points(s["presets_layer_norm"], "cuda", quick=True)
+    assert pts and {p["config_label"] for p in pts} == {"default"} and all(p["config"] == {} for p in pts)
