@@ -8,9 +8,6 @@ from kernels import poison
 from kernels import triton_aot as aot
 from kernels.registry import KernelImpl, TileParam
 
-SQRT_2_OVER_PI = 0.7978845608028654
-LOG2E = 1.4426950408889634
-
 
 @triton.jit
 def gelu_tanh(x):
