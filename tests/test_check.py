@@ -63,13 +63,22 @@ def test_inputs_are_random_and_fresh():
     assert (a != 0).all() and not (a == b).all()
 
 
-def test_fully_masked_row_is_finite():
-    """The -1e20 floor: a row with every key masked softmaxes to uniform weights, never NaN."""
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_fully_masked_row_is_finite(dtype):
+    """The -1e20 floor: a query row with every key masked softmaxes to uniform weights (the mean of v),
+    never NaN, in the reference and in the eager impl (the ones that take fewer keys than queries)."""
     import torch
-    spec = registry.spec_of("fmha")
-    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
-    out = spec.math(q, q[:, :, :2], q[:, :, :2], causal=True)   # T=4 queries, 2 keys: tril(-2) masks rows 0-1
-    assert torch.isfinite(out).all()
+    spec, eager = registry.spec_of("fmha"), registry.get("fmha", "eager", "cpu").fn
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g) for n in (5, 2, 2))   # tril(2 - 5): rows 0-2 see no key
+    ref = spec.math(q.double(), k.double(), v.double(), causal=True)
+    out = eager(*(t.to(registry.DTYPES[dtype]) for t in (q, k, v)), causal=True).double()
+    uniform = v.double().mean(-2, keepdim=True).expand(1, 2, 3, 8)
+    tol = 1e-6 if dtype == "fp32" else 2e-2
+    for name, o in (("reference", ref), ("eager", out)):
+        assert torch.isfinite(o).all(), name
+        assert torch.allclose(o[:, :, :3], uniform, atol=tol), f"{name}: masked rows are not the mean of v"
+    assert torch.allclose(out[:, :, 3:], ref[:, :, 3:], atol=tol)     # the rows that see keys agree too
 
 
 def test_an_op_with_two_outputs_checks_both_and_their_count():
