@@ -82,6 +82,9 @@ class KernelImpl:
     # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/static.py.
     aot: Callable[[dict, str], list[dict]] | None = None
     picked: Callable[[], dict] | None = None   # the config the last call used (after autotuning)
+    # The tile config the CPU tests (Triton's interpreter) run at the spec's test_shapes(): small tiles, so
+    # every odd size spans several blocks, edges and diagonals included.
+    test_config: dict = dataclasses.field(default_factory=dict)
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}

@@ -56,6 +56,11 @@ class OpSpec:
     def bytes(self, shape: dict, dtype: str, pass_: str) -> float:
         raise NotImplementedError
 
+    def test_shapes(self) -> list[dict]:
+        """Small odd shapes (multiples of no tile) the CPU tests check every impl at; the first is also the
+        Triton interpreter's, with each impl's `test_config`. Default: every shape key 19."""
+        return [{k: 19 for k in self.shape_keys}]
+
     # --- shared machinery ---
     def full_shape(self, shape: dict) -> dict:
         missing = [k for k in self.shape_keys if k not in shape]

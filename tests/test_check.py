@@ -5,23 +5,13 @@ from bench.check import check
 from kernels import registry
 from tests import fake_impls
 
-ODD = {
-    "fmha": [dict(B=2, H=3, T=37, D=16, causal=True), dict(B=1, H=2, T=19, D=64, causal=False)],
-    "layer_norm": [dict(M=33, C=65)],
-    "add_layer_norm": [dict(M=33, C=65)],
-    "gelu": [dict(M=17, C=41)],
-    "linear": [dict(M=31, N=17, K=23)],
-    "cross_entropy": [dict(M=29, V=101)],
-    "linear_cross_entropy": [dict(M=29, K=23, V=101)],
-}
-
 
 @pytest.mark.parametrize("op", registry.OPS)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 def test_eager_matches_reference_on_odd_shapes(op, dtype, pass_):
     spec, impl = registry.spec_of(op), registry.get(op, "eager", "cpu")
-    for shape in ODD[op]:
+    for shape in spec.test_shapes():   # each op's small odd shapes
         r = check(spec, impl.fn, shape, dtype, pass_, "cpu", seed=7)
         assert r.ok, r.message
         assert 0 <= r.max_err_ratio <= 1
