@@ -30,7 +30,7 @@ def import_error() -> str | None:
     try:
         import cuda.tile  # noqa: F401
         return None
-    except Exception as e:
+    except Exception as e:   # any failure while importing (a driver, a DLL) is the recorded reason
         return f"cuda.tile not importable: {type(e).__name__}: {e} (pip install 'cuda-tile[tileiras]')"
 
 
@@ -157,7 +157,7 @@ def configure() -> list[str]:
     try:
         from cuda.tile._cext import default_tile_context
         default_tile_context.config.compiler_timeout_sec = compile_timeout_s()
-    except Exception as e:  # an API change: say so, do not fail
+    except (ImportError, AttributeError) as e:  # an API change: say so, do not fail
         log.warning("could not set the cuda.tile compiler timeout: %s", e)
     stale = stale_cuda_home()
     if stale:
