@@ -30,7 +30,8 @@ from torch.profiler import record_function
 
 from kernels import registry
 from kernels.fmha.layout import is_qkv_split
-from kernels.registry import DTYPE_NAMES, OPS, Unsupported
+from kernels.registry import DTYPE_NAMES, Unsupported
+from model.op_list import OPS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RESULTS = os.path.join(REPO, "results", "**", "*.jsonl")   # run_bench.py writes results/<run>/results.jsonl

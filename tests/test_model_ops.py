@@ -10,11 +10,12 @@ from kernels.registry import KernelImpl, Resolved, Unsupported
 from model import ops as ops_mod
 from model.config import preset
 from model.gpt import GPT
+from model.op_list import OPS as MODEL_OPS
 from model.ops import Backend, parse_choice, rank_impls
 
 
 def test_parse_choice():
-    assert parse_choice("eager")[1] == {op: "eager" for op in registry.OPS}
+    assert parse_choice("eager")[1] == {op: "eager" for op in MODEL_OPS}
     mode, m, _ = parse_choice("triton,fmha=sdpa_flash")
     assert mode == "map" and m["fmha"] == "sdpa_flash" and m["linear"] == "triton"
     assert parse_choice({"gelu": "cutile"})[1]["gelu"] == "cutile"
@@ -41,9 +42,9 @@ def test_unavailable_impl_falls_back_once_per_reason():
     loss = _run(b, steps=3)
     assert loss.item() == ref.item()
     ops_fell = {f.split(":")[0] for f in b.fallbacks}
-    assert ops_fell == set(registry.OPS)
-    assert len(b.fallbacks) == len(registry.OPS)            # three forwards, each reason once
-    assert len([m for m in logged if m.startswith("fallback")]) == len(registry.OPS)
+    assert ops_fell == set(MODEL_OPS)
+    assert len(b.fallbacks) == len(MODEL_OPS)            # three forwards, each reason once
+    assert len([m for m in logged if m.startswith("fallback")]) == len(MODEL_OPS)
     assert all("cutile -> eager" in f for f in b.fallbacks)
 
 
@@ -204,11 +205,11 @@ def test_auto_without_results_file_is_eager_and_says_so(tmp_path):
     b = Backend("auto", results=str(tmp_path / "missing.jsonl"), log=lambda m: None)
     _run(b, steps=1)
     assert all(n == "eager" for n in b.choice.values())
-    assert len(b.fallbacks) == len(registry.OPS)
+    assert len(b.fallbacks) == len(MODEL_OPS)
 
 
 # the eager model computes its loss as nanoGPT does, lm_head then cross_entropy: the fused op never runs
-EAGER_MODEL_OPS = [op for op in registry.OPS if op not in ("linear_cross_entropy", "add_layer_norm")]   # fused ops: not on the eager path
+EAGER_MODEL_OPS = [op for op in MODEL_OPS if op not in ("linear_cross_entropy", "add_layer_norm")]   # fused ops: not on the eager path
 
 
 def test_profile_ranges_cover_backward():
@@ -286,3 +287,10 @@ def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
     assert any("fmha at" in n and "sdpa_math" in n for n in notes)
     _run(b, steps=1)
     assert b.used["fmha"] == {"sdpa_math"}
+
+
+def test_model_ops_are_registry_ops():
+    """The model's op list (model/op_list.py) names ops kernels/ holds; kernels/ may hold more."""
+    assert set(MODEL_OPS) <= set(registry.OPS)
+    for op in MODEL_OPS:
+        assert callable(getattr(Backend, op, None)), f"Backend has no method for model op {op}"

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 from kernels import registry
 from model.config import GPTConfig
 from model.gpt import GPT
+from model.op_list import OPS as MODEL_OPS
 from model.ops import Backend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -54,7 +55,7 @@ def assert_parity(backend, device, dtype):
 
 
 def _mapping_for(name, device):
-    m = {op: name for op in registry.OPS if name in registry.impl_names(op) and registry.resolve(op, name, device).ok}
+    m = {op: name for op in MODEL_OPS if name in registry.impl_names(op) and registry.resolve(op, name, device).ok}
     return m
 
 
@@ -88,9 +89,10 @@ from kernels import registry
 from model.config import GPTConfig
 from model.gpt import GPT
 from model.ops import Backend
-ok = [op for op in registry.OPS if registry.resolve(op, "triton", "cpu").ok]
+from model.op_list import OPS
+ok = [op for op in OPS if registry.resolve(op, "triton", "cpu").ok]
 if not ok:
-    print(json.dumps({"skip": {op: registry.resolve(op, "triton", "cpu").reason for op in registry.OPS}}))
+    print(json.dumps({"skip": {op: registry.resolve(op, "triton", "cpu").reason for op in OPS}}))
     sys.exit(0)
 cfg = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=65)
 def run(backend):
