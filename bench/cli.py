@@ -52,13 +52,6 @@ def pick_device(arg: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device_slug(device: str) -> str:
-    from bench import devinfo
-    name = devinfo.static_info(device).get("device_name", device)
-    name = "cpu" if name.startswith("CPU") else name
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-
-
 def cmd_list(sweeps, device: str) -> int:
     from bench import sweeps as sw
     from kernels import registry
@@ -200,7 +193,8 @@ def main(argv=None) -> int:
 
     from bench import report, runner
     from bench.store import ResultStore
-    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + device_slug(device) + \
+    from kernels import device as devices
+    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
     out_dir = args.out or os.path.join(REPO, "results", run_name)
     store = ResultStore(_fresh_results_file(out_dir, args.resume))

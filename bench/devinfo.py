@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from kernels import device as devices
+
 # Clock-event reasons that mean the GPU slowed itself down (idle and app-clock settings are not throttling).
 _THROTTLE_BITS = {
     0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
@@ -86,7 +88,7 @@ def static_info(device: str) -> dict:
         idx = torch.device(device).index or 0
         p = torch.cuda.get_device_properties(idx)
         info.update({
-            "device_name": p.name,
+            "device_name": devices.name(device),
             "compute_capability": f"{p.major}.{p.minor}",
             "arch": f"sm_{p.major}{p.minor}",
             "sm_count": p.multi_processor_count,
@@ -104,24 +106,13 @@ def static_info(device: str) -> dict:
                 pass
     else:
         info.update({
-            "device_name": "CPU: " + (_cpu_model() or platform.processor() or platform.machine()),
+            "device_name": devices.name(device),
             "compute_capability": None, "arch": platform.machine(), "sm_count": os.cpu_count(),
             "mem_total_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
             if hasattr(os, "sysconf") else None,
             "driver": None,
         })
     return info
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def sample(device: str) -> dict:

@@ -30,7 +30,8 @@ from model import cuda_graph
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
-from model.ops import Backend, device_name
+from kernels.device import name as device_name
+from model.ops import Backend
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
