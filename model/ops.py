@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections import defaultdict
 
@@ -29,10 +28,8 @@ from kernels import registry
 from kernels.fmha.layout import is_qkv_split
 from kernels.registry import DTYPE_NAMES, OPS, Unsupported
 from model import ranges
-from model.ranking import fastest_by_shape, rank_impls, read_results, shape_key
+from model.ranking import default_results, fastest_by_shape, rank_impls, read_results, shape_key
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_RESULTS = os.path.join(REPO, "results", "**", "*.jsonl")   # run_bench.py writes results/<run>/results.jsonl
 EAGER_SDPA = "eager_sdpa"   # a baseline backend: nanoGPT's model (eager ops, F.scaled_dot_product_attention)
 
 
@@ -76,7 +73,8 @@ class Backend:
                  graphed: bool = False):
         self.spec = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
         self.mode, self.choice, path = parse_choice(choice)
-        self.results = results or path or DEFAULT_RESULTS
+        self.results_given = bool(results or path)   # else auto reads (and may first measure into) results/
+        self.results = results or path or default_results()
         self.dtype = dtype                       # which rows "auto" prefers
         self.graphed = graphed                   # the step is replayed as a CUDA graph: auto ranks graph timings
         self.configs = dict(configs or {})       # op -> tile-config overrides

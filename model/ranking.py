@@ -10,9 +10,18 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 from collections import Counter, defaultdict
 
 from kernels.registry import OPS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_ROOT = os.path.join(REPO, "results")   # run_bench.py writes results/<run>/results.jsonl
+
+
+def default_results() -> str:
+    """Every result file under the results folder: auto keeps the rows of this GPU (and this step's timer)."""
+    return os.path.join(RESULTS_ROOT, "**", "*.jsonl")
 
 
 def read_results(paths) -> list[dict]:
