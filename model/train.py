@@ -26,14 +26,13 @@ from pathlib import Path
 
 import torch
 
+from kernels.device import name as device_name
+from kernels.registry import DTYPES
 from model import cuda_graph, measure
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
-from kernels.device import name as device_name
 from model.ops import Backend
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclasses.dataclass
