@@ -17,6 +17,7 @@ profiler range (model/ranges.py); "auto" ranks measured results with model/ranki
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import sys
 from collections import defaultdict
@@ -93,6 +94,7 @@ class Backend:
         self._said: set = set()
         self._decided: dict = {}
         self._cfg: dict = {}
+        self._auto_configs: set = set()          # ops whose tile config auto took from result rows
         self._fused_off: str | None = None
         self._lce_off: str | None = None         # why the fused lm_head + loss was given up
         self._aln_off: str | None = None         # why the fused residual add + LayerNorm was given up
@@ -133,8 +135,9 @@ class Backend:
                 self._fallback(op, "auto", f"no usable ok fwd+bwd result rows for {name!r} in {self.results}")
                 continue
             self.choice[op] = picked["impl"]
-            if picked["config"]:
-                self.configs.setdefault(op, picked["config"])
+            if picked["config"] and op not in self.configs:
+                self.configs[op] = picked["config"]
+                self._auto_configs.add(op)
             self._note(f"auto: {op} -> {picked['impl']} (time/best {picked['score']:.3f} over "
                        f"{picked['shapes']}/{picked['of']} shapes, dtype {picked['dtype']})")
         for op, shapes in self._by_shape.items():
@@ -166,12 +169,20 @@ class Backend:
         self.log("fallback " + msg)
 
     def _config(self, op, name, impl) -> dict:
+        """The tile config op runs name with. A config the caller gave that the impl rejects is an error; one auto
+        read from result rows (written by an older version of the impl) gives way to the defaults, recorded
+        in `fallbacks` so the benchmark reports which config really ran."""
         key = (op, name)
         if key not in self._cfg:
+            want = self.configs.get(op)
             try:
-                self._cfg[key] = impl.config(self.configs.get(op))
+                self._cfg[key] = impl.config(want)
             except ValueError as e:
-                self._note(f"{op}/{name}: tile config {self.configs.get(op)} rejected ({e}); using defaults")
+                if op not in self._auto_configs:
+                    raise ValueError(f"{op}/{name}: tile config {want} rejected: {e}") from None
+                msg = f"{op}: {name} measured tile config {want} rejected ({e}); ran its default config"
+                self.fallbacks.append(msg)
+                self.log("fallback " + msg)
                 self._cfg[key] = impl.config()
         return self._cfg[key]
 
@@ -300,21 +311,42 @@ class Backend:
         if fuse and self._fused_off is None:
             xc, w, b = _amp(x, weight, bias)
             shape = {"M": xc.numel() // xc.shape[-1], "N": w.shape[0], "K": w.shape[1]}
-            try:
-                out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
-                if out is not None:
-                    self.used["linear+gelu"].add(lin)
-                    return out
-                self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
-            except (Unsupported, TypeError) as e:   # TypeError: an impl without the activation keyword
-                self._fused_off = f"{type(e).__name__}: {e}"
-                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({self._fused_off}); linear then gelu"
+            why = self._no_epilogue(self.impl_for("linear", shape), str(x.device))
+            if why is None:
+                try:
+                    out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
+                    if out is not None:
+                        self.used["linear+gelu"].add(lin)
+                        return out
+                    self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
+                except Unsupported as e:
+                    why = f"Unsupported: {e}"
+            if why:
+                self._fused_off = why
+                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({why}); linear then gelu"
                 self.fallbacks.append(msg)
                 self.log("fallback " + msg)
         if self.impl_for("gelu", {"M": x.numel() // x.shape[-1], "C": weight.shape[0]}) == "eager":
             # nanoGPT's own path: the bias rides in the matmul (addmm)
             return self.gelu(self.linear(x, weight, bias), None)
         return self.gelu(self.linear(x, weight, None), bias)   # the gelu kernel fuses the bias add
+
+    @staticmethod
+    def _no_epilogue(name: str, device: str) -> str | None:
+        """Why linear impl `name` cannot take activation="gelu" by its signature, else None (it may still raise
+        Unsupported). Checked up front, so a TypeError raised inside a kernel stays the bug it is."""
+        if name == "eager":
+            return None
+        r = registry.resolve("linear", name, device) if name in registry.impl_names("linear") else None
+        if r is None or not r.ok:
+            return None   # _call records why it cannot run
+        try:
+            params = inspect.signature(r.impl.fn).parameters
+        except (TypeError, ValueError):   # no Python signature to read: the call itself will tell
+            return None
+        if "activation" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return f"{name}'s linear takes no activation keyword"
 
     def fmha(self, q, k, v, causal=True):
         q, k, v = _amp(q, k, v)

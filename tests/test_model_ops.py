@@ -306,3 +306,43 @@ def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
     assert any("fmha at" in n and "sdpa_math" in n for n in notes)
     _run(b, steps=1)
     assert b.used["fmha"] == {"sdpa_math"}
+
+
+def test_fused_gelu_type_error_inside_a_kernel_propagates(fake_triton, monkeypatch):
+    """A TypeError raised inside a linear kernel is a bug, not a missing activation keyword: no quiet split."""
+    impl = registry.resolve("linear", "triton").impl
+
+    def buggy(x, w, b=None, activation=None):
+        if activation:
+            raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+        return F.linear(x, w, b)
+    monkeypatch.setattr(impl, "fn", buggy)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _run(Backend("triton", log=lambda m: None), steps=1)
+
+
+def test_fused_gelu_impl_without_activation_keyword_splits_and_says_so(fake_triton, monkeypatch):
+    impl = registry.resolve("linear", "triton").impl
+    monkeypatch.setattr(impl, "fn", lambda x, w, b=None: F.linear(x, w, b))
+    b = Backend("triton", log=lambda m: None)
+    _run(b, steps=1)
+    msgs = [f for f in b.fallbacks if f.startswith("linear+gelu")]
+    assert len(msgs) == 1 and "no activation keyword" in msgs[0]
+    assert fake_triton["gelu"] > 0
+
+
+def test_rejected_tile_config_given_is_an_error(fake_triton):
+    b = Backend("triton", configs={"fmha": {"NO_SUCH": 1}}, log=lambda m: None)
+    with pytest.raises(ValueError, match="fmha/triton: tile config .* rejected"):
+        _run(b, steps=1)
+
+
+def test_rejected_measured_tile_config_runs_defaults_and_is_reported(tmp_path):
+    """A config auto read from rows that the impl no longer accepts: its defaults run, and fallbacks say so."""
+    rows = [dict(r, config={"NO_SUCH": 1}) if r["impl"] == "sdpa_math" else r for r in _rows(device_name("cpu"))]
+    path = tmp_path / "res.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    b = Backend(f"auto:{path}", log=lambda m: None)
+    _run(b, steps=1)
+    assert b.used["fmha"] == {"sdpa_math"}
+    assert any(f.startswith("fmha: sdpa_math measured tile config") and "NO_SUCH" in f for f in b.fallbacks), b.fallbacks
