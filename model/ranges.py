@@ -1,9 +1,6 @@
 """Profiler ranges per op: "op:NAME" around each forward call, and with Backend.profile_ranges on an
 "op:NAME:bwd" range around the op's backward, so a profile groups a whole step's kernel time by op
-(bench/e2e.py reads them).
-
-The backward range is opened by a no-op autograd node on the op's outputs (its backward runs just before
-the op's own) and closed by one on the op's inputs (it runs once all of them have their gradients)."""
+(bench/e2e.py reads them)."""
 from __future__ import annotations
 
 import torch
@@ -24,32 +21,25 @@ class _RangeState:
 _open_ranges: list[_RangeState] = []
 
 
-class _OpenBwd(torch.autograd.Function):
+class _Mark(torch.autograd.Function):
+    """A no-op on tensors whose backward opens the range (on the op's outputs: it runs just before the op's own
+    backward) or closes it (on the op's inputs: it runs once all of them have their gradients)."""
     @staticmethod
-    def forward(ctx, state, *outs):
-        ctx.state = state
-        return tuple(o.view_as(o) for o in outs)
+    def forward(ctx, state, opening, *ts):
+        ctx.state, ctx.opening = state, opening
+        return tuple(t.view_as(t) for t in ts)
 
     @staticmethod
     def backward(ctx, *grads):
-        st = ctx.state
-        if st.rf is None:
-            st.rf = record_function(st.name)
-            st.rf.__enter__()
-            _open_ranges.append(st)
-        return (None, *grads)
+        (_open if ctx.opening else _close)(ctx.state)
+        return (None, None, *grads)
 
 
-class _CloseBwd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, state, *ins):
-        ctx.state = state
-        return tuple(i.view_as(i) for i in ins)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _close(ctx.state)
-        return (None, *grads)
+def _open(st: _RangeState) -> None:
+    if st.rf is None:
+        st.rf = record_function(st.name)
+        st.rf.__enter__()
+        _open_ranges.append(st)
 
 
 def _close(st: _RangeState) -> None:
@@ -72,11 +62,11 @@ def backward_range_inputs(op: str, args) -> tuple[_RangeState, list]:
     state = _RangeState(f"op:{op}:bwd")
     idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     args = list(args)
-    for i, m in zip(idx, _CloseBwd.apply(state, *(args[i] for i in idx))):
+    for i, m in zip(idx, _Mark.apply(state, False, *(args[i] for i in idx))):
         args[i] = m
     return state, args
 
 
 def backward_range_outputs(state: _RangeState, out):
     """out (one tensor) with the opening node on it."""
-    return _OpenBwd.apply(state, out)[0]
+    return _Mark.apply(state, True, out)[0]
