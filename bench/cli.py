@@ -35,9 +35,15 @@ def parse_args(argv=None):
     p.add_argument("--replicate", action="store_true", help="with --gpus: run every point on every GPU")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic slices")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong, failed or ran out of memory")
     p.add_argument("--no-report", action="store_true")
     return p.parse_args(argv)
+
+
+def _failed(rows) -> list[dict]:
+    """The rows --strict fails on: every status but ok and the two that say "not here" (wrong, error,
+    compile_error, oom, and any status added later)."""
+    return [r for r in rows if r.get("status") not in ("ok", "unsupported", "unavailable")]
 
 
 def die(msg: str) -> int:
@@ -52,13 +58,6 @@ def pick_device(arg: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device_slug(device: str) -> str:
-    from bench import devinfo
-    name = devinfo.static_info(device).get("device_name", device)
-    name = "cpu" if name.startswith("CPU") else name
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-
-
 def cmd_list(sweeps, device: str) -> int:
     from bench import sweeps as sw
     from kernels import registry
@@ -66,8 +65,7 @@ def cmd_list(sweeps, device: str) -> int:
     print("\nsweeps:")
     for name, s in sweeps.items():
         if s.op:
-            n = len(sw.points(s, device)) if s.op else 0
-            print(f"  {name:14s} op={s.op:14s} {n:5d} points here   {s.extra.get('description', '') if False else ''}")
+            print(f"  {name:14s} op={s.op:14s} {len(sw.points(s, device)):5d} points here")
         else:
             print(f"  {name:14s} includes {', '.join(s.include)}")
     print("\nops and impls:")
@@ -137,8 +135,7 @@ def cmd_static(args) -> int:
     print(f"results: {store.path}")
     if not args.no_report:
         cmd_report([store.path], args.report_dir)
-    failed = df[~df["status"].isin(["ok", "unsupported", "unavailable"])] if not df.empty else df
-    return 1 if (args.strict and len(failed)) else 0
+    return 1 if (args.strict and _failed(rows)) else 0
 
 
 def main(argv=None) -> int:
@@ -201,7 +198,8 @@ def main(argv=None) -> int:
 
     from bench import report, runner
     from bench.store import ResultStore
-    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + device_slug(device) + \
+    from kernels import device as devices
+    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
     out_dir = args.out or os.path.join(REPO, "results", run_name)
     store = ResultStore(_fresh_results_file(out_dir, args.resume))
@@ -232,5 +230,4 @@ def main(argv=None) -> int:
     if not args.no_report:
         path = report.build([store.path], args.report_dir or os.path.join(REPO, "reports", run_name))
         print(f"report: {path}")
-    bad = [r for r in rows if r.get("status") in ("wrong", "error", "compile_error")]
-    return 1 if (args.strict and bad) else 0
+    return 1 if (args.strict and _failed(rows)) else 0

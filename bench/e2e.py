@@ -41,7 +41,9 @@ from kernels.registry import Unsupported
 from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
-from model.ops import EAGER_SDPA, Backend, close_open_ranges, device_name
+from kernels.device import name as device_name
+from model.ops import EAGER_SDPA, Backend
+from model.ranges import close_open_ranges
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # The compiled baselines: nanoGPT's model (eager_sdpa) under torch.compile, as nanoGPT runs it, and the same in

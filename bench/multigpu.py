@@ -27,7 +27,7 @@ def expected_cost(point: dict) -> float:
         shape = spec.full_shape(point["shape"])
         t = max(spec.flops(shape, point["pass"]) / (NOMINAL_TFLOPS * 1e12),
                 spec.bytes(shape, point["dtype"], point["pass"]) / (NOMINAL_GBPS * 1e9))
-    except Exception:
+    except (KeyError, TypeError, ValueError):   # a malformed point: it reports its own error when it runs
         t = 0.0
     return 0.2 + 200 * t
 
@@ -37,7 +37,6 @@ class _Worker:
     gpu: int
     proc: subprocess.Popen
     point: dict | None = None
-    ready: bool = False
     buf: bytes = b""
 
 
@@ -112,7 +111,6 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
                 line, w.buf = w.buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 if text == "READY":
-                    w.ready = True
                     feed(w)
                 elif text.startswith("ROW "):
                     record(json.loads(text[4:]))

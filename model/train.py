@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from model import cuda_graph
+from kernels.device import name as device_name
+from kernels.registry import DTYPES
+from model import cuda_graph, measure
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
-from model.ops import Backend, device_name
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from model.ops import Backend
 
 
 @dataclasses.dataclass
@@ -180,6 +180,11 @@ class Trainer:
         self.backend = Backend(cfg.backend, results=cfg.results, dtype=cfg.dtype, fuse_gelu=cfg.fuse_gelu,
                                log=self.log, graphed=cfg.cuda_graph)
         self.raw_model = GPT(mcfg, self.backend).to(self.device)
+        if self.backend.mode == "auto":   # no results for this GPU yet: rank 0 measures the model's op shapes once
+            if self.master:
+                measure.ensure_results(self.backend, self.raw_model, cfg.batch_size, self.T, self.device)
+            if self.ddp:
+                torch.distributed.barrier()
         self.backend.resolve_auto(self.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                              (cfg.beta1, cfg.beta2), self.device_type,

@@ -7,7 +7,7 @@ import pytest
 from bench.e2e import run_e2e_point
 from model.op_list import OPS as MODEL_OPS
 from model import data
-from model.ops import device_name
+from kernels.device import name as device_name
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
 POINT = {"model": "tiny", "B": 2, "T": 32, "dtype": "fp32", "steps": 3, "warmup": 1}

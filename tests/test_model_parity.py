@@ -149,6 +149,15 @@ def test_triton_interpreter_parity(gelu):
     res = json.loads(lines[-1])
     if "skip" in res:
         pytest.skip(f"no Triton impl importable under TRITON_INTERPRET=1: {res['skip']}")
+    # Triton ran every op it has (a backend that fell back to eager would match eager trivially); a fused op
+    # stands in for the ops it replaces: add_layer_norm for each LayerNorm, linear_cross_entropy for the loss,
+    # linear's GELU epilogue for gelu
+    used = {op for op, impls in res["used"].items() if impls == ["triton"]}
+    stand_in = {"layer_norm": "add_layer_norm", "cross_entropy": "linear_cross_entropy", "gelu": "linear+gelu"}
+    assert not [op for op in res["ops"] if op not in used and stand_in.get(op) not in used], res
+    assert res["fallbacks"] == [], res
+    if gelu == "split":
+        assert "linear+gelu" not in used and ("gelu" in used or "gelu" not in res["ops"]), res
     assert res["logits"] < 5e-3 and res["loss"] < 5e-3, res
     assert all(e < 1e-2 for e in res["grads"].values()), res
     assert max(res["train_steps"]) < 1e-3, res

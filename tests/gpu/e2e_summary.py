@@ -5,7 +5,7 @@
 """
 import sys
 
-from model.ops import read_results
+from model.ranking import read_results
 
 BASES = ("torch_compile", "torch_compile_graphs", "eager_sdpa")
 
