@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
+                   help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     return p.parse_args(argv)
 
 
@@ -171,6 +173,8 @@ def main(argv=None) -> int:
             return die(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
     if args.list:
         return cmd_list(sweeps, device)
+    if args.autotune_cap < 0:
+        return die(f"--autotune-cap {args.autotune_cap:g}: expected seconds >= 0 (0: no cap)")
     if not args.sweep:
         return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --static "
                    "or --doctor")
@@ -210,26 +214,37 @@ def main(argv=None) -> int:
         points = [p for p in points if p["point_id"] not in done]
         print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
-    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed)
+    from bench import live
+    report_dir = args.report_dir or os.path.join(REPO, "reports", run_name)
+    live_report = None
+    if not args.no_report:
+        live_report = live.Rebuilder(store.path, report_dir)
+        print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
+    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+                          autotune_cap_s=args.autotune_cap or None)
     try:
-        if args.gpus:
-            from bench import multigpu
-            try:
-                gpus = multigpu.gpu_indices(args.gpus)
-            except ValueError as e:
-                return die(str(e))
-            print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""), file=sys.stderr)
-            multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate)
-        else:
-            runner.run(points, device, store, opts)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
-        return 130
+        with live.sigterm_interrupts():
+            if args.gpus:
+                from bench import multigpu
+                try:
+                    gpus = multigpu.gpu_indices(args.gpus)
+                except ValueError as e:
+                    return die(str(e))
+                print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""),
+                      file=sys.stderr)
+                multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate, on_row=live_report)
+            else:
+                runner.run(points, device, store, opts, on_row=live_report)
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, live.Terminated) else "interrupted"
+        print(f"\n{how}: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
+        if live_report:
+            print(f"report: {live_report.build()}", file=sys.stderr)
+        return 143 if isinstance(e, live.Terminated) else 130
     rows = store.rows()
     print(report.summary_table(rows))
     print(f"results: {store.path}")
-    if not args.no_report:
-        path = report.build([store.path], args.report_dir or os.path.join(REPO, "reports", run_name))
-        print(f"report: {path}")
+    if live_report:
+        print(f"report: {live_report.build()}")
     bad = [r for r in rows if r.get("status") in ("wrong", "error", "compile_error")]
     return 1 if (args.strict and bad) else 0
