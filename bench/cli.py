@@ -37,6 +37,12 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"),
+                   help="compare two runs (results files or folders) point by point; writes a compare page")
+    p.add_argument("--fail-above", default=None, metavar="PCT",
+                   help="with --compare: exit 1 if a point is slower than this (e.g. 5%%) with 95%% confidence")
+    p.add_argument("--compare-time", choices=("kernel", "host"), default="kernel",
+                   help="with --compare: kernel time (default) or host-inclusive time")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     return p.parse_args(argv)
@@ -93,6 +99,26 @@ def _results_files(paths):
         else:
             raise FileNotFoundError(p)
     return sorted(files)
+
+
+def cmd_compare(args) -> int:
+    from bench import compare, compare_page
+    base, new = args.compare
+    try:
+        threshold = compare.parse_threshold(args.fail_above) if args.fail_above is not None else None
+        c = compare.compare(base, new, time=args.compare_time)
+    except compare.CompareError as e:
+        return die(str(e))
+    print(compare.text(c, threshold))
+
+    def name(p):
+        p = os.path.abspath(p)
+        return os.path.basename(os.path.dirname(p) if os.path.isfile(p) else p)
+    out = args.report_dir or os.path.join(REPO, "reports", f"compare_{name(base)}_vs_{name(new)}")
+    print(f"compare page: {compare_page.write(c, out, threshold)}")
+    if threshold is not None and (len(c.over(threshold)) or len(c.newly_broken())):
+        return 1
+    return 0
 
 
 def cmd_report(paths, report_dir) -> int:
@@ -152,6 +178,10 @@ def main(argv=None) -> int:
         return doctor.main(args.device)
     if args.report:
         return cmd_report(args.report, args.report_dir)
+    if args.compare:
+        return cmd_compare(args)
+    if args.fail_above is not None:
+        return die("--fail-above goes with --compare BASE NEW")
     if args.static:
         return cmd_static(args)
 
