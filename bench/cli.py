@@ -43,6 +43,9 @@ def parse_args(argv=None):
                    help="with --compare: exit 1 if a point is slower than this (e.g. 5%%) with 95%% confidence")
     p.add_argument("--compare-time", choices=("kernel", "host"), default="kernel",
                    help="with --compare: kernel time (default) or host-inclusive time")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler per point after timing: kernel table in the row and report, Chrome trace "
+                        "in <out>/profiles/")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     return p.parse_args(argv)
@@ -251,7 +254,8 @@ def main(argv=None) -> int:
         live_report = live.Rebuilder(store.path, report_dir)
         print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
     opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
-                          autotune_cap_s=args.autotune_cap or None)
+                          autotune_cap_s=args.autotune_cap or None,
+                          profile_dir=os.path.join(out_dir, "profiles") if args.profile else None)
     try:
         with live.sigterm_interrupts():
             if args.gpus:

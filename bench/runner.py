@@ -15,7 +15,7 @@ import torch
 
 from bench import check as checking
 from bench import devinfo, timing
-from bench import capture, tunecap
+from bench import capture, profile, tunecap
 from bench.progress import Progress
 from kernels import registry
 from kernels.spec import gen_for
@@ -30,6 +30,7 @@ class Options:
     seed: int = 0
     measure_peaks: bool = True
     autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
+    profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.profile)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -172,6 +173,8 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
     stats = timing.measure(target, device, setup=setup, budget_s=budget,
                            cuda_graph=opts.cuda_graph and device.startswith("cuda"))
     row.update(stats.as_row())
+    if opts.profile_dir:
+        profile.capture(row, call_once, target, setup, device, opts.profile_dir)
     sec = stats.median_ms * 1e-3
     row["tflops"] = row["flops"] / sec / 1e12
     row["gbps"] = row["bytes"] / sec / 1e9

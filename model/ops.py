@@ -26,7 +26,7 @@ import sys
 from collections import Counter, defaultdict
 
 import torch
-from torch.profiler import record_function
+from model.ranges import op_range   # record_function + NVTX
 
 from kernels import registry
 from kernels.fmha.layout import is_qkv_split
@@ -186,7 +186,7 @@ class _OpenBwd(torch.autograd.Function):
     def backward(ctx, *grads):
         st = ctx.state
         if st.rf is None:
-            st.rf = record_function(st.name)
+            st.rf = op_range(st.name)
             st.rf.__enter__()
             _open_ranges.append(st)
         return (None, *grads)
@@ -420,7 +420,7 @@ class Backend:
         return out
 
     def _range(self, op):
-        return record_function(f"op:{op}") if self.annotate else contextlib.nullcontext()
+        return op_range(f"op:{op}") if self.annotate else contextlib.nullcontext()
 
     # --- the ops ------------------------------------------------------------------------------------
     def layer_norm(self, x, weight, bias, eps=1e-5):
