@@ -168,8 +168,8 @@ def compare(base_path: str, new_path: str, time: str = "kernel", band: float = S
         ratio, lo, hi, how = ratio_ci(bt, nt)
         points.append({"op": n["op"], "impl": n["impl"], "point": label(n), "shape": n.get("shape_label"),
                        "dtype": n.get("dtype"), "pass": n.get("pass"), "config": n.get("config_label"),
-                       "timer": n.get("timer"), "base_ms": bt[0], "new_ms": nt[0], "base_reps": len(bt[3] or []),
-                       "new_reps": len(nt[3] or []), "ratio": ratio, "ci_lo": lo, "ci_hi": hi, "ci": how,
+                       "timer": n.get("timer"), "base_ms": bt[0], "new_ms": nt[0],
+                       "base_reps": len(bt[3]) if bt[3] else b.get("reps"), "new_reps": len(nt[3]) if nt[3] else n.get("reps"), "ratio": ratio, "ci_lo": lo, "ci_hi": hi, "ci": how,
                        "time": nt[4], "verdict": verdict(ratio, lo, hi, band)})
     df = pd.DataFrame(points, columns=["op", "impl", "point", "shape", "dtype", "pass", "config", "timer", "base_ms",
                                        "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "time",

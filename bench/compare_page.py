@@ -99,7 +99,8 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
         _png(c, os.path.join(outdir, PNG))
         parts.append(f'<details{" open" if go is None else ""}><summary>the same chart as a PNG</summary>'
                      f'<img src="{PNG}"></details>')
-        parts.append(_fmt(c.points.drop(columns=["op", "impl"])))
+        cols = ["point", "base_ms", "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "verdict"]
+        parts.append(_fmt(c.points[cols + (["time"] if c.time == "host" else [])]))
     for name, only in (("BASE", c.only_base), ("NEW", c.only_new)):
         if only:
             parts.append(f"<h2>Only in {name} ({len(only)})</h2><ul>" +

@@ -7,11 +7,16 @@ import html
 from bench import charts
 
 
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and v == v
+
+
 def _hover(r, unit: str, metric: str, eager_ms: float | None) -> str:
-    q = f"{r['q1_ms']:.4g} .. {r['q3_ms']:.4g} ms" if r.get("q1_ms") == r.get("q1_ms") else "n/a"
+    q1, q3, reps = r.get("q1_ms"), r.get("q3_ms"), r.get("reps")
+    q = f"{q1:.4g} .. {q3:.4g} ms" if _num(q1) and _num(q3) else "n/a"   # rows from before quartiles were kept
     text = (f"<b>{html.escape(str(r['impl']))}</b> {html.escape(str(r['shape_label']))}<br>"
             f"config {html.escape(str(r.get('config_label') or 'default'))}<br>"
-            f"median {r['median_ms']:.4g} ms (quartiles {q}, {r.get('reps', '?')} reps)<br>"
+            f"median {r['median_ms']:.4g} ms (quartiles {q}, {f'{reps:.0f}' if _num(reps) else '?'} reps)<br>"
             f"{r[metric]:.4g} {unit}")
     if eager_ms:
         text += f"<br>{eager_ms / r['median_ms']:.3g}x eager"
