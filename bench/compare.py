@@ -160,7 +160,8 @@ def compare(base_path: str, new_path: str, time: str = "kernel", band: float = S
         b, n = base[k], new[k]
         timed = all(r.get("status") == "ok" and r.get("median_ms") is not None for r in (b, n))
         if not timed:
-            if b.get("status") != n.get("status") or b.get("status") != "ok":
+            # unavailable or unsupported in both runs is no news; a change, or a point still broken, is
+            if b.get("status") != n.get("status") or b.get("status") in BROKEN:
                 changed.append({"point": label(n), "base status": b.get("status"), "new status": n.get("status"),
                                 "new message": str(n.get("message", ""))[:160]})
             continue

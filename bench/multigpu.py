@@ -13,6 +13,7 @@ import sys
 import time
 
 from bench.progress import Progress
+from bench.runner import keep
 from kernels import registry
 
 NOMINAL_TFLOPS, NOMINAL_GBPS = 800.0, 3000.0
@@ -93,12 +94,7 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
         w.proc.stdin.flush()
 
     def record(row):
-        store.append(row)
-        rows.append(row)
-        if bar:
-            bar.update(row)
-        if on_row:
-            on_row(row)
+        keep(row, store, rows, bar, on_row)
 
     for g in gpus:
         start(g)

@@ -235,6 +235,16 @@ def run_one(point: dict, device: str, opts: Options) -> dict:
     return row
 
 
+def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> None:
+    """A finished row: on disk first (a kill after this loses nothing), then the list, the bar, the hook."""
+    store.append(row)
+    rows.append(row)
+    if bar:
+        bar.update(row)
+    if on_row:
+        on_row(row)
+
+
 def run(points: list[dict], device: str, store, opts: Options, progress: bool = True, on_row=None) -> list[dict]:
     """Run points in order, appending each row to `store` as it finishes; on_row(row) after each."""
     if device.startswith("cuda:"):
@@ -257,12 +267,7 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
             row = run_one(p, device, opts)
             row.update(meta)
             row.update(peaks)
-            store.append(row)
-            rows.append(row)
-            if bar:
-                bar.update(row)
-            if on_row:
-                on_row(row)
+            keep(row, store, rows, bar, on_row)
     finally:
         if bar:
             bar.close()

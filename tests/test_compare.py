@@ -65,14 +65,16 @@ def test_bootstrap_interval_from_samples(tmp_path):
 
 def test_join_by_every_axis_and_status_changes(tmp_path):
     base = [_row(M=64), _row(M=64, timer="cuda_graph"), _row(M=64, label="BLOCK=128", config={"BLOCK": 128}),
-            _row(M=70), _row(M=71)]
+            _row(M=70), _row(M=71), _row(M=73, status="unavailable", message="no GPU")]
     new = [_row(M=64, median=0.5), _row(M=64, timer="cuda_graph", median=1.0), _row(M=72),
-           _row(M=70, status="wrong", message="rel-L2 0.3"), _row(M=71, status="unsupported", impl="triton")]
+           _row(M=70, status="wrong", message="rel-L2 0.3"), _row(M=71, status="unsupported", impl="triton"),
+           _row(M=73, status="unavailable", message="no GPU")]
     c = compare.compare(_write(tmp_path / "a.jsonl", base), _write(tmp_path / "b.jsonl", new))
     assert sorted(c.points["timer"]) == ["cuda_events", "cuda_graph"]      # graph and events never paired
     assert c.points.set_index("timer").loc["cuda_events", "verdict"] == "faster"
     assert len(c.only_base) == 1 and "[BLOCK=128]" in c.only_base[0]
     assert len(c.only_new) == 1 and "M72" in c.only_new[0]
+    assert len(c.status_changed) == 2                      # unavailable in both runs is no news
     st = c.status_changed.set_index("new status")
     assert st.loc["wrong", "base status"] == "ok" and "rel-L2" in st.loc["wrong", "new message"]
     assert list(c.newly_broken()["new status"]) == ["wrong"]                # unsupported is not broken
