@@ -37,6 +37,17 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong, failed or ran out of memory")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"),
+                   help="compare two runs (results files or folders) point by point; writes a compare page")
+    p.add_argument("--fail-above", default=None, metavar="PCT",
+                   help="with --compare: exit 1 if a point is slower than this (e.g. 5%%) with 95%% confidence")
+    p.add_argument("--compare-time", choices=("kernel", "host"), default="kernel",
+                   help="with --compare: kernel time (default) or host-inclusive time")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler per point after timing: kernel table in the row and report, Chrome trace "
+                        "in <out>/profiles/")
+    p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
+                   help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     return p.parse_args(argv)
 
 
@@ -89,6 +100,26 @@ def _results_files(paths):
         else:
             raise FileNotFoundError(p)
     return sorted(files)
+
+
+def cmd_compare(args) -> int:
+    from bench import compare, compare_page
+    base, new = args.compare
+    try:
+        threshold = compare.parse_threshold(args.fail_above) if args.fail_above is not None else None
+        c = compare.compare(base, new, time=args.compare_time)
+    except compare.CompareError as e:
+        return die(str(e))
+    print(compare.text(c, threshold))
+
+    def name(p):
+        p = os.path.abspath(p)
+        return os.path.basename(os.path.dirname(p) if os.path.isfile(p) else p)
+    out = args.report_dir or os.path.join(REPO, "reports", f"compare_{name(base)}_vs_{name(new)}")
+    print(f"compare page: {compare_page.write(c, out, threshold)}")
+    if threshold is not None and (len(c.over(threshold)) or len(c.newly_broken())):
+        return 1
+    return 0
 
 
 def cmd_report(paths, report_dir) -> int:
@@ -147,6 +178,10 @@ def main(argv=None) -> int:
         return doctor.main(args.device)
     if args.report:
         return cmd_report(args.report, args.report_dir)
+    if args.compare:
+        return cmd_compare(args)
+    if args.fail_above is not None:
+        return die("--fail-above goes with --compare BASE NEW")
     if args.static:
         return cmd_static(args)
 
@@ -168,6 +203,8 @@ def main(argv=None) -> int:
             return die(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
     if args.list:
         return cmd_list(sweeps, device)
+    if args.autotune_cap < 0:
+        return die(f"--autotune-cap {args.autotune_cap:g}: expected seconds >= 0 (0: no cap)")
     if not args.sweep:
         return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --static "
                    "or --doctor")
@@ -209,25 +246,37 @@ def main(argv=None) -> int:
         points = [p for p in points if p["point_id"] not in done]
         print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
-    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed)
+    from bench import live
+    report_dir = args.report_dir or os.path.join(REPO, "reports", run_name)
+    live_report = None
+    if not args.no_report:
+        live_report = live.Rebuilder(store.path, report_dir)
+        print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
+    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+                          autotune_cap_s=args.autotune_cap or None,
+                          profile_dir=os.path.join(out_dir, "profiles") if args.profile else None)
     try:
-        if args.gpus:
-            from bench import multigpu
-            try:
-                gpus = multigpu.gpu_indices(args.gpus)
-            except ValueError as e:
-                return die(str(e))
-            print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""), file=sys.stderr)
-            multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate)
-        else:
-            runner.run(points, device, store, opts)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
-        return 130
+        with live.sigterm_interrupts():
+            if args.gpus:
+                from bench import multigpu
+                try:
+                    gpus = multigpu.gpu_indices(args.gpus)
+                except ValueError as e:
+                    return die(str(e))
+                print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""),
+                      file=sys.stderr)
+                multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate, on_row=live_report)
+            else:
+                runner.run(points, device, store, opts, on_row=live_report)
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, live.Terminated) else "interrupted"
+        print(f"\n{how}: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
+        if live_report:
+            print(f"report: {live_report.build()}", file=sys.stderr)
+        return 143 if isinstance(e, live.Terminated) else 130
     rows = store.rows()
     print(report.summary_table(rows))
     print(f"results: {store.path}")
-    if not args.no_report:
-        path = report.build([store.path], args.report_dir or os.path.join(REPO, "reports", run_name))
-        print(f"report: {path}")
+    if live_report:
+        print(f"report: {live_report.build()}")
     return 1 if (args.strict and _failed(rows)) else 0

@@ -15,6 +15,8 @@ import torch
 
 from bench import check as checking
 from bench import devinfo, timing
+from bench import capture, profile, tunecap
+from bench.progress import Progress
 from kernels import registry
 from kernels.spec import gen_for
 
@@ -27,6 +29,8 @@ class Options:
     cuda_graph: bool = False
     seed: int = 0
     measure_peaks: bool = True
+    autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
+    profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.profile)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -182,6 +186,9 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, grap
     host = stats if not device.startswith("cuda") else \
         timing.measure_host(target, device, setup=setup, budget_s=budget / 2)
     row.update(host.as_row(prefix="host_"))
+    if opts.profile_dir:
+        profile.capture(row, lambda: checking.run_once(fn, exp.inputs, pass_, cfg, exp.grad_out), target, setup,
+                        device, opts.profile_dir)
     sec = stats.median_ms * 1e-3
     row["tflops"] = row["flops"] / sec / 1e12
     row["gbps"] = row["bytes"] / sec / 1e9
@@ -232,43 +239,28 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
-class Progress:
-    """One line per finished point, with a bar and an ETA; good in a terminal and in a log."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.t0, self.stream = total, 0, time.monotonic(), stream
-        self.unavailable_said = set()
-
-    def update(self, row: dict) -> None:
-        self.done += 1
-        if row["status"] == "unavailable":   # say it once per impl, not once per point
-            key = (row["op"], row["impl"])
-            if key in self.unavailable_said:
-                return
-            self.unavailable_said.add(key)
-        el = time.monotonic() - self.t0
-        eta = el / self.done * (self.total - self.done)
-        width = 20
-        fill = int(width * self.done / max(1, self.total))
-        what = f"{row['op']}/{row['impl']} {row['dtype']} {row['pass']} {row.get('shape_label', '')}"
-        if row.get("config_label") not in (None, "default"):
-            what += f" [{row['config_label']}]"
-        if row["status"] == "ok" and "median_ms" in row:
-            res = f"ok {row['median_ms']:.4g} ms"
-            if row.get("bound") == "compute":
-                res += f" {row['tflops']:.3g} TFLOP/s"
-            elif "gbps" in row:
-                res += f" {row['gbps']:.4g} GB/s"
-        elif row["status"] == "ok":
-            res = "ok"
-        else:
-            res = f"{row['status']}: {row['message'][:90]}"
-        print(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} eta {eta:4.0f}s  {what}  {res}",
-              file=self.stream, flush=True)
+def run_one(point: dict, device: str, opts: Options) -> dict:
+    """run_point with the point's console output (third-party prints, compiler chatter) kept in its row and
+    peers' autotuning capped at opts.autotune_cap_s."""
+    with capture.output() as out, tunecap.capped(opts.autotune_cap_s) as tuned:
+        row = run_point(point, device, opts)
+    capture.into_row(row, out.text)
+    tunecap.into_row(row, tuned, opts.autotune_cap_s)
+    return row
 
 
-def run(points: list[dict], device: str, store, opts: Options, progress: bool = True) -> list[dict]:
-    """Run points in order, appending each row to `store` as it finishes."""
+def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> None:
+    """A finished row: on disk first (a kill after this loses nothing), then the list, the bar, the hook."""
+    store.append(row)
+    rows.append(row)
+    if bar:
+        bar.update(row)
+    if on_row:
+        on_row(row)
+
+
+def run(points: list[dict], device: str, store, opts: Options, progress: bool = True, on_row=None) -> list[dict]:
+    """Run points in order, appending each row to `store` as it finishes; on_row(row) after each."""
     if device.startswith("cuda:"):
         # device-less torch.cuda calls (synchronize, memory stats) must act on this GPU, not GPU 0
         torch.cuda.set_device(torch.device(device))
@@ -280,14 +272,17 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
         except Exception as e:  # a failed calibration costs the roofline column, nothing else
             print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
             opts.measure_peaks = False
-    bar = Progress(len(points)) if progress else None
+    bar = Progress(points) if progress else None
     rows = []
-    for p in points:
-        row = run_point(p, device, opts)
-        row.update(meta)
-        row.update(peaks)
-        store.append(row)
-        rows.append(row)
+    try:
+        for p in points:
+            if bar:
+                bar.start(p)
+            row = run_one(p, device, opts)
+            row.update(meta)
+            row.update(peaks)
+            keep(row, store, rows, bar, on_row)
+    finally:
         if bar:
-            bar.update(row)
+            bar.close()
     return rows

@@ -1,14 +1,43 @@
 """Profiler ranges per op: "op:NAME" around each forward call, and with Backend.profile_ranges on an
 "op:NAME:bwd" range around the op's backward, so a profile groups a whole step's kernel time by op
-(bench/e2e.py reads them)."""
+(bench/e2e.py reads them). Each range is seen by both profilers: torch.profiler's record_function (the e2e
+per-op breakdown, --profile traces) and, on a CUDA machine, NVTX, so Nsight Systems users see op names on the
+timeline. NVTX start/end rather than push/pop: a backward range opens and closes in autograd's callbacks,
+which may interleave with other ranges and run on autograd's own thread."""
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch.profiler import record_function
 
 
+@functools.lru_cache(maxsize=None)
+def nvtx_enabled() -> bool:
+    return torch.cuda.is_available()
+
+
+class op_range:
+    """record_function(name) plus an NVTX range of the same name."""
+
+    def __init__(self, name: str):
+        self.name, self.rf, self.nvtx_id = name, record_function(name), None
+
+    def __enter__(self):
+        self.rf.__enter__()
+        if nvtx_enabled():
+            self.nvtx_id = torch.cuda.nvtx.range_start(self.name)
+        return self
+
+    def __exit__(self, *exc):
+        if self.nvtx_id is not None:
+            torch.cuda.nvtx.range_end(self.nvtx_id)
+            self.nvtx_id = None
+        return self.rf.__exit__(*exc)
+
+
 def forward_range(op: str):
-    return record_function(f"op:{op}")
+    return op_range(f"op:{op}")
 
 
 class _RangeState:
@@ -37,7 +66,7 @@ class _Mark(torch.autograd.Function):
 
 def _open(st: _RangeState) -> None:
     if st.rf is None:
-        st.rf = record_function(st.name)
+        st.rf = op_range(st.name)
         st.rf.__enter__()
         _open_ranges.append(st)
 

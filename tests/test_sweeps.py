@@ -37,6 +37,10 @@ def test_repo_sweeps_file_is_valid():
     # `all` covers every op that has a sweep of its own name (an op with no sweep yet is not required)
     covered = {x.op for x in sw.resolve_names(s, ["all"])}
     assert covered >= {op for op in registry.OPS if op in s and s[op].op == op}, covered
+    # the README's first command is a first look (~3 min on an H200); the full product is one name away
+    first, full = s["fmha"], s["fmha_full"]
+    assert first.dtypes == ["bf16"] and first.passes == ["fwd", "fwd+bwd"] and first.impls == full.impls
+    assert len(sw.points(first, "cuda")) <= 40 < len(sw.points(full, "cuda"))
 
 
 def test_expansion(tmp_path):
