@@ -37,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
     p.add_argument("--no-report", action="store_true")
+    from bench import cluster
+    cluster.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -142,7 +144,7 @@ def cmd_static(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)   # a Namespace: a cluster shard
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:
@@ -152,6 +154,9 @@ def main(argv=None) -> int:
         return cmd_report(args.report, args.report_dir)
     if args.static:
         return cmd_static(args)
+    if args.collect:
+        from bench import cluster
+        return cluster.collect(args.collect, args.report_dir, args.strict, no_report=args.no_report)
 
     from bench import sweeps as sw
     try:
@@ -190,13 +195,16 @@ def main(argv=None) -> int:
     points = []
     for s in chosen:
         points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver)
+    if not points:
+        return die("the selection has no points (check --impl and the sweep's impls)")
+    from bench import cluster
+    if cluster.requested(args):
+        return cluster.submit(args)
     if args.shard:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
         if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
             return die(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
-        points = sw.shard(points, int(m.group(1)), int(m.group(2)))
-    if not points:
-        return die("the selection has no points (check --impl and the sweep's impls)")
+        points = sw.shard(points, int(m.group(1)), int(m.group(2)))   # may be empty: nothing to do here
 
     from bench import report, runner
     from bench.store import ResultStore
