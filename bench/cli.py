@@ -48,6 +48,8 @@ def parse_args(argv=None):
                         "in <out>/profiles/")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
+    from bench import cluster
+    cluster.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -170,7 +172,7 @@ def cmd_static(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)   # a Namespace: a cluster shard
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:
@@ -184,6 +186,9 @@ def main(argv=None) -> int:
         return die("--fail-above goes with --compare BASE NEW")
     if args.static:
         return cmd_static(args)
+    if args.collect:
+        from bench import cluster
+        return cluster.collect(args.collect, args.report_dir, args.strict, no_report=args.no_report)
 
     from bench import sweeps as sw
     try:
@@ -225,13 +230,16 @@ def main(argv=None) -> int:
     for s in chosen:
         points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver,
                             cuda_graph=args.cuda_graph)
+    if not points:
+        return die("the selection has no points (check --impl and the sweep's impls)")
+    from bench import cluster
+    if cluster.requested(args):
+        return cluster.submit(args)
     if args.shard:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
         if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
             return die(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
-        points = sw.shard(points, int(m.group(1)), int(m.group(2)))
-    if not points:
-        return die("the selection has no points (check --impl and the sweep's impls)")
+        points = sw.shard(points, int(m.group(1)), int(m.group(2)))   # may be empty: nothing to do here
 
     from bench import report, runner
     from bench.store import ResultStore

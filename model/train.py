@@ -4,6 +4,7 @@
     python -m model.train --config shakespeare_char --backend triton --out-dir out/sc_triton \\
         --log-json out/sc_triton/log.json
     torchrun --standalone --nproc_per_node=2 -m model.train --config shakespeare_char
+    srun --ntasks-per-node=2 --gpus-per-task=1 python -m model.train --config shakespeare_char   # on Slurm
     python -m model.train --out-dir out/sc_triton --resume --max-iters 1000   # exact resume
     python -m model.sample --out-dir out/sc_triton
 
@@ -28,7 +29,7 @@ import torch
 
 from kernels.device import name as device_name
 from kernels.registry import DTYPES
-from model import cuda_graph, measure
+from model import cuda_graph, measure, slurm_env
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
@@ -137,7 +138,9 @@ class Trainer:
         if dev.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise RuntimeError("device cuda requested but torch.cuda.is_available() is False (use --device cpu)")
-            dev = f"cuda:{self.local_rank}" if (self.ddp or "LOCAL_RANK" in os.environ or dev == "cuda") else dev
+            # modulo: a Slurm task bound to its own GPU (--gpus-per-task) sees that one GPU alone, as cuda:0
+            dev = f"cuda:{self.local_rank % torch.cuda.device_count()}" \
+                if (self.ddp or "LOCAL_RANK" in os.environ or dev == "cuda") else dev
             torch.cuda.set_device(dev)
         self.device, self.device_type = dev, dev.split(":")[0]
         if cfg.lr_decay_iters is None:   # fixed now, so a resumed run with more iterations keeps the schedule
@@ -516,6 +519,7 @@ def parse_args(argv=None) -> TrainConfig:
 
 def main(argv=None) -> int:
     try:
+        slurm_env.setup()    # under srun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_* as torchrun sets them
         cfg = parse_args(argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
