@@ -174,11 +174,12 @@ def _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bu
 
 
 def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
-                 warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = 0.03,
+                 warmup: int = 5, min_reps: int = 30, max_reps: int = 2000, rel_spread: float = 0.03,
                  budget_s: float = 1.0, flush_l2: bool = True) -> Stats:
     """Host-inclusive time of fn() in ms: the device idle and the L2 flushed before each call, then a wall clock
     from the Python call to the end of its GPU work (a synchronize). Launch cost, host-side work in the impl
-    and the kernels all count, as they do in an eager training step. On CPU this is the kernel timer."""
+    and the kernels all count, as they do in an eager training step. On CPU this is the kernel timer. At least
+    30 reps: a VM's host clock and scheduler jitter by ~10 % at 20 us, and 10 reps can settle on a lucky run."""
     if not device.startswith("cuda"):
         return _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s)
     buf = _l2_flush_buffer(device) if flush_l2 else None

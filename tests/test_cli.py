@@ -168,7 +168,7 @@ def test_report_shows_each_preset_on_each_gpu(tmp_path):
 def test_strict_fails_on_every_failure_status(tmp_path, monkeypatch, status, code):
     from bench import cli, runner
 
-    def fake_run(points, device, store, opts):   # every point ends with `status`
+    def fake_run(points, device, store, opts, on_row=None):   # every point ends with `status`
         for p in points:
             store.append({**p, "status": status, "message": "x", "shape_label": "s"})
     monkeypatch.setattr(runner, "run", fake_run)

@@ -16,6 +16,11 @@
 #   graph      tests/gpu/cuda_graph_check.sh (loss curves with and without --cuda-graph)
 #   sweep:NAME any sweep of sweeps.yaml (every impl but torch.compile), e.g. sweep:targets_layer_norm
 #   graphsweep:NAME  the same, timed as CUDA-graph replays (--cuda-graph: no host launch overhead)
+#   probes     tests/gpu/trust_probes.py (host-inclusive timer vs a wall clock; graph timing with fresh grads)
+#   zoo        the wrong-kernel zoo on the GPU (tests/zoo): every member must be reported `wrong`
+#   first      the README's first command, `run_bench.py --sweep fmha`, wall time in first.log
+#   xcheck     tests/gpu/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
+#              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
 set -u
@@ -53,6 +58,14 @@ for s in "$@"; do
   e2e_graph) step e2e_graph ${LIMIT_e2e_graph:-300} python run_bench.py --sweep e2e_graph --out "$W/e2e_graph" --no-report ${ARGS_e2e_graph:-} ;;
   ddp)       STAGES="ddp" OUT="$W/model" step ddp 240 bash model/gpu_runs.sh ;;
   graph)     OUT="$W/graph" step graph 300 bash tests/gpu/cuda_graph_check.sh ;;
+  probes)    step probes 90 python tests/gpu/trust_probes.py ;;
+  zoo)       step zoo ${LIMIT_zoo:-150} python -m tests.zoo.run --device cuda --out "$W/zoo" ;;
+  first)     step first ${LIMIT_first:-300} bash -c "time python run_bench.py --sweep fmha --out $W/first ${ARGS_first:-}" ;;
+  xcheck)    if [ -n "${CUDA_BENCH_WHEELS:-}" ]; then
+               python -m pip install -q --no-index --no-deps --target /tmp/cudabench "$CUDA_BENCH_WHEELS"/*.whl \
+                 && export PYTHONPATH=$PYTHONPATH:/tmp/cudabench; fi
+             step xcheck ${LIMIT_xcheck:-150} python tests/gpu/harness_vs_do_bench.py --nvbench \
+               --nvbench-json "$W/nvbench.json" --results "$W/${XCHECK_RUN:-first}/results.jsonl" ;;
   *)         echo "$s: unknown step" | tee -a "$W/status.txt" ;;
   esac
 done
