@@ -86,6 +86,10 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
+    timer = "graph" if opts.cuda_graph and device.startswith("cuda") else "events"
+    why = impl.timer_refusal(cfg, timer) if impl.timer_refusal else None
+    if why:
+        return _finish(row, "unsupported", why, t_start)
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:

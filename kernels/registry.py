@@ -67,6 +67,9 @@ class KernelImpl:
     # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/static.py.
     aot: Callable[[dict, str], list[dict]] | None = None
     picked: Callable[[], dict] | None = None   # the config the last call used (after autotuning)
+    # timer_refusal(full config, timer) -> None or why that config cannot be timed by `timer` ("events":
+    # launch-timed calls, "graph": CUDA-graph replays), e.g. torch_compile's reduce-overhead (graphs only)
+    timer_refusal: Callable[[dict, str], str | None] | None = None
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
