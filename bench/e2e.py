@@ -99,7 +99,7 @@ def run_e2e_point(point: dict, device: str) -> dict:
     return row
 
 
-def _build(cfg, impl, device, seed, dtype, point, graphed, log):
+def build_model(cfg, impl, device, seed, dtype, point, graphed, log):
     """(model, forward callable, backend or None) at the seed's initialisation: every backend, and the eager
     reference the losses are checked against, starts from the same weights."""
     torch.manual_seed(seed)
@@ -115,7 +115,18 @@ def _build(cfg, impl, device, seed, dtype, point, graphed, log):
     return model, model, backend
 
 
-def _step_fn(model, fwd, opt, ctx, clip, data, mark_step=False):
+def batches(vocab_size, B, T, device, seed, n=2) -> list:
+    """n (inputs, targets) batches of random tokens: a step's cost does not depend on the values."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    data = [torch.randint(vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(n)]
+    return [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
+
+
+def autocast(device, dtype):
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+
+
+def train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=False):
     """step(i): one training step on batch i (cycling), returning its loss (detached)."""
     def step(i):
         x, y = data[i % len(data)]
@@ -161,17 +172,15 @@ def _run(point: dict, device: str, state: dict) -> dict:
     if T > cfg.block_size:
         cfg = preset(name, block_size=T)
     notes = []
-    model, fwd, backend = _build(cfg, impl, device, seed, dtype, point, graphed, notes.append)
+    model, fwd, backend = build_model(cfg, impl, device, seed, dtype, point, graphed, notes.append)
     if backend is not None:
         state["backend"] = backend
     opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
     state.update(model=model, opt=opt, fwd=fwd)
-    gen = torch.Generator(device=device if cuda else "cpu").manual_seed(seed)
-    data = [torch.randint(cfg.vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(2)]
-    data = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
-    ctx = torch.autocast(device.split(":")[0], dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+    data = batches(cfg.vocab_size, B, T, device, seed)
+    ctx = autocast(device, dtype)
     clip = float(point.get("grad_clip", 1.0))
-    step = _step_fn(model, fwd, opt, ctx, clip, data, mark_step=COMPILE_BACKENDS.get(impl) == "reduce-overhead")
+    step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=COMPILE_BACKENDS.get(impl) == "reduce-overhead")
     gstep = None
     if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
         gstep = cuda_graph.GraphedStep(model, opt, model.parameters(), B, T, 1, clip, dtype, device,
@@ -186,8 +195,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     graphs0 = graphs_compiled()
     t0 = time.perf_counter()
-    losses = [step(0)]
-    _sync(device)
+    losses = [float(step(0))]   # read now: cudagraph trees overwrite a step's outputs at the next replay
     out = {"compile_s": time.perf_counter() - t0}
     if compiled:
         out["graphs_compiled"] = graphs_compiled() - graphs0
@@ -200,10 +208,11 @@ def _run(point: dict, device: str, state: dict) -> dict:
             return {**out, "status": "unsupported", "fallbacks": list(backend.fallbacks),
                     "message": f"no op ran on {impl}: " + "; ".join(backend.fallbacks)[:480]}
     for i in range(warmup):
-        losses.append(step(1 + i))
-    losses = [float(v) for v in losses[:n_check]]
+        loss = step(1 + i)
+        if len(losses) < n_check:
+            losses.append(float(loss))
 
-    out.update(_time_steps(step, steps, device, "cuda_graph" if graphed else "cuda_events"))
+    out.update(time_steps(step, steps, device, "cuda_graph" if graphed else "cuda_events"))
     ms = out["ms_per_step"]
     tflops = model.flops_per_token(T) * B * T / (ms * 1e-3) / 1e12
     peak = point.get("peak_tflops")
@@ -249,7 +258,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     return out
 
 
-def _time_steps(step, steps, device, timer) -> dict:
+def time_steps(step, steps, device, timer) -> dict:
     """Two timers per step, each labelled: the device's (CUDA events around the step, back to back, as a
     training loop runs; around the replay of a graphed step) and the host-inclusive one (synchronised wall
     clock per step: what the step costs with its Python and launch work). On the CPU the two are one."""
@@ -302,9 +311,9 @@ def _check_losses(losses, impl, cfg, device, seed, dtype, point, data, ctx, clip
     if impl == "eager":
         return {"ok": all(map(math.isfinite, losses)), "reference": "itself", "losses": losses, "tol": tol,
                 "message": "" if all(map(math.isfinite, losses)) else f"non-finite loss {losses}"}
-    model, fwd, _ = _build(cfg, "eager", device, seed, dtype, point, False, lambda m: None)
+    model, fwd, _ = build_model(cfg, "eager", device, seed, dtype, point, False, lambda m: None)
     opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device.split(":")[0])
-    step = _step_fn(model, fwd, opt, ctx, clip, data)
+    step = train_step_fn(model, fwd, opt, ctx, clip, data)
     ref = [float(step(i)) for i in range(len(losses))]
     del model, fwd, opt, step
     gc.collect()
