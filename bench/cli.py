@@ -35,9 +35,28 @@ def parse_args(argv=None):
     p.add_argument("--replicate", action="store_true", help="with --gpus: run every point on every GPU")
     p.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N deterministic slices")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong or errored")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any point is wrong, failed or ran out of memory")
     p.add_argument("--no-report", action="store_true")
+    p.add_argument("--compare", nargs=2, metavar=("BASE", "NEW"),
+                   help="compare two runs (results files or folders) point by point; writes a compare page")
+    p.add_argument("--fail-above", default=None, metavar="PCT",
+                   help="with --compare: exit 1 if a point is slower than this (e.g. 5%%) with 95%% confidence")
+    p.add_argument("--compare-time", choices=("kernel", "host"), default="kernel",
+                   help="with --compare: kernel time (default) or host-inclusive time")
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler per point after timing: kernel table in the row and report, Chrome trace "
+                        "in <out>/profiles/")
+    p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
+                   help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
+    from bench import cluster
+    cluster.add_arguments(p)
     return p.parse_args(argv)
+
+
+def _failed(rows) -> list[dict]:
+    """The rows --strict fails on: every status but ok and the two that say "not here" (wrong, error,
+    compile_error, oom, and any status added later)."""
+    return [r for r in rows if r.get("status") not in ("ok", "unsupported", "unavailable")]
 
 
 def die(msg: str) -> int:
@@ -52,13 +71,6 @@ def pick_device(arg: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def device_slug(device: str) -> str:
-    from bench import devinfo
-    name = devinfo.static_info(device).get("device_name", device)
-    name = "cpu" if name.startswith("CPU") else name
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
-
-
 def cmd_list(sweeps, device: str) -> int:
     from bench import sweeps as sw
     from kernels import registry
@@ -66,8 +78,7 @@ def cmd_list(sweeps, device: str) -> int:
     print("\nsweeps:")
     for name, s in sweeps.items():
         if s.op:
-            n = len(sw.points(s, device)) if s.op else 0
-            print(f"  {name:14s} op={s.op:14s} {n:5d} points here   {s.extra.get('description', '') if False else ''}")
+            print(f"  {name:14s} op={s.op:14s} {len(sw.points(s, device)):5d} points here")
         else:
             print(f"  {name:14s} includes {', '.join(s.include)}")
     print("\nops and impls:")
@@ -91,6 +102,26 @@ def _results_files(paths):
         else:
             raise FileNotFoundError(p)
     return sorted(files)
+
+
+def cmd_compare(args) -> int:
+    from bench import compare, compare_page
+    base, new = args.compare
+    try:
+        threshold = compare.parse_threshold(args.fail_above) if args.fail_above is not None else None
+        c = compare.compare(base, new, time=args.compare_time)
+    except compare.CompareError as e:
+        return die(str(e))
+    print(compare.text(c, threshold))
+
+    def name(p):
+        p = os.path.abspath(p)
+        return os.path.basename(os.path.dirname(p) if os.path.isfile(p) else p)
+    out = args.report_dir or os.path.join(REPO, "reports", f"compare_{name(base)}_vs_{name(new)}")
+    print(f"compare page: {compare_page.write(c, out, threshold)}")
+    if threshold is not None and (len(c.over(threshold)) or len(c.newly_broken())):
+        return 1
+    return 0
 
 
 def cmd_report(paths, report_dir) -> int:
@@ -137,12 +168,11 @@ def cmd_static(args) -> int:
     print(f"results: {store.path}")
     if not args.no_report:
         cmd_report([store.path], args.report_dir)
-    failed = df[~df["status"].isin(["ok", "unsupported", "unavailable"])] if not df.empty else df
-    return 1 if (args.strict and len(failed)) else 0
+    return 1 if (args.strict and _failed(rows)) else 0
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)   # a Namespace: a cluster shard
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:
@@ -150,8 +180,15 @@ def main(argv=None) -> int:
         return doctor.main(args.device)
     if args.report:
         return cmd_report(args.report, args.report_dir)
+    if args.compare:
+        return cmd_compare(args)
+    if args.fail_above is not None:
+        return die("--fail-above goes with --compare BASE NEW")
     if args.static:
         return cmd_static(args)
+    if args.collect:
+        from bench import cluster
+        return cluster.collect(args.collect, args.report_dir, args.strict, no_report=args.no_report)
 
     from bench import sweeps as sw
     try:
@@ -171,6 +208,8 @@ def main(argv=None) -> int:
             return die(f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)")
     if args.list:
         return cmd_list(sweeps, device)
+    if args.autotune_cap < 0:
+        return die(f"--autotune-cap {args.autotune_cap:g}: expected seconds >= 0 (0: no cap)")
     if not args.sweep:
         return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --static "
                    "or --doctor")
@@ -189,18 +228,23 @@ def main(argv=None) -> int:
         return r.impl
     points = []
     for s in chosen:
-        points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver)
+        points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver,
+                            cuda_graph=args.cuda_graph)
+    if not points:
+        return die("the selection has no points (check --impl and the sweep's impls)")
+    from bench import cluster
+    if cluster.requested(args):
+        return cluster.submit(args)
     if args.shard:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
         if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
             return die(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
-        points = sw.shard(points, int(m.group(1)), int(m.group(2)))
-    if not points:
-        return die("the selection has no points (check --impl and the sweep's impls)")
+        points = sw.shard(points, int(m.group(1)), int(m.group(2)))   # may be empty: nothing to do here
 
     from bench import report, runner
     from bench.store import ResultStore
-    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + device_slug(device) + \
+    from kernels import device as devices
+    run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
     out_dir = args.out or os.path.join(REPO, "results", run_name)
     store = ResultStore(_fresh_results_file(out_dir, args.resume))
@@ -210,26 +254,37 @@ def main(argv=None) -> int:
         points = [p for p in points if p["point_id"] not in done]
         print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
-    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed)
+    from bench import live
+    report_dir = args.report_dir or os.path.join(REPO, "reports", run_name)
+    live_report = None
+    if not args.no_report:
+        live_report = live.Rebuilder(store.path, report_dir)
+        print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
+    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+                          autotune_cap_s=args.autotune_cap or None,
+                          profile_dir=os.path.join(out_dir, "profiles") if args.profile else None)
     try:
-        if args.gpus:
-            from bench import multigpu
-            try:
-                gpus = multigpu.gpu_indices(args.gpus)
-            except ValueError as e:
-                return die(str(e))
-            print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""), file=sys.stderr)
-            multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate)
-        else:
-            runner.run(points, device, store, opts)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
-        return 130
+        with live.sigterm_interrupts():
+            if args.gpus:
+                from bench import multigpu
+                try:
+                    gpus = multigpu.gpu_indices(args.gpus)
+                except ValueError as e:
+                    return die(str(e))
+                print(f"spreading over GPUs {gpus}" + (" (every point on each)" if args.replicate else ""),
+                      file=sys.stderr)
+                multigpu.run(points, gpus, store, opts, log_dir=out_dir, replicate=args.replicate, on_row=live_report)
+            else:
+                runner.run(points, device, store, opts, on_row=live_report)
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, live.Terminated) else "interrupted"
+        print(f"\n{how}: finished points are in {store.path}; rerun with --resume to continue", file=sys.stderr)
+        if live_report:
+            print(f"report: {live_report.build()}", file=sys.stderr)
+        return 143 if isinstance(e, live.Terminated) else 130
     rows = store.rows()
     print(report.summary_table(rows))
     print(f"results: {store.path}")
-    if not args.no_report:
-        path = report.build([store.path], args.report_dir or os.path.join(REPO, "reports", run_name))
-        print(f"report: {path}")
-    bad = [r for r in rows if r.get("status") in ("wrong", "error", "compile_error")]
-    return 1 if (args.strict and bad) else 0
+    if live_report:
+        print(f"report: {live_report.build()}")
+    return 1 if (args.strict and _failed(rows)) else 0

@@ -12,13 +12,15 @@ import time
 
 import torch
 
+from kernels import device as devices
+
 # Clock-event reasons that mean the GPU slowed itself down (idle and app-clock settings are not throttling).
 _THROTTLE_BITS = {
     0x4: "sw_power_cap", 0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal", 0x80: "hw_power_brake",
 }
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
     try:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
@@ -35,36 +37,41 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):   # no git, or it hung: the row says null
         return None
 
 
 @functools.lru_cache(maxsize=None)
-def _nvml():
+def nvml():
+    """(pynvml, initialised; None) or (None, why NVML cannot be read). Clocks, power, throttling and the driver
+    version come from it; the doctor reports the reason."""
     try:
         import pynvml
+    except ImportError as e:
+        return None, f"pynvml not importable ({e})"
+    try:
         pynvml.nvmlInit()
-        return pynvml
-    except Exception:
-        return None
+    except pynvml.NVMLError as e:
+        return None, f"NVML init failed: {type(e).__name__}: {e}"
+    return pynvml, None
 
 
 def _nvml_handle(device: str):
-    nv = _nvml()
+    nv, _ = nvml()
     if nv is None or not device.startswith("cuda"):
         return None, None
+    idx = torch.device(device).index or 0
+    # CUDA and NVML may number GPUs differently: match by PCI bus id
+    bus = getattr(torch.cuda.get_device_properties(idx), "pci_bus_id", None)
     try:
-        idx = torch.device(device).index or 0
-        # CUDA and NVML may number GPUs differently: match by PCI bus id
-        bus = torch.cuda.get_device_properties(idx).pci_bus_id if hasattr(torch.cuda.get_device_properties(idx), "pci_bus_id") else None
         if bus:
             return nv, nv.nvmlDeviceGetHandleByPciBusId(bus.encode() if isinstance(bus, str) else bus)
+    except nv.NVMLError:
+        pass   # the index below is right on most hosts
+    try:
         return nv, nv.nvmlDeviceGetHandleByIndex(idx)
-    except Exception:
-        try:
-            return nv, nv.nvmlDeviceGetHandleByIndex(torch.device(device).index or 0)
-        except Exception:
-            return None, None
+    except nv.NVMLError:
+        return None, None
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +83,8 @@ def static_info(device: str) -> dict:
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "triton": _version("triton"),
-        "cuda_tile": _version("cuda-tile"),
+        "triton": package_version("triton"),
+        "cuda_tile": package_version("cuda-tile"),
         "tileiras": cutile_env.tileiras_version() if cutile_env.import_error() is None else None,
         "git_commit": git_commit(),
         "cuda_runtime": torch.version.cuda,
@@ -86,7 +93,7 @@ def static_info(device: str) -> dict:
         idx = torch.device(device).index or 0
         p = torch.cuda.get_device_properties(idx)
         info.update({
-            "device_name": p.name,
+            "device_name": devices.name(device),
             "compute_capability": f"{p.major}.{p.minor}",
             "arch": f"sm_{p.major}{p.minor}",
             "sm_count": p.multi_processor_count,
@@ -94,17 +101,21 @@ def static_info(device: str) -> dict:
             "pci_bus_id": getattr(p, "pci_bus_id", None),
         })
         nv, h = _nvml_handle(device)
-        if h is not None:
+        info["driver"] = None
+        if h is None:
+            info["nvml_error"] = nvml()[1] or "NVML has no handle for this GPU"
+        else:
             try:
-                info["driver"] = nv.nvmlSystemGetDriverVersion()
+                driver = nv.nvmlSystemGetDriverVersion()
+                info["driver"] = driver.decode() if isinstance(driver, bytes) else driver
                 info["sm_clock_max_mhz"] = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM)
                 info["mem_clock_max_mhz"] = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM)
                 info["power_limit_w"] = nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
-            except Exception:
-                pass
+            except nv.NVMLError as e:   # the columns read so far stay; the row says what failed
+                info["nvml_error"] = f"{type(e).__name__}: {e}"
     else:
         info.update({
-            "device_name": "CPU: " + (_cpu_model() or platform.processor() or platform.machine()),
+            "device_name": devices.name(device),
             "compute_capability": None, "arch": platform.machine(), "sm_count": os.cpu_count(),
             "mem_total_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
             if hasattr(os, "sysconf") else None,
@@ -113,23 +124,13 @@ def static_info(device: str) -> dict:
     return info
 
 
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def sample(device: str) -> dict:
-    """Clocks, temperature, power and throttle reasons right now (empty on CPU or without NVML)."""
+    """Clocks, temperature, power and throttle reasons right now (empty on CPU or without NVML); a read that
+    failed is missing, and `nvml_error` names it."""
     nv, h = _nvml_handle(device)
     if h is None:
         return {}
-    out = {}
+    out, failed = {}, []
     for key, fn in (
         ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
         ("mem_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM)),
@@ -140,8 +141,10 @@ def sample(device: str) -> dict:
     ):
         try:
             out[key] = fn()
-        except Exception:
-            pass
+        except nv.NVMLError as e:
+            failed.append(f"{key}: {type(e).__name__}")
+    if failed:
+        out["nvml_error"] = "; ".join(failed)
     return out
 
 
@@ -152,12 +155,15 @@ def throttle_names(reasons: int | None) -> list[str]:
 
 
 def point_state(before: dict, after: dict) -> dict:
-    """Per-point columns: state before/after and whether the point ran throttled."""
+    """Per-point columns: state before/after and whether the point ran throttled: True or False where NVML
+    read the throttle reasons before and after, None (unknown) where it could not (CPU, no NVML, a failed read)
+    and neither read that did succeed shows throttling."""
     row = {f"{k}_before": v for k, v in before.items() if k != "throttle_reasons"}
     row.update({f"{k}_after": v for k, v in after.items() if k != "throttle_reasons"})
     names = sorted(set(throttle_names(before.get("throttle_reasons")) + throttle_names(after.get("throttle_reasons"))))
-    row["throttle"] = ",".join(names)
-    row["throttled"] = bool(names)
+    known = "throttle_reasons" in before and "throttle_reasons" in after
+    row["throttle"] = ",".join(names) if names or known else None
+    row["throttled"] = True if names else (False if known else None)
     return row
 
 

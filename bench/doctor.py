@@ -3,23 +3,17 @@
 diagnose(device) returns rows {check, status (ok | warn | fail), detail, fix}; main() prints them."""
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import sys
 import traceback
 
 import torch
 
+from bench import devinfo
+
 
 def _row(check, status, detail, fix=""):
     return {"check": check, "status": status, "detail": detail, "fix": fix}
-
-
-def _version(pkg):
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _gpu_rows(device):
@@ -30,21 +24,14 @@ def _gpu_rows(device):
     if not torch.cuda.is_available():
         return [_row("gpu", "fail", f"torch {torch.__version__} sees no CUDA device",
                      "install a CUDA build of torch and check nvidia-smi / CUDA_VISIBLE_DEVICES")], None
-    idx = torch.device(device).index or 0
-    major, minor = torch.cuda.get_device_capability(idx)
-    arch = f"sm_{major}{minor}"
-    rows.append(_row("gpu", "ok", f"{torch.cuda.get_device_name(idx)} ({arch}), torch {torch.__version__}, "
+    info = devinfo.static_info(device)   # the GPU as every result row describes it
+    arch = info["arch"]
+    rows.append(_row("gpu", "ok", f"{info['device_name']} ({arch}), torch {torch.__version__}, "
                                   f"CUDA runtime {torch.version.cuda}"))
-    driver = None
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        driver = driver.decode() if isinstance(driver, bytes) else driver
-    except Exception:
-        pass
-    rows.append(_row("driver", "ok" if driver else "warn", driver or "unknown (pynvml unavailable)",
-                     "" if driver else "pip install nvidia-ml-py to read it"))
+    driver, why = info.get("driver"), info.get("nvml_error")
+    fix = "" if driver else ("pip install nvidia-ml-py to read it" if "not importable" in str(why)
+                             else "check the driver with nvidia-smi")
+    rows.append(_row("driver", "ok" if driver else "warn", driver or f"unknown: {why}", fix))
     return rows, arch
 
 
@@ -54,7 +41,7 @@ def _cutile_rows(arch):
     err = cutile_env.import_error()
     if err:
         return [_row("cuda-tile", "fail", err, "pip install 'cuda-tile[tileiras]'")], False
-    rows.append(_row("cuda-tile", "ok", f"cuda-tile {_version('cuda-tile')}"))
+    rows.append(_row("cuda-tile", "ok", f"cuda-tile {devinfo.package_version('cuda-tile')}"))
     path = cutile_env.tileiras_path()
     if not path:
         rows.append(_row("tileiras", "fail", "no tileiras (pip package, PATH or CUDA_HOME/bin)",
@@ -168,7 +155,7 @@ def _import_failure(module: str) -> str | None:
 def _peer_rows(device):
     from kernels import backends, peers_env
     rows = []
-    tv = _version("triton")
+    tv = devinfo.package_version("triton")
     why = backends.probe("triton", device)
     fix = "" if not why else "pip install triton" if not tv else \
         "needs a CUDA device (or TRITON_INTERPRET=1 for small CPU runs)"
@@ -184,7 +171,7 @@ def _peer_rows(device):
         import tilegym
         rows.append(_row("tilegym", "ok", f"tilegym {getattr(tilegym, '__version__', '?')} from "
                                           f"{os.path.dirname(tilegym.__file__)}"))
-    lv = _version("liger-kernel") or _version("liger_kernel")
+    lv = devinfo.package_version("liger-kernel") or devinfo.package_version("liger_kernel")
     lg = _import_failure("liger_kernel")
     rows.append(_row("liger", "ok" if not lg else "warn", f"liger-kernel {lv}" if not lg else f"not importable: {lg}",
                      "" if not lg else "pip install liger-kernel"))

@@ -49,12 +49,15 @@ from bench import devinfo, timing
 from bench.compiled_baseline import COMPILE_BACKENDS
 from bench.runner import classify
 from kernels.compiled import CompileFallback, call_compiled, graphs_compiled
-from kernels.registry import DTYPES, OPS, Unsupported
+from kernels.device import name as device_name
+from kernels.registry import DTYPES, Unsupported
 from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
-from model.ops import EAGER_SDPA, Backend, close_open_ranges, device_name
+from model.op_list import OPS
+from model.ops import EAGER_SDPA, Backend
 from model.plain_gpt import PlainGPT
+from model.ranges import close_open_ranges
 
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,12 +286,9 @@ def time_steps(step, steps, device, timer) -> dict:
             step(i)
             times.append((time.perf_counter() - t) * 1e3)
         host = times
-    dev, wall = timing.summarize(times, timer), timing.summarize(host, "wall_clock")
-    out = {k: v for k, v in dev.as_row().items()}
-    out.update({f"host_{k}": v for k, v in wall.as_row().items() if k.endswith("_ms") or k == "reps"})
-    out.update(samples_ms=times[:256], host_samples_ms=host[:256],
-               ms_per_step=dev.median_ms, ms_q1=dev.q1_ms, ms_q3=dev.q3_ms)
-    return out
+    dev, wall = timing.summarize(times, timer), timing.summarize(host, "host_wall")
+    return {**dev.as_row(), **wall.as_row(prefix="host_"), "ms_per_step": dev.median_ms, "ms_q1": dev.q1_ms,
+            "ms_q3": dev.q3_ms}
 
 
 def _ops_ran(backend) -> dict:

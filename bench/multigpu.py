@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 
-from bench.runner import Progress
+from bench.progress import Progress
+from bench.runner import keep
 from kernels import registry
 
 NOMINAL_TFLOPS, NOMINAL_GBPS = 800.0, 3000.0
@@ -27,7 +28,7 @@ def expected_cost(point: dict) -> float:
         shape = spec.full_shape(point["shape"])
         t = max(spec.flops(shape, point["pass"]) / (NOMINAL_TFLOPS * 1e12),
                 spec.bytes(shape, point["dtype"], point["pass"]) / (NOMINAL_GBPS * 1e9))
-    except Exception:
+    except (KeyError, TypeError, ValueError):   # a malformed point: it reports its own error when it runs
         t = 0.0
     return 0.2 + 200 * t
 
@@ -37,7 +38,6 @@ class _Worker:
     gpu: int
     proc: subprocess.Popen
     point: dict | None = None
-    ready: bool = False
     buf: bytes = b""
 
 
@@ -54,7 +54,7 @@ def gpu_indices(spec: str) -> list[int]:
 
 
 def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicate: bool = False,
-        progress: bool = True, worker_device: str = "cuda:0") -> list[dict]:
+        progress: bool = True, worker_device: str = "cuda:0", on_row=None) -> list[dict]:
     """Run points across GPUs (each once, or on every GPU with replicate) into one store."""
     queues = {g: [] for g in gpus}
     shared = sorted(points, key=expected_cost, reverse=True)
@@ -65,7 +65,7 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
     sel = selectors.DefaultSelector()
     workers: dict[int, _Worker] = {}
     rows: list[dict] = []
-    bar = Progress(len(points) * (len(gpus) if replicate else 1)) if progress else None
+    bar = Progress(points * (len(gpus) if replicate else 1)) if progress else None
     opts_json = json.dumps(dataclasses.asdict(opts))
 
     def start(g):
@@ -93,10 +93,7 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
         w.proc.stdin.flush()
 
     def record(row):
-        store.append(row)
-        rows.append(row)
-        if bar:
-            bar.update(row)
+        keep(row, store, rows, bar, on_row)
 
     for g in gpus:
         start(g)
@@ -112,7 +109,6 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
                 line, w.buf = w.buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 if text == "READY":
-                    w.ready = True
                     feed(w)
                 elif text.startswith("ROW "):
                     record(json.loads(text[4:]))
@@ -126,6 +122,8 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
     left = [p for q in ([shared] if not replicate else queues.values()) for p in q]
     for p in left:
         record({**p, "status": "error", "message": "no worker left to run this point (see worker-gpu*.log)"})
+    if bar:
+        bar.close()
     return rows
 
 

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench import charts, hover, profile  # noqa: E402
 from bench.compiled_baseline import BEST, best_rows  # noqa: E402
 from bench.store import read_rows  # noqa: E402
 
@@ -407,8 +408,12 @@ def build(paths: list[str], outdir: str) -> str:
     """Write outdir/index.html (and PNGs) from result files; returns the HTML path."""
     os.makedirs(outdir, exist_ok=True)
     df = load(paths)
-    parts = [f"<html><head><meta charset='utf-8'><title>tilebench report</title><style>{CSS}</style></head><body>",
+    interactive = charts.plotly_or_none() is not None
+    parts = [f"<html><head><meta charset='utf-8'><title>tilebench report</title><style>{CSS}</style>"
+             f"{charts.script_tag() if interactive else ''}</head><body>",
              "<h1>tilebench report</h1>"]
+    if not interactive:
+        parts.append(charts.MISSING)
     if df.empty:
         parts.append("<p>No results in: " + html.escape(", ".join(paths)) + "</p>")
         return _write(outdir, parts)
@@ -461,6 +466,7 @@ def build(paths: list[str], outdir: str) -> str:
             parts.append(f"<h2>{html.escape(op)}</h2>")
             for dev in best[best["op"] == op]["device_name"].unique():
                 tag = f"{_slug(op)}_{_slug(dev)}"
+                parts.append(hover.throughput(best, op, dev, outdir, metric_of))
                 if _throughput_chart(best, op, dev, os.path.join(outdir, f"tput_{tag}.png")):
                     parts.append(f'<img src="tput_{tag}.png">')
                 if _speedup_chart(best, op, dev, os.path.join(outdir, f"speedup_{tag}.png")):
@@ -481,6 +487,7 @@ def build(paths: list[str], outdir: str) -> str:
                 if c in bad]
         parts.append("<h2>Points that did not produce a time</h2><p class='note'>wrong = failed the correctness gate "
                      "(never timed); unsupported = the impl declines the shape/dtype.</p>" + _fmt(bad[cols]))
+    parts.append(profile.report_section(k, _fmt))
     parts.append(_static_section(df, outdir))
     parts.append(_e2e_section(df, outdir))
     return _write(outdir, parts)
@@ -518,10 +525,17 @@ def summary_table(rows: list[dict]) -> str:
         return "\n".join(lines)
     ok = ok.assign(device_name=ok.get("device_name", "device"), config_label=ok.get("config_label", "default"))
     best = best_configs(ok)
-    piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values="median_ms", aggfunc="min")
-    piv["fastest"] = piv.idxmin(axis=1)
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500,
-                           "display.float_format", lambda v: f"{v:.4g}"):
-        lines.append("median ms per call (best tile config); fastest correct impl last column:")
-        lines.append(piv.to_string())
+    timers = ", ".join(sorted(str(t) for t in ok["timer"].dropna().unique())) if "timer" in ok else "?"
+    tables = [("median_ms", f"kernel time ({timers}), median ms per call")]
+    if "host_median_ms" in best and best["host_median_ms"].notna().any() and timers != "cpu_clock":
+        tables.append(("host_median_ms", "host-inclusive time (synchronised wall clock per call: what an eager "
+                                         "step pays), median ms per call"))
+    for col, title in tables:
+        piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values=col,
+                               aggfunc="min")
+        piv["fastest"] = piv.idxmin(axis=1)
+        with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 500,
+                               "display.float_format", lambda v: f"{v:.4g}"):
+            lines.append(f"{title} (best tile config); fastest correct impl last column:")
+            lines.append(piv.to_string())
     return "\n".join(lines)

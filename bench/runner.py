@@ -15,6 +15,8 @@ import torch
 
 from bench import check as checking
 from bench import devinfo, timing
+from bench import capture, profile, tunecap
+from bench.progress import Progress
 from kernels import registry
 from kernels.spec import gen_for
 
@@ -27,6 +29,8 @@ class Options:
     cuda_graph: bool = False
     seed: int = 0
     measure_peaks: bool = True
+    autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
+    profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.profile)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -52,7 +56,7 @@ def _seed_of(point: dict, base: int) -> int:
 def _shape_label(spec, shape):
     try:
         return spec.label(shape)
-    except Exception:
+    except (KeyError, ValueError, TypeError):   # a shape the spec rejects still gets a readable label
         return str(shape)
 
 
@@ -86,14 +90,14 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
-    timer = "graph" if opts.cuda_graph and device.startswith("cuda") else "events"
-    why = impl.timer_refusal(cfg, timer) if impl.timer_refusal else None
+    graphed = device.startswith("cuda") and point.get("timer", "graph" if opts.cuda_graph else "") == "graph"
+    why = impl.timer_refusal(cfg, "graph" if graphed else "events") if impl.timer_refusal else None
     if why:
         return _finish(row, "unsupported", why, t_start)
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:
-        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed))
+        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed), graphed=graphed)
     except BaseException as e:  # noqa: BLE001 - a point's failure is data
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -109,15 +113,15 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     return _finish(row, row["status"], row.get("message", ""), t_start)
 
 
-def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
+def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, graphed):
     fn = spec.wrap(impl.fn, shape)
     gen = gen_for(seed, device)
     inputs = spec.make_inputs(shape, dtype, device, gen)
-    # 1. the first call alone: JIT compile, autotune, module load
+    # 1. the first call alone: JIT compile, autotune, module load (a no-grad forward first for fwd+bwd, as the
+    #    gate's upstream gradient needs no call of the impl: its compile counts here too)
     grad_out = None
     probe_s = 0.0
     if pass_ == "fwd+bwd":
-        # the no-grad probe (for grad_out's shape) is the forward's first call: its compile counts too
         holder = {}
 
         def probe_call():
@@ -125,54 +129,69 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed):
                 holder["out"] = fn(*inputs.args, **inputs.kwargs, **cfg)
         probe_s = timing.first_call_s(probe_call, device)
         grad_out = checking.grad_out_for(holder.pop("out"), gen)
-
-    def call_once():
-        return checking.run_once(fn, inputs, pass_, cfg, grad_out)
-    row["compile_s"] = probe_s + timing.first_call_s(call_once, device)
+    row["compile_s"] = probe_s + timing.first_call_s(
+        lambda: checking.run_once(fn, inputs, pass_, cfg, grad_out), device)
     if impl.picked is not None:
         try:
             row["picked_config"] = impl.picked()
-        except Exception:
-            pass
-    # 2. the correctness gate, on fresh inputs with poisoned outputs
+        except (AttributeError, KeyError, TypeError, RuntimeError) as e:   # costs the column, not the point
+            row["picked_config"] = f"unreadable: {type(e).__name__}: {e}"
+    del inputs, grad_out
+    # 2. the correctness gate, on fresh inputs with poisoned outputs, held to eager's own error
     res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1)
     row.update(res.as_row())
     if not res.ok:
         row["status"], row["message"] = "wrong", res.message
         return
+    exp = res.expected
     # 3. memory of one call beyond the inputs
     if device.startswith("cuda"):
         _free(device)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        out = call_once()
+        out = checking.run_once(fn, exp.inputs, pass_, cfg, exp.grad_out)
         torch.cuda.synchronize()
         row["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
         row["extra_mem_bytes"] = torch.cuda.max_memory_allocated() - base
         del out
-    # 4. timing
+    # 4. timing, on the checked inputs: kernel time, then host-inclusive time
     budget = opts.budget_s if opts.budget_s is not None else (1.0 if device.startswith("cuda") else 0.3)
+    last = {}
     if pass_ == "fwd":
-        args = inputs.detached(requires_grad=False).args
+        args = exp.inputs.detached(requires_grad=False).args
 
         def target():
             with torch.no_grad():
-                return fn(*args, **inputs.kwargs, **cfg)
+                last["out"] = fn(*args, **exp.inputs.kwargs, **cfg)
         setup = None
     else:
-        inp = inputs.detached(requires_grad=True)
-        leaves = [inp.args[i] for i in inputs.grad_args]
+        inp = exp.inputs.detached(requires_grad=True)
+        leaves = {i: inp.args[i] for i in exp.inputs.grad_args}
 
         def target():
-            checking.backward(fn(*inp.args, **inp.kwargs, **cfg), grad_out)
+            last["out"] = fn(*inp.args, **inp.kwargs, **cfg)
+            checking.backward(last["out"], exp.grad_out)
 
         def setup():
-            for t in leaves:
+            for t in leaves.values():
                 t.grad = None
-    stats = timing.measure(target, device, setup=setup, budget_s=budget,
-                           cuda_graph=opts.cuda_graph and device.startswith("cuda"))
+    stats = timing.measure(target, device, setup=setup, budget_s=budget, cuda_graph=graphed)
+    # 5. the last timed call answers as the checked one did: an impl right once and wrong when timed is wrong
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    grads = {i: t.grad for i, t in leaves.items()} if pass_ == "fwd+bwd" else {}
+    problems, _, _ = exp.judge(last.pop("out"), grads)
+    if problems:
+        row["status"], row["message"] = "wrong", "timed call: " + "; ".join(problems)
+        return
     row.update(stats.as_row())
+    host = stats if not device.startswith("cuda") else \
+        timing.measure_host(target, device, setup=setup, budget_s=budget / 2)
+    row.update(host.as_row(prefix="host_"))
+    if opts.profile_dir:
+        profile.capture(row, lambda: checking.run_once(fn, exp.inputs, pass_, cfg, exp.grad_out), target, setup,
+                        device, opts.profile_dir)
     sec = stats.median_ms * 1e-3
     row["tflops"] = row["flops"] / sec / 1e12
     row["gbps"] = row["bytes"] / sec / 1e9
@@ -223,43 +242,28 @@ def _free(device):
         torch.cuda.empty_cache()
 
 
-class Progress:
-    """One line per finished point, with a bar and an ETA; good in a terminal and in a log."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.t0, self.stream = total, 0, time.monotonic(), stream
-        self.unavailable_said = set()
-
-    def update(self, row: dict) -> None:
-        self.done += 1
-        if row["status"] == "unavailable":   # say it once per impl, not once per point
-            key = (row["op"], row["impl"])
-            if key in self.unavailable_said:
-                return
-            self.unavailable_said.add(key)
-        el = time.monotonic() - self.t0
-        eta = el / self.done * (self.total - self.done)
-        width = 20
-        fill = int(width * self.done / max(1, self.total))
-        what = f"{row['op']}/{row['impl']} {row['dtype']} {row['pass']} {row.get('shape_label', '')}"
-        if row.get("config_label") not in (None, "default"):
-            what += f" [{row['config_label']}]"
-        if row["status"] == "ok" and "median_ms" in row:
-            res = f"ok {row['median_ms']:.4g} ms"
-            if row.get("bound") == "compute":
-                res += f" {row['tflops']:.3g} TFLOP/s"
-            elif "gbps" in row:
-                res += f" {row['gbps']:.4g} GB/s"
-        elif row["status"] == "ok":
-            res = "ok"
-        else:
-            res = f"{row['status']}: {row['message'][:90]}"
-        print(f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} eta {eta:4.0f}s  {what}  {res}",
-              file=self.stream, flush=True)
+def run_one(point: dict, device: str, opts: Options) -> dict:
+    """run_point with the point's console output (third-party prints, compiler chatter) kept in its row and
+    peers' autotuning capped at opts.autotune_cap_s."""
+    with capture.output() as out, tunecap.capped(opts.autotune_cap_s) as tuned:
+        row = run_point(point, device, opts)
+    capture.into_row(row, out.text)
+    tunecap.into_row(row, tuned, opts.autotune_cap_s)
+    return row
 
 
-def run(points: list[dict], device: str, store, opts: Options, progress: bool = True) -> list[dict]:
-    """Run points in order, appending each row to `store` as it finishes."""
+def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> None:
+    """A finished row: on disk first (a kill after this loses nothing), then the list, the bar, the hook."""
+    store.append(row)
+    rows.append(row)
+    if bar:
+        bar.update(row)
+    if on_row:
+        on_row(row)
+
+
+def run(points: list[dict], device: str, store, opts: Options, progress: bool = True, on_row=None) -> list[dict]:
+    """Run points in order, appending each row to `store` as it finishes; on_row(row) after each."""
     if device.startswith("cuda:"):
         # device-less torch.cuda calls (synchronize, memory stats) must act on this GPU, not GPU 0
         torch.cuda.set_device(torch.device(device))
@@ -271,14 +275,17 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
         except Exception as e:  # a failed calibration costs the roofline column, nothing else
             print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
             opts.measure_peaks = False
-    bar = Progress(len(points)) if progress else None
+    bar = Progress(points) if progress else None
     rows = []
-    for p in points:
-        row = run_point(p, device, opts)
-        row.update(meta)
-        row.update(peaks)
-        store.append(row)
-        rows.append(row)
+    try:
+        for p in points:
+            if bar:
+                bar.start(p)
+            row = run_one(p, device, opts)
+            row.update(meta)
+            row.update(peaks)
+            keep(row, store, rows, bar, on_row)
+    finally:
         if bar:
-            bar.update(row)
+            bar.close()
     return rows

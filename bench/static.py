@@ -10,7 +10,7 @@ from kernels import registry
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
-def targets(ops=None, impls=None, quick=False):
+def targets(ops=None, impls=None):
     """(op, impl name, KernelImpl | None, reason) for every impl that can compile ahead of time."""
     for op in ops or registry.OPS:
         for name in registry.impl_names(op):
@@ -29,7 +29,7 @@ def targets(ops=None, impls=None, quick=False):
 def run(archs, store, ops=None, impls=None, quick=False, progress=True) -> list[dict]:
     meta = devinfo.static_info("cpu")
     rows = []
-    for op, name, impl, reason in targets(ops, impls, quick):
+    for op, name, impl, reason in targets(ops, impls):
         presets = {"default": {}}
         if impl is not None and not quick:
             presets.update(impl.presets)

@@ -21,6 +21,20 @@ class ResultStore:
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._end_cut_line()
+
+    def _end_cut_line(self) -> None:
+        """A run killed mid-write leaves a line without its newline: end it, or the next row would be glued
+        to it and lost with it (read_rows skips the cut line alone)."""
+        try:
+            with open(self.path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+        except FileNotFoundError:
+            pass
 
     def append(self, row: dict) -> None:
         line = json.dumps(_clean(row), default=str)

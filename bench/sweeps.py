@@ -205,12 +205,9 @@ def expand_shapes(entries: list[dict]) -> list[dict]:
             s = dict(zip(keys, combo))
             if "tokens" in s:
                 tokens = s.pop("tokens")
-                if "T" in s:
-                    if tokens < s["T"]:
-                        continue
-                    s["B"] = tokens // s["T"]
-                elif "M" in s:
-                    raise ValueError("use M directly, not tokens")
+                if tokens < s["T"]:     # validation guarantees T beside tokens
+                    continue
+                s["B"] = tokens // s["T"]
                 s = {k: s[k] for k in ["B"] + [k for k in s if k != "B"]}
             if s not in out:
                 out.append(s)
@@ -237,8 +234,19 @@ def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
     return out
 
 
+# Every axis that changes a measurement: a launch-timed and a graph-timed row of one point are two points.
+ID_AXES = ("op", "impl", "shape", "dtype", "pass", "config", "config_label", "timer")
+
+
+def timer_of(device: str, cuda_graph: bool) -> str:
+    """How a point's kernel time is taken: "graph" (CUDA-graph replays), "events" (CUDA events) or "cpu"."""
+    if not device.startswith("cuda"):
+        return "cpu"
+    return "graph" if cuda_graph else "events"
+
+
 def point_id(p: dict) -> str:
-    key = {k: p[k] for k in ("op", "impl", "shape", "dtype", "pass", "config", "config_label") if k in p}
+    key = {k: p[k] for k in ID_AXES if k in p}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -262,8 +270,9 @@ def resolve_names(sweeps: dict[str, Sweep], names: list[str]) -> list[Sweep]:
 
 
 def points(sweep: Sweep, device: str, quick: bool = False, impl_filter: list[str] | None = None,
-           resolver=None) -> list[dict]:
-    """Every point of a kernel sweep for `device`. resolver(op, impl) -> KernelImpl | None gives presets."""
+           resolver=None, cuda_graph: bool = False) -> list[dict]:
+    """Every point of a kernel sweep for `device`. resolver(op, impl) -> KernelImpl | None gives presets;
+    cuda_graph: kernel time from graph replays (a point's `timer`, part of its id)."""
     on_cpu = not device.startswith("cuda")
     entries = sweep.cpu_shapes if (on_cpu and sweep.cpu_shapes) else sweep.shapes
     shapes = expand_shapes(entries)
@@ -277,17 +286,17 @@ def points(sweep: Sweep, device: str, quick: bool = False, impl_filter: list[str
         dtypes = dtypes[: sweep.quick.get("dtypes", 1)]
         passes = sweep.quick.get("passes", passes)
     if sweep.op == "e2e":
-        return _e2e_points(sweep, shapes, dtypes, quick, impl_filter)
+        return _e2e_points(sweep, shapes, dtypes, quick, impl_filter, device)
+    timer = timer_of(device, cuda_graph)
     impls = [i for i in sweep.impls if not impl_filter or i in impl_filter]
     out = []
     for impl in impls:
         impl_obj = resolver(sweep.op, impl) if resolver else None
-        configs = expand_configs(sweep, impl, impl_obj)
-        if quick:
-            configs = configs[:1]
+        # --quick: the impl's default config, as the README promises (not the first preset or axis value)
+        configs = [("default", {})] if quick else expand_configs(sweep, impl, impl_obj)
         for shape, dtype, pass_, (label, cfg) in itertools.product(shapes, dtypes, passes, configs):
             p = {"sweep": sweep.name, "op": sweep.op, "impl": impl, "shape": shape, "dtype": dtype,
-                 "pass": pass_, "config": cfg, "config_label": label}
+                 "pass": pass_, "config": cfg, "config_label": label, "timer": timer}
             p["point_id"] = point_id(p)
             out.append(p)
     return out
@@ -298,7 +307,7 @@ def shard(pts: list[dict], i: int, n: int) -> list[dict]:
     return [p for p in pts if int(p["point_id"], 16) % n == i]
 
 
-def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter) -> list[dict]:
+def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter, device) -> list[dict]:
     backends = [b for b in sweep.extra.get("backends", list(E2E_BACKENDS)) if not impl_filter or b in impl_filter]
     extra = {k: sweep.extra[k] for k in ("steps", "converge_iters", "cuda_graph") if k in sweep.extra}
     # a graphed step is its own point (its own id), labelled as a config of the backend
@@ -309,7 +318,8 @@ def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter) -> list[dict]:
     out = []
     for shape, dtype, backend in itertools.product(shapes, dtypes, backends):
         p = {"sweep": sweep.name, "op": "e2e", "impl": backend, "shape": shape, "dtype": dtype, "pass": "train_step",
-             "config": dict(config), "config_label": label, "extra": extra}
+             "config": dict(config), "config_label": label, "extra": extra,
+             "timer": timer_of(device, bool(extra.get("cuda_graph")))}
         p["point_id"] = point_id(p)
         out.append(p)
     return out

@@ -1,6 +1,11 @@
-"""Honest timing. On CUDA: device events around each call, the L2 flushed before each, warm-up first,
-repetitions until the spread is small or the budget runs out, median with quartiles. On CPU: a
-monotonic clock with the same statistics. Optional CUDA-graph replay timing for launch-bound work."""
+"""Honest timing: two timers that answer different questions, each labelled in the row.
+
+Kernel time (`measure`): on CUDA, device events around each call with the L2 flushed before each
+(`cuda_events`), or replays of the call captured in a CUDA graph (`cuda_graph`): the GPU's own time, which is
+what a graphed step pays. Host-inclusive time (`measure_host`): a synchronised wall clock around each call,
+launch cost in Python included: what an eager step pays. On CPU both are one monotonic clock (`cpu_clock`).
+Each: warm-up first, repetitions until the spread is small or the budget runs out, median with quartiles,
+and the raw samples (at most MAX_SAMPLES kept) for comparisons between runs."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,15 +24,22 @@ class Stats:
     min_ms: float
     max_ms: float
     reps: int
-    method: str          # cuda_events | cuda_graph | cpu_clock
+    method: str          # cuda_events | cuda_graph | cpu_clock | host_wall
+    samples: list = dataclasses.field(default_factory=list)   # per-repetition ms, evenly thinned to MAX_SAMPLES
 
     @property
     def iqr_rel(self) -> float:
         return (self.q3_ms - self.q1_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
-    def as_row(self) -> dict:
-        return {"median_ms": self.median_ms, "q1_ms": self.q1_ms, "q3_ms": self.q3_ms, "min_ms": self.min_ms,
-                "max_ms": self.max_ms, "reps": self.reps, "timer": self.method, "iqr_rel": self.iqr_rel}
+    def as_row(self, prefix: str = "") -> dict:
+        """Kernel time as median_ms ... timer; host-inclusive time with prefix "host_"."""
+        row = {"median_ms": self.median_ms, "q1_ms": self.q1_ms, "q3_ms": self.q3_ms, "min_ms": self.min_ms,
+               "max_ms": self.max_ms, "reps": self.reps, "timer": self.method, "iqr_rel": self.iqr_rel,
+               "samples_ms": [round(t, 6) for t in self.samples]}
+        return {prefix + k: v for k, v in row.items()}
+
+
+MAX_SAMPLES = 256     # raw samples kept per row (as nvbench's JSON keeps them): enough for a CI of the median
 
 
 def summarize(times_ms: list[float], method: str) -> Stats:
@@ -36,7 +48,9 @@ def summarize(times_ms: list[float], method: str) -> Stats:
         q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
     else:
         q1, q3 = ts[0], ts[-1]
-    return Stats(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts), method)
+    keep = times_ms if len(times_ms) <= MAX_SAMPLES else \
+        [times_ms[i * len(times_ms) // MAX_SAMPLES] for i in range(MAX_SAMPLES)]
+    return Stats(statistics.median(ts), q1, q3, ts[0], ts[-1], len(ts), method, list(keep))
 
 
 def _settled(times: list[float], min_reps: int, rel_spread: float) -> bool:
@@ -62,10 +76,11 @@ def _l2_flush_buffer(device) -> torch.Tensor:
 def measure(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
             warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = 0.03,
             budget_s: float = 2.0, flush_l2: bool = True, cuda_graph: bool = False) -> Stats:
-    """Median time of fn() in ms. setup() runs before each rep, outside the timed region."""
+    """Kernel time of fn() in ms. setup() runs before each rep, outside the timed region (in graph mode: before
+    capture, so a captured backward writes fresh gradients on every replay instead of accumulating)."""
     if device.startswith("cuda"):
         if cuda_graph:
-            return _measure_graph(fn, device, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2)
+            return _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2)
         return _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2)
     return _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s)
 
@@ -119,7 +134,7 @@ def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bud
     return summarize(times, "cuda_events")
 
 
-def _measure_graph(fn, device, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2) -> Stats:
+def _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2) -> Stats:
     """Capture fn once in a CUDA graph and time replays: what launch-bound code costs without launch gaps."""
     buf = _l2_flush_buffer(device) if flush_l2 else None
     with torch.cuda.device(torch.device(device)):
@@ -127,8 +142,12 @@ def _measure_graph(fn, device, warmup, min_reps, max_reps, rel_spread, budget_s,
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(max(1, warmup)):
+                if setup:
+                    setup()
                 fn()
         torch.cuda.current_stream().wait_stream(side)
+        if setup:
+            setup()     # gradients None at capture: the replayed backward writes them, as a real step's does
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             fn()
@@ -152,6 +171,38 @@ def _measure_graph(fn, device, warmup, min_reps, max_reps, rel_spread, budget_s,
             if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
                 break
     return summarize(times, "cuda_graph")
+
+
+def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
+                 warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = 0.03,
+                 budget_s: float = 1.0, flush_l2: bool = True) -> Stats:
+    """Host-inclusive time of fn() in ms: the device idle and the L2 flushed before each call, then a wall clock
+    from the Python call to the end of its GPU work (a synchronize). Launch cost, host-side work in the impl
+    and the kernels all count, as they do in an eager training step. On CPU this is the kernel timer."""
+    if not device.startswith("cuda"):
+        return _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s)
+    buf = _l2_flush_buffer(device) if flush_l2 else None
+    dev = torch.device(device)
+    with torch.cuda.device(dev):
+        for _ in range(warmup):
+            if setup:
+                setup()
+            fn()
+        times: list[float] = []
+        deadline = time.monotonic() + budget_s
+        while len(times) < max_reps:
+            if setup:
+                setup()
+            if buf is not None:
+                buf.zero_()
+            torch.cuda.synchronize(dev)
+            t0 = time.perf_counter_ns()
+            fn()
+            torch.cuda.synchronize(dev)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+            if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
+                break
+    return summarize(times, "host_wall")
 
 
 def first_call_s(fn: Callable[[], object], device: str) -> float:

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         if not line.strip():
             continue
         point = json.loads(line)
-        row = runner.run_point(point, args.device, opts)
+        row = runner.run_one(point, args.device, opts)
         row.update(meta)
         row.update(peaks)
         print("ROW " + json.dumps(row, default=str), file=out, flush=True)

@@ -28,7 +28,7 @@ def _import_error(module: str) -> str | None:
     try:
         importlib.import_module(module)
         return None
-    except Exception as e:
+    except Exception as e:   # any failure while importing is the recorded reason (impl unavailable)
         return f"{module} not importable: {type(e).__name__}: {e}"
 
 

@@ -1,71 +1,30 @@
-"""Shared plumbing for the cuTile impls: per-generation presets, hinted-kernel caching, the tuner,
-and ahead-of-time compilation for a GPU we do not have (cuda.tile.compilation.export_kernel)."""
+"""The cuTile adapter of kernels/aot.py: hinted-kernel caching, the launch, an autotuner on
+cuda.tile.tune.exhaustive_search, and ahead-of-time compilation for a GPU we do not have
+(cuda.tile.compilation.export_kernel)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
-import subprocess
-import tempfile
-import time
 
 import torch
 
-from kernels import cutile_env
+from kernels import aot, cutile_env
+from kernels.aot import ARCHS, cdiv, family, fill, next_pow2, unique  # noqa: F401  (the kernel modules' names)
 
-ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
-
-# Which preset a generation uses. sm_89 and sm_120 have ~100 KB of shared memory per SM ("consumer");
-# sm_80 164 KB, sm_90 and sm_100 227 KB.
-FAMILY = {"sm_80": "ampere", "sm_86": "consumer", "sm_89": "consumer", "sm_90": "hopper",
-          "sm_100": "blackwell", "sm_103": "blackwell", "sm_110": "blackwell", "sm_120": "consumer",
-          "sm_121": "consumer"}
-
-
-def family(arch: str) -> str:
-    if arch in FAMILY:
-        return FAMILY[arch]
-    major = int(arch[3:]) // 10
-    return "blackwell" if major >= 10 else "hopper" if major == 9 else "ampere"
-
-
-@functools.lru_cache(maxsize=None)
-def _device_arch(index: int) -> str:
-    major, minor = torch.cuda.get_device_capability(index)
-    return f"sm_{major}{minor}"
+# Off a GPU (the CPU tests of the host plumbing, kernels stood in for) the impls plan for an H100.
+OFF_GPU_ARCH, OFF_GPU_SMS = "sm_90", 132
 
 
 def arch_of(t: torch.Tensor) -> str:
-    return _device_arch(t.device.index or 0) if t.device.type == "cuda" else "sm_90"
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+    return aot.device_arch(t, OFF_GPU_ARCH)
 
 
 def sm_count(t: torch.Tensor) -> int:
-    return _sm_count(t.device.index or 0) if t.device.type == "cuda" else 132
+    return aot.device_sm_count(t, OFF_GPU_SMS)
 
 
-def fill(cfg: dict, preset: dict) -> dict:
-    """The config with every None (choose per arch) taken from the preset; the autotune flag dropped."""
-    out = {k: (preset[k] if v is None and k in preset else v) for k, v in cfg.items() if k != "autotune"}
-    for k, v in preset.items():
-        out.setdefault(k, v)
-    return out
-
-
-def next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def cdiv(a: int, b: int) -> int:
-    return (a + b - 1) // b
-
-
-# --- compile hints ---------------------------------------------------------------------------------
+# --- compile hints and the launch ------------------------------------------------------------------
 
 _HINTED: dict = {}
 
@@ -108,48 +67,27 @@ def launch(kernel, grid, args, **hints):
     ct.launch(_stream(), grid, k, args)
 
 
-class Tuner:
-    """Autotune mode: cuda.tile.tune.exhaustive_search over candidate configs once per shape key;
-    remembers the pick (picked() reports the config the last call used)."""
+class Tuner(aot.Tuner):
+    """choose(key, candidates, grid_fn, kernel_fn, args_fn, hints_fn): cuda.tile.tune.exhaustive_search
+    over the candidates; the ones it could not compile or launch are kept in `rejected[key]`."""
 
     def __init__(self):
-        self.best: dict = {}
-        self.last: dict = {}
+        super().__init__()
         self.results: dict = {}
 
-    def choose(self, key, candidates: list[dict], grid_fn, kernel_fn, args_fn, hints_fn) -> dict:
-        if key not in self.best:
-            import cuda.tile as ct
-            from cuda.tile.tune import exhaustive_search
-            cutile_env.configure()
-            if len(candidates) == 1:
-                self.best[key] = candidates[0]
-            else:
-                try:
-                    res = exhaustive_search(candidates, torch.cuda.current_stream(), grid_fn, kernel_fn, args_fn,
-                                            hints_fn, quiet=True)
-                    self.best[key] = dict(res.best.config)
-                    self.results[key] = res
-                except ValueError:          # nothing compiled or launched: keep the preset
-                    self.best[key] = candidates[0]
-        self.last = dict(self.best[key])
-        return self.best[key]
-
-    def note(self, cfg: dict):
-        self.last = dict(cfg)
-
-    def picked(self) -> dict:
-        return dict(self.last)
-
-
-def unique(cfgs: list[dict]) -> list[dict]:
-    seen, out = set(), []
-    for c in cfgs:
-        key = tuple(sorted(c.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    return out
+    def _search(self, key, candidates, grid_fn, kernel_fn, args_fn, hints_fn):
+        from cuda.tile.tune import exhaustive_search
+        cutile_env.configure()
+        try:
+            res = exhaustive_search(candidates, torch.cuda.current_stream(), grid_fn, kernel_fn, args_fn,
+                                    hints_fn, quiet=True)
+        except ValueError as e:          # nothing compiled or launched: keep the preset, say why
+            self.reject(key, candidates[0], "ValueError", f"no candidate ran; {e}")
+            return candidates[0]
+        self.results[key] = res
+        for cfg, exc_type, message in res.failures:
+            self.reject(key, cfg, exc_type.__name__, message)
+        return dict(res.best.config)
 
 
 # --- ahead-of-time compilation ---------------------------------------------------------------------
@@ -173,55 +111,15 @@ def scalar(dtype: str = "fp32"):
     return ScalarConstraint({"fp32": ct.float32, "i32": ct.int32, "i64": ct.int64}[dtype])
 
 
-def _resource_usage(cubin: bytes) -> dict:
-    """registers, shared memory and local (spill) bytes per thread as cuobjdump reads them; {} if it cannot."""
-    tool = cutile_env.cuobjdump_path()
-    if tool is None:
-        return {}
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        try:
-            out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                                 timeout=60).stdout
-        except Exception:
-            return {}
-    got = {}
-    for tok in out.split():
-        for key, name in (("REG:", "registers"), ("SHARED:", "smem_bytes"), ("LOCAL:", "spills")):
-            if tok.startswith(key):
-                try:
-                    got[name] = max(got.get(name, 0), int(tok[len(key):]))
-                except ValueError:
-                    pass
-    return got
-
-
-def _error_row(row: dict, e: BaseException) -> dict:
-    lines = [ln for ln in str(getattr(e, "message", None) or e).strip().splitlines() if ln.strip()]
-    name = type(e).__name__
-    row["status"] = "compile_error"
-    if "Timeout" in name:
-        row["message"] = f"{name}: tileiras exceeded {cutile_env.compile_timeout_s():g} s " \
-                         f"(raise {cutile_env.TIMEOUT_ENV})"
-    else:
-        row["message"] = f"{name}: {lines[0] if lines else ''}"[:300]
-    return row
-
-
 def compile_kernel(kernel, name: str, params: list, arch: str, hints: dict | None = None) -> dict:
     """Compile one @ct.kernel for `arch` with no GPU; a failure is a status, never an exception.
 
     params gives one constraint per kernel parameter: array(...)/scalar(...) for runtime values,
     plain Python values for ct.Constant parameters."""
-    row = {"kernel": name, "arch": arch, "status": "ok", "message": "", "compile_s": None,
-           "cubin_bytes": None, "registers": None, "smem_bytes": None, "spills": None}
-    why = cutile_env.why_not_compilable()
+    why = cutile_env.why_not_compilable() or cutile_env.arch_unsupported(arch)
     if why:
-        return {**row, "status": "unsupported", "message": why}
-    too_old = cutile_env.arch_unsupported(arch)
-    if too_old:
-        return {**row, "status": "unsupported", "message": too_old}
+        return aot.unsupported(name, arch, why)
+    r = aot.row(name, arch)
     try:
         from cuda.tile.compilation import CallingConvention, KernelSignature, export_kernel
         cutile_env.configure()
@@ -231,20 +129,15 @@ def compile_kernel(kernel, name: str, params: list, arch: str, hints: dict | Non
         k = hinted(kernel, **(hints or {}))
         buf = io.BytesIO()
         with _no_disk_cache():
-            t0 = time.perf_counter()
-            export_kernel(k, [sig], buf, gpu_code=arch, output_format="cubin")
-            row["compile_s"] = round(time.perf_counter() - t0, 3)
-        cubin = buf.getvalue()
-        row["cubin_bytes"] = len(cubin)
-        row.update(_resource_usage(cubin))
-    except Exception as e:
-        return _error_row(row, e)
-    return row
-
-
-def unsupported(name: str, arch: str, why: str) -> dict:
-    return {"kernel": name, "arch": arch, "status": "unsupported", "message": why, "compile_s": None,
-            "cubin_bytes": None, "registers": None, "smem_bytes": None, "spills": None}
+            aot.timed(r, lambda: export_kernel(k, [sig], buf, gpu_code=arch, output_format="cubin"))
+    except Exception as e:   # tileiras and cuda.tile raise many types (TileCompilerError, Timeout, TypeError): a status
+        timeout = f"{type(e).__name__}: tileiras exceeded {cutile_env.compile_timeout_s():g} s " \
+                  f"(raise {cutile_env.TIMEOUT_ENV})" if "Timeout" in type(e).__name__ else None
+        return aot.error_row(r, e, timeout)
+    cubin = buf.getvalue()
+    r["cubin_bytes"] = len(cubin)
+    r.update(aot.resource_usage(cubin))
+    return r
 
 
 @contextlib.contextmanager
@@ -256,8 +149,8 @@ def _no_disk_cache():
         try:
             from cuda.tile._cext import default_tile_context
             cfg = default_tile_context.config
-        except Exception:
-            cfg = None
+        except (ImportError, AttributeError) as e:   # private API moved: compile_s may then be a cache hit
+            cutile_env.log.warning("cannot bypass the cuda.tile disk cache (%s): compile_s may be a cache hit", e)
     old = cfg.cache_dir if cfg is not None else None
     if cfg is not None:
         cfg.cache_dir = None

@@ -9,7 +9,6 @@ Also the two settings every cuTile compile in this process shares, applied once 
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ def import_error() -> str | None:
     try:
         import cuda.tile  # noqa: F401
         return None
-    except Exception as e:
+    except Exception as e:   # any failure while importing (a driver, a DLL) is the recorded reason
         return f"cuda.tile not importable: {type(e).__name__}: {e} (pip install 'cuda-tile[tileiras]')"
 
 
@@ -40,7 +39,8 @@ def _compiler_bin():
     try:
         from cuda.tile._compile import _find_compiler_bin
         return _find_compiler_bin()
-    except Exception:
+    except (ImportError, AttributeError, OSError) as e:   # no cuda.tile, or its private API moved
+        log.debug("cuda.tile's compiler lookup unavailable: %s", e)
         return None
 
 
@@ -71,7 +71,7 @@ def tileiras_version(path: str | None = None) -> str | None:
         return None
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout
-    except Exception:
+    except (OSError, subprocess.SubprocessError):   # not runnable: the version is unknown, doctor says so
         return None
     m = re.search(r"release (\d+\.\d+)", out) or re.search(r"V(\d+\.\d+)", out)
     return m.group(1) if m else None
@@ -92,7 +92,7 @@ def toolkit_version(home: str) -> str | None:
             v = json.load(f).get("cuda", {}).get("version")
             if v:
                 return ".".join(v.split(".")[:2])
-    except Exception:
+    except (OSError, ValueError, AttributeError):   # no or unreadable version.json: try nvcc
         pass
     nvcc = os.path.join(home, "bin", "nvcc")
     if os.path.exists(nvcc):
@@ -101,7 +101,7 @@ def toolkit_version(home: str) -> str | None:
             m = re.search(r"release (\d+\.\d+)", out)
             if m:
                 return m.group(1)
-        except Exception:
+        except (OSError, subprocess.SubprocessError):   # try the folder name
             pass
     m = re.search(r"cuda-(\d+\.\d+)", os.path.realpath(home))
     return m.group(1) if m else None
@@ -157,7 +157,7 @@ def configure() -> list[str]:
     try:
         from cuda.tile._cext import default_tile_context
         default_tile_context.config.compiler_timeout_sec = compile_timeout_s()
-    except Exception as e:  # an API change: say so, do not fail
+    except (ImportError, AttributeError) as e:  # an API change: say so, do not fail
         log.warning("could not set the cuda.tile compiler timeout: %s", e)
     stale = stale_cuda_home()
     if stale:
@@ -223,27 +223,3 @@ def why_not_runnable(device: str) -> str | None:
     if stale:
         return stale + " (unset CUDA_HOME, or see run_bench.py --doctor)"
     return arch_unsupported(arch_of(device))
-
-
-def cuobjdump_path() -> str | None:
-    """A cuobjdump to read registers/shared memory/spills from a cubin: Triton's, pip nvcc's, PATH, CUDA_HOME."""
-    cands = []
-    try:
-        import triton
-        cands.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
-    except Exception:
-        pass
-    try:
-        import nvidia.cu13 as cu13
-        cands += [os.path.join(p, "bin", "cuobjdump") for p in cu13.__path__]
-    except Exception:
-        pass
-    cands += [shutil.which("cuobjdump") or ""]
-    home = _cuda_home()
-    if home:
-        cands.append(os.path.join(home, "bin", "cuobjdump"))
-    cands += sorted(glob.glob("/usr/local/cuda*/bin/cuobjdump"), reverse=True)
-    for c in cands:
-        if c and os.path.exists(c) and os.access(c, os.X_OK):
-            return c
-    return None

@@ -17,7 +17,7 @@ def tilegym_import_error() -> str | None:
     try:
         importlib.import_module("tilegym")
         return None
-    except Exception as e:
+    except Exception as e:   # any failure while importing is the recorded reason (impl unavailable)
         name = getattr(e, "name", None)
         where = f" (module {name!r})" if name else ""
         return f"tilegym not importable{where}: {type(e).__name__}: {e}"

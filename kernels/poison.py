@@ -34,3 +34,34 @@ def empty(*shape, dtype, device) -> torch.Tensor:
 
 def empty_like(x: torch.Tensor, dtype=None) -> torch.Tensor:
     return empty(*x.shape, dtype=dtype or x.dtype, device=x.device)
+
+
+# Requests up to 1 MiB come from the caching allocator's small pool (2 MiB segments), larger ones from the large
+# pool; a free block of either kind is refilled by asking for exactly its size.
+_SMALL_REQUEST = 1 << 20
+_RESERVE = 256 << 20     # fresh headroom, NaN-filled too, so outputs that need new memory also land on NaN
+
+
+def poison_free_memory(device) -> None:
+    """Fill every free block of the CUDA caching allocator (plus a reserve) with NaN, so an output any impl
+    allocates, peers with their own torch.empty included, holds NaN until written: a freed buffer that held the
+    right answer (eager's, or the impl's own earlier call) can no longer pass for an unwritten one. No-op on CPU."""
+    if not str(device).startswith("cuda"):
+        return
+    dev = torch.device(device)
+    torch.cuda.synchronize(dev)
+    held = [torch.empty(_RESERVE, dtype=torch.uint8, device=dev)]
+    for seg in torch.cuda.memory_snapshot():
+        if seg.get("device") != (dev.index if dev.index is not None else torch.cuda.current_device()):
+            continue
+        for block in seg["blocks"]:
+            if block["state"] != "inactive":
+                continue
+            size = block["size"]
+            step = _SMALL_REQUEST if seg["segment_type"] == "small" else size
+            for _ in range(size // step):
+                held.append(torch.empty(step, dtype=torch.uint8, device=dev))
+    for t in held:
+        t.fill_(0xFF)       # 0xFFFF.. is a NaN in fp16, bf16, fp32 and fp64 alike (-1 as an integer)
+    torch.cuda.synchronize(dev)
+    del held

@@ -1,6 +1,7 @@
 """The op registry: which implementations exist for each op, what each accepts, and whether it can run here.
 
-Each op is a package under kernels/ whose __init__ names its spec and its implementations:
+Each op is a package under kernels/ whose __init__ names its spec and its implementations; the registry
+finds every such package by itself, so adding an op is adding a folder (docs/CONTRACTS.md, "A new op"):
 
     SPEC = "kernels.fmha.spec:SPEC"
     IMPLS = {"eager": "kernels.fmha.eager:IMPL", "triton": "kernels.fmha.triton:IMPL", ...}
@@ -14,6 +15,7 @@ import dataclasses
 import functools
 import importlib
 import os
+import pkgutil
 import traceback
 from typing import Any, Callable
 
@@ -21,7 +23,20 @@ import torch
 
 from kernels import backends
 
-OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy")
+
+def discover_ops() -> tuple[str, ...]:
+    """Every package under kernels/ whose __init__ names a SPEC and IMPLS (others, helpers, are skipped)."""
+    import kernels
+    found = []
+    for m in pkgutil.iter_modules(kernels.__path__):
+        if m.ispkg:
+            pkg = importlib.import_module(f"kernels.{m.name}")
+            if hasattr(pkg, "SPEC") and hasattr(pkg, "IMPLS"):
+                found.append(m.name)
+    return tuple(sorted(found))
+
+
+OPS = discover_ops()   # every op kernels/ holds; the model's own list is model/op_list.py
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -67,6 +82,9 @@ class KernelImpl:
     # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/static.py.
     aot: Callable[[dict, str], list[dict]] | None = None
     picked: Callable[[], dict] | None = None   # the config the last call used (after autotuning)
+    # The tile config the CPU tests (Triton's interpreter) run at the spec's test_shapes(): small tiles, so
+    # every odd size spans several blocks, edges and diagonals included.
+    test_config: dict = dataclasses.field(default_factory=dict)
     # timer_refusal(full config, timer) -> None or why that config cannot be timed by `timer` ("events":
     # launch-timed calls, "graph": CUDA-graph replays), e.g. torch_compile's reduce-overhead (graphs only)
     timer_refusal: Callable[[dict, str], str | None] | None = None

@@ -18,10 +18,6 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
 
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -23,7 +23,7 @@ from contextlib import nullcontext
 
 import torch
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from kernels.registry import DTYPES
 
 
 def refusal(device: str, dtype: str, world: int = 1, compile: bool = False) -> str | None:

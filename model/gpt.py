@@ -107,9 +107,6 @@ class GPT(nn.Module):
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    def set_backend(self, backend: Backend | str) -> None:
-        self.ops = backend if isinstance(backend, Backend) else Backend(backend)
-
     def get_num_params(self, non_embedding=True) -> int:
         """Parameters; without the position embeddings by default (wte counts: it is the lm_head too)."""
         n = sum(p.numel() for p in self.parameters())

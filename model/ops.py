@@ -11,215 +11,33 @@ kernels.registry.Unsupported), that call runs the eager impl instead. Each such 
 per (op, reason) and kept in `backend.fallbacks`, which the benchmark reports: never silent.
 
 Under autocast the backend casts what autocast would cast (linear and attention inputs) before calling
-an impl, so a kernel sees the same dtypes the eager op would compute in. Each call is wrapped in
-torch.profiler.record_function(f"op:{name}"); with `profile_ranges` on, the op's backward gets an
-"op:{name}:bwd" range too, so a profile groups a whole step's kernel time by op.
+an impl, so a kernel sees the same dtypes the eager op would compute in. Each call sits in an "op:{name}"
+profiler range (model/ranges.py); "auto" ranks measured results with model/ranking.py.
 """
 from __future__ import annotations
 
 import contextlib
-import glob
+import inspect
 import json
-import math
-import os
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import torch
-from torch.profiler import record_function
 
+from kernels import device as devices
 from kernels import registry
 from kernels.fmha.layout import is_qkv_split
-from kernels.registry import DTYPE_NAMES, OPS, Unsupported
+from kernels.registry import DTYPE_NAMES, Unsupported
+from model import ranges
+from model.op_list import OPS
+from model.ranking import default_results, fastest_by_shape, rank_impls, read_results, shape_key
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_RESULTS = os.path.join(REPO, "results", "**", "*.jsonl")   # run_bench.py writes results/<run>/results.jsonl
 EAGER_SDPA = "eager_sdpa"   # a baseline backend: nanoGPT's model (eager ops, F.scaled_dot_product_attention)
 
 
 def _stderr_log(msg: str) -> None:
     print(f"[tilebench.model] {msg}", file=sys.stderr, flush=True)
 
-
-def device_name(device: str | torch.device) -> str:
-    """The name result rows carry in `device_name` (bench/devinfo.py writes the same)."""
-    device = str(device)
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_properties(torch.device(device).index or 0).name
-    try:
-        from bench import devinfo
-        return devinfo.static_info("cpu")["device_name"]
-    except Exception:
-        return "cpu"
-
-
-# ----------------------------------------------------------------------------------------------------
-# "auto": read saved results and rank impls per op
-
-def read_results(paths) -> list[dict]:
-    """Rows from JSONL files; missing files, blank or broken lines and non-objects are skipped."""
-    if isinstance(paths, str):
-        paths = [paths]
-    rows = []
-    for pattern in paths:
-        for path in sorted(glob.glob(pattern, recursive=True)) or [pattern]:
-            try:
-                with open(path) as f:
-                    for line in f:
-                        try:
-                            r = json.loads(line)
-                        except ValueError:
-                            continue
-                        if isinstance(r, dict):
-                            rows.append(r)
-            except OSError:
-                continue
-    return rows
-
-
-def _ms(r: dict) -> float | None:
-    try:
-        v = float(r.get("median_ms"))
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v > 0 else None
-
-
-def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
-               ) -> dict[str, list[dict]]:
-    """Per op, impls from fastest to slowest among `ok` fwd+bwd rows measured on GPU `device`.
-
-    Impls are compared shape by shape: an impl's score is the geometric mean over the shapes it ran of
-    its time / the best time at that shape, and it must have run at least half the op's shapes. Rows of
-    the model's dtype are used when there are any, else all dtypes. A step replayed as a CUDA graph
-    (`graphed`) pays no launch overhead, so it is ranked on graph-replay rows (`--cuda-graph` sweeps)
-    where the op has any; a plain step on launch-timed rows where it has any."""
-    ranked = {}
-    for op, (groups, same) in _groups(rows, device, dtype, ops, graphed).items():
-        ratios, configs = defaultdict(list), defaultdict(Counter)
-        for impls in groups.values():
-            best = min(_ms(r) for r in impls.values())
-            for name, r in impls.items():
-                ratios[name].append(_ms(r) / best)
-                cfg = r.get("config")
-                if isinstance(cfg, dict):
-                    configs[name][json.dumps(cfg, sort_keys=True)] += 1
-        out = []
-        for name, rat in ratios.items():
-            cover = len(rat) / len(groups)
-            if cover < 0.5:
-                continue
-            score = math.exp(sum(math.log(x) for x in rat) / len(rat))
-            cfg = json.loads(configs[name].most_common(1)[0][0]) if configs[name] else None
-            out.append({"impl": name, "score": score, "shapes": len(rat), "of": len(groups), "config": cfg,
-                        "dtype": dtype if same else "any"})
-        out.sort(key=lambda d: (d["score"], -d["shapes"]))
-        ranked[op] = out
-    return ranked
-
-
-def shape_key(shape: dict) -> str:
-    return json.dumps(shape, sort_keys=True, default=str)
-
-
-def fastest_by_shape(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
-                     ) -> dict[str, dict[str, list[str]]]:
-    """Per op and measured shape (shape_key), impls from fastest to slowest: the same rows rank_impls reads.
-    Where the model calls an op at a shape that was measured, "auto" takes that shape's winner (e.g. eager
-    cross-entropy at V=65 but cuTile at V=50304) instead of the op's overall ranking."""
-    out = {}
-    for op, (groups, _) in _groups(rows, device, dtype, ops, graphed).items():
-        for (_, key), impls in groups.items():
-            out.setdefault(op, {})[key] = sorted(impls, key=lambda n: _ms(impls[n]))
-    return out
-
-
-def _groups(rows, device, dtype, ops, graphed):
-    """op -> ({(dtype, shape_key): {impl: fastest row}}, whether rows of `dtype` were found): the ok fwd+bwd
-    rows measured on `device`, graph-replay or launch-timed ones as `graphed` prefers, the model's dtype
-    where it has any."""
-    want = device.strip().lower()
-    by_op = defaultdict(list)
-    for r in rows:
-        ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
-              and isinstance(r.get("impl"), str) and _ms(r) is not None and isinstance(r.get("shape"), dict)
-              and str(r.get("device_name", "")).strip().lower() == want)
-        if ok:
-            by_op[r["op"]].append(r)
-    out = {}
-    for op, rs in by_op.items():
-        timed = [r for r in rs if (r.get("timer") == "cuda_graph") == graphed]
-        rs = timed or rs
-        same = [r for r in rs if r.get("dtype") == dtype]
-        rs = same or rs
-        groups = defaultdict(dict)
-        for r in rs:
-            key = (r.get("dtype"), shape_key(r["shape"]))
-            cur = groups[key].get(r["impl"])
-            if cur is None or _ms(r) < _ms(cur):
-                groups[key][r["impl"]] = r
-        out[op] = (groups, bool(same))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# backward ranges for the profiler
-
-class _RangeState:
-    __slots__ = ("name", "rf")
-
-    def __init__(self, name):
-        self.name, self.rf = name, None
-
-
-_open_ranges: list[_RangeState] = []
-
-
-class _OpenBwd(torch.autograd.Function):
-    """Sits on an op's outputs: its backward runs just before the op's own, so it opens the range."""
-    @staticmethod
-    def forward(ctx, state, *outs):
-        ctx.state = state
-        return tuple(o.view_as(o) for o in outs)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        st = ctx.state
-        if st.rf is None:
-            st.rf = record_function(st.name)
-            st.rf.__enter__()
-            _open_ranges.append(st)
-        return (None, *grads)
-
-
-class _CloseBwd(torch.autograd.Function):
-    """Sits on an op's inputs: runs once all of them have their gradients, so it closes the range."""
-    @staticmethod
-    def forward(ctx, state, *ins):
-        ctx.state = state
-        return tuple(i.view_as(i) for i in ins)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        _close(ctx.state)
-        return (None, *grads)
-
-
-def _close(st: _RangeState) -> None:
-    if st.rf is not None:
-        st.rf.__exit__(None, None, None)
-        st.rf = None
-        if st in _open_ranges:
-            _open_ranges.remove(st)
-
-
-def close_open_ranges() -> None:
-    """Close backward ranges an unusual graph left open (call after backward while profiling)."""
-    for st in list(_open_ranges):
-        _close(st)
-
-
-# ----------------------------------------------------------------------------------------------------
 
 def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
     """(mode, op -> impl, results path) from "eager", "eager_sdpa", "auto[:path]", "triton,fmha=eager" or a dict."""
@@ -257,7 +75,8 @@ class Backend:
                  graphed: bool = False):
         self.spec = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
         self.mode, self.choice, path = parse_choice(choice)
-        self.results = results or path or DEFAULT_RESULTS
+        self.results_given = bool(results or path)   # else auto reads (and may first measure into) results/
+        self.results = results or path or default_results()
         self.dtype = dtype                       # which rows "auto" prefers
         self.graphed = graphed                   # the step is replayed as a CUDA graph: auto ranks graph timings
         self.configs = dict(configs or {})       # op -> tile-config overrides
@@ -276,6 +95,7 @@ class Backend:
         self._said: set = set()
         self._decided: dict = {}
         self._cfg: dict = {}
+        self._auto_configs: set = set()          # ops whose tile config auto took from result rows
         self._fused_off: str | None = None
         self._lce_off: str | None = None         # why the fused lm_head + loss was given up
         self._aln_off: str | None = None         # why the fused residual add + LayerNorm was given up
@@ -292,7 +112,7 @@ class Backend:
         if self._auto_done:
             return
         self._auto_done = True
-        name = device_name(device)
+        name = devices.name(device)
         rows = read_results(self.results)
         ranked = rank_impls(rows, name, self.dtype, graphed=self.graphed)
         for op, shapes in fastest_by_shape(rows, name, self.dtype, graphed=self.graphed).items():
@@ -316,8 +136,9 @@ class Backend:
                 self._fallback(op, "auto", f"no usable ok fwd+bwd result rows for {name!r} in {self.results}")
                 continue
             self.choice[op] = picked["impl"]
-            if picked["config"]:
-                self.configs.setdefault(op, picked["config"])
+            if picked["config"] and op not in self.configs:
+                self.configs[op] = picked["config"]
+                self._auto_configs.add(op)
             self._note(f"auto: {op} -> {picked['impl']} (time/best {picked['score']:.3f} over "
                        f"{picked['shapes']}/{picked['of']} shapes, dtype {picked['dtype']})")
         for op, shapes in self._by_shape.items():
@@ -349,12 +170,20 @@ class Backend:
         self.log("fallback " + msg)
 
     def _config(self, op, name, impl) -> dict:
+        """The tile config op runs name with. A config the caller gave that the impl rejects is an error; one auto
+        read from result rows (written by an older version of the impl) gives way to the defaults, recorded
+        in `fallbacks` so the benchmark reports which config really ran."""
         key = (op, name)
         if key not in self._cfg:
+            want = self.configs.get(op)
             try:
-                self._cfg[key] = impl.config(self.configs.get(op))
+                self._cfg[key] = impl.config(want)
             except ValueError as e:
-                self._note(f"{op}/{name}: tile config {self.configs.get(op)} rejected ({e}); using defaults")
+                if op not in self._auto_configs:
+                    raise ValueError(f"{op}/{name}: tile config {want} rejected: {e}") from None
+                msg = f"{op}: {name} measured tile config {want} rejected ({e}); ran its default config"
+                self.fallbacks.append(msg)
+                self.log("fallback " + msg)
                 self._cfg[key] = impl.config()
         return self._cfg[key]
 
@@ -395,11 +224,7 @@ class Backend:
             return None
         state = None
         if self.profile_ranges and grad:
-            state = _RangeState(f"op:{op}:bwd")
-            idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
-            args = list(args)
-            for i, m in zip(idx, _CloseBwd.apply(state, *(args[i] for i in idx))):
-                args[i] = m
+            state, args = ranges.backward_range_inputs(op, args)
         out = None
         if pick is not None:
             name, impl, cfg = pick
@@ -416,11 +241,11 @@ class Backend:
             with self._range(op):
                 out = self._eager[op](*args, **kwargs)
         if state is not None:
-            out = _OpenBwd.apply(state, out)[0]
+            out = ranges.backward_range_outputs(state, out)
         return out
 
     def _range(self, op):
-        return record_function(f"op:{op}") if self.annotate else contextlib.nullcontext()
+        return ranges.forward_range(op) if self.annotate else contextlib.nullcontext()
 
     # --- the ops ------------------------------------------------------------------------------------
     def layer_norm(self, x, weight, bias, eps=1e-5):
@@ -487,21 +312,42 @@ class Backend:
         if fuse and self._fused_off is None:
             xc, w, b = _amp(x, weight, bias)
             shape = {"M": xc.numel() // xc.shape[-1], "N": w.shape[0], "K": w.shape[1]}
-            try:
-                out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
-                if out is not None:
-                    self.used["linear+gelu"].add(lin)
-                    return out
-                self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
-            except (Unsupported, TypeError) as e:   # TypeError: an impl without the activation keyword
-                self._fused_off = f"{type(e).__name__}: {e}"
-                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({self._fused_off}); linear then gelu"
+            why = self._no_epilogue(self.impl_for("linear", shape), str(x.device))
+            if why is None:
+                try:
+                    out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False)
+                    if out is not None:
+                        self.used["linear+gelu"].add(lin)
+                        return out
+                    self._fused_off = "linear impl cannot run here"   # its fallback is recorded already
+                except Unsupported as e:
+                    why = f"Unsupported: {e}"
+            if why:
+                self._fused_off = why
+                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({why}); linear then gelu"
                 self.fallbacks.append(msg)
                 self.log("fallback " + msg)
         if self.impl_for("gelu", {"M": x.numel() // x.shape[-1], "C": weight.shape[0]}) == "eager":
             # nanoGPT's own path: the bias rides in the matmul (addmm)
             return self.gelu(self.linear(x, weight, bias), None)
         return self.gelu(self.linear(x, weight, None), bias)   # the gelu kernel fuses the bias add
+
+    @staticmethod
+    def _no_epilogue(name: str, device: str) -> str | None:
+        """Why linear impl `name` cannot take activation="gelu" by its signature, else None (it may still raise
+        Unsupported). Checked up front, so a TypeError raised inside a kernel stays the bug it is."""
+        if name == "eager":
+            return None
+        r = registry.resolve("linear", name, device) if name in registry.impl_names("linear") else None
+        if r is None or not r.ok:
+            return None   # _call records why it cannot run
+        try:
+            params = inspect.signature(r.impl.fn).parameters
+        except (TypeError, ValueError):   # no Python signature to read: the call itself will tell
+            return None
+        if "activation" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        return f"{name}'s linear takes no activation keyword"
 
     def fmha(self, q, k, v, causal=True):
         q, k, v = _amp(q, k, v)

@@ -4,6 +4,7 @@
     python -m model.train --config shakespeare_char --backend triton --out-dir out/sc_triton \\
         --log-json out/sc_triton/log.json
     torchrun --standalone --nproc_per_node=2 -m model.train --config shakespeare_char
+    srun --ntasks-per-node=2 --gpus-per-task=1 python -m model.train --config shakespeare_char   # on Slurm
     python -m model.train --out-dir out/sc_triton --resume --max-iters 1000   # exact resume
     python -m model.sample --out-dir out/sc_triton
 
@@ -26,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from model import cuda_graph
+from kernels.device import name as device_name
+from kernels.registry import DTYPES
+from model import cuda_graph, measure, slurm_env
 from model.config import preset
 from model.data import Batches
 from model.gpt import GPT, peak_tflops_for
-from model.ops import Backend, device_name
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+from model.ops import Backend
 
 
 @dataclasses.dataclass
@@ -137,7 +138,9 @@ class Trainer:
         if dev.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise RuntimeError("device cuda requested but torch.cuda.is_available() is False (use --device cpu)")
-            dev = f"cuda:{self.local_rank}" if (self.ddp or "LOCAL_RANK" in os.environ or dev == "cuda") else dev
+            # modulo: a Slurm task bound to its own GPU (--gpus-per-task) sees that one GPU alone, as cuda:0
+            dev = f"cuda:{self.local_rank % torch.cuda.device_count()}" \
+                if (self.ddp or "LOCAL_RANK" in os.environ or dev == "cuda") else dev
             torch.cuda.set_device(dev)
         self.device, self.device_type = dev, dev.split(":")[0]
         if cfg.lr_decay_iters is None:   # fixed now, so a resumed run with more iterations keeps the schedule
@@ -180,6 +183,11 @@ class Trainer:
         self.backend = Backend(cfg.backend, results=cfg.results, dtype=cfg.dtype, fuse_gelu=cfg.fuse_gelu,
                                log=self.log, graphed=cfg.cuda_graph)
         self.raw_model = GPT(mcfg, self.backend).to(self.device)
+        if self.backend.mode == "auto":   # no results for this GPU yet: rank 0 measures the model's op shapes once
+            if self.master:
+                measure.ensure_results(self.backend, self.raw_model, cfg.batch_size, self.T, self.device)
+            if self.ddp:
+                torch.distributed.barrier()
         self.backend.resolve_auto(self.device)
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                              (cfg.beta1, cfg.beta2), self.device_type,
@@ -511,6 +519,7 @@ def parse_args(argv=None) -> TrainConfig:
 
 def main(argv=None) -> int:
     try:
+        slurm_env.setup()    # under srun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_* as torchrun sets them
         cfg = parse_args(argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

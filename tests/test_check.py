@@ -5,23 +5,13 @@ from bench.check import check
 from kernels import registry
 from tests import fake_impls
 
-ODD = {
-    "fmha": [dict(B=2, H=3, T=37, D=16, causal=True), dict(B=1, H=2, T=19, D=64, causal=False)],
-    "layer_norm": [dict(M=33, C=65)],
-    "add_layer_norm": [dict(M=33, C=65)],
-    "gelu": [dict(M=17, C=41)],
-    "linear": [dict(M=31, N=17, K=23)],
-    "cross_entropy": [dict(M=29, V=101)],
-    "linear_cross_entropy": [dict(M=29, K=23, V=101)],
-}
-
 
 @pytest.mark.parametrize("op", registry.OPS)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
 def test_eager_matches_reference_on_odd_shapes(op, dtype, pass_):
     spec, impl = registry.spec_of(op), registry.get(op, "eager", "cpu")
-    for shape in ODD[op]:
+    for shape in spec.test_shapes():   # each op's small odd shapes
         r = check(spec, impl.fn, shape, dtype, pass_, "cpu", seed=7)
         assert r.ok, r.message
         assert 0 <= r.max_err_ratio <= 1
@@ -63,13 +53,22 @@ def test_inputs_are_random_and_fresh():
     assert (a != 0).all() and not (a == b).all()
 
 
-def test_fully_masked_row_is_finite():
-    """The -1e20 floor: a row with every key masked softmaxes to uniform weights, never NaN."""
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_fully_masked_row_is_finite(dtype):
+    """The -1e20 floor: a query row with every key masked softmaxes to uniform weights (the mean of v),
+    never NaN, in the reference and in the eager impl (the ones that take fewer keys than queries)."""
     import torch
-    spec = registry.spec_of("fmha")
-    q = torch.randn(1, 1, 4, 8, dtype=torch.float64)
-    out = spec.math(q, q[:, :, :2], q[:, :, :2], causal=True)   # T=4 queries, 2 keys: tril(-2) masks rows 0-1
-    assert torch.isfinite(out).all()
+    spec, eager = registry.spec_of("fmha"), registry.get("fmha", "eager", "cpu").fn
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, n, 8, generator=g) for n in (5, 2, 2))   # tril(2 - 5): rows 0-2 see no key
+    ref = spec.math(q.double(), k.double(), v.double(), causal=True)
+    out = eager(*(t.to(registry.DTYPES[dtype]) for t in (q, k, v)), causal=True).double()
+    uniform = v.double().mean(-2, keepdim=True).expand(1, 2, 3, 8)
+    tol = 1e-6 if dtype == "fp32" else 2e-2
+    for name, o in (("reference", ref), ("eager", out)):
+        assert torch.isfinite(o).all(), name
+        assert torch.allclose(o[:, :, :3], uniform, atol=tol), f"{name}: masked rows are not the mean of v"
+    assert torch.allclose(out[:, :, 3:], ref[:, :, 3:], atol=tol)     # the rows that see keys agree too
 
 
 def test_an_op_with_two_outputs_checks_both_and_their_count():
@@ -82,3 +81,47 @@ def test_an_op_with_two_outputs_checks_both_and_their_count():
     assert not bad.ok and "returned 1 output(s), the reference 2" in bad.message
     wrong_sum = check(spec, lambda *a, **k: (impl.fn(*a, **k)[0] * 1.01, impl.fn(*a, **k)[1]), shape, "bf16", "fwd", "cpu")
     assert not wrong_sum.ok and "sum" in wrong_sum.message
+
+
+def test_local_measure_sees_two_unwritten_rows_a_global_norm_dilutes():
+    import torch
+    from bench.check import local_error, rel_l2
+    ref = torch.randn(16384, 768, dtype=torch.float64)
+    out = ref.clone()
+    out[[0, 9000]] = 0
+    assert rel_l2(out, ref) < 0.02            # what the old gate looked at: within a bf16 tolerance
+    assert local_error(out, ref) > 0.9        # a whole row wrong is an error of ~1 row norm
+    col = ref.clone()
+    col[:, 5] = 0                              # one column (e.g. of a weight gradient) dropped
+    assert rel_l2(col, ref) < 0.05 and local_error(col, ref) > 0.9
+
+
+def test_tolerance_is_eager_relative_with_a_dtype_floor():
+    from bench.check import K
+    spec, impl = registry.spec_of("layer_norm"), registry.get("layer_norm", "eager", "cpu")
+    r = check(spec, impl.fn, dict(M=257, C=768), "fp16", "fwd+bwd", "cpu", seed=3)
+    import torch
+    assert r.ok
+    for name, b in r.expected.bounds.items():
+        e, l = b.eager
+        assert b.tol == max(K * e, spec.error_floor(b.dtype))
+        assert b.local_tol == max(K * l, 4 * spec.error_floor(b.dtype))
+    assert spec.error_floor(torch.bfloat16) > spec.error_floor(torch.float16) > spec.error_floor(torch.float32)
+
+
+def test_gate_catches_wrong_dtype_and_input_writes():
+    import torch
+    spec = registry.spec_of("gelu")
+
+    def in_fp32(x, bias=None):
+        return fake_impls._right(x.float(), bias.float())
+
+    def scribbles(x, bias=None):
+        y = fake_impls._right(x, bias)
+        x.data.zero_()
+        return y
+    r = check(spec, in_fp32, dict(M=9, C=13), "bf16", "fwd", "cpu")
+    assert not r.ok and "dtype float32 != eager's bfloat16" in r.message
+    r = check(spec, scribbles, dict(M=9, C=13), "fp32", "fwd", "cpu")
+    assert not r.ok and "written in place" in r.message
+    assert torch.isfinite(torch.tensor(r.max_err_ratio))

@@ -162,3 +162,16 @@ def test_report_shows_each_preset_on_each_gpu(tmp_path):
     assert t.loc[0, "GPU A preset:blackwell"] == 1.2 and t.loc[0, "GPU B preset:blackwell"] == 0.8
     assert not any("default" in c for c in t.columns)
     assert report.presets_compare(pd.DataFrame([rows[-1]])).empty
+
+
+@pytest.mark.parametrize("status, code", [("oom", 1), ("wrong", 1), ("compile_error", 1), ("unavailable", 0)])
+def test_strict_fails_on_every_failure_status(tmp_path, monkeypatch, status, code):
+    from bench import cli, runner
+
+    def fake_run(points, device, store, opts):   # every point ends with `status`
+        for p in points:
+            store.append({**p, "status": status, "message": "x", "shape_label": "s"})
+    monkeypatch.setattr(runner, "run", fake_run)
+    args = ["--sweep", "gelu", "--quick", "--impl", "eager", "--device", "cpu", "--out", str(tmp_path), "--no-report"]
+    assert cli.main(args) == 0
+    assert cli.main(args + ["--strict"]) == code

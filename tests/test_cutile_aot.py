@@ -4,12 +4,12 @@ The default run compiles each impl's kernels in its own per-arch preset for all 
 2 CPUs); the full preset x arch matrix is marked `slow` (~5 min more): deselect it with -m "not slow"."""
 import pytest
 
-from kernels import cutile_aot, cutile_env, registry
+from kernels import aot, cutile_aot, cutile_env, registry
 
 pytestmark = pytest.mark.skipif(cutile_env.why_not_compilable() is not None,
                                 reason=f"cuTile cannot compile here: {cutile_env.why_not_compilable()}")
 
-OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy")   # the ops with a cutile impl here
+OPS = [op for op in registry.OPS if "cutile" in registry.impl_names(op)]   # the ops with a cutile impl
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
 
 
@@ -55,7 +55,7 @@ def test_fmha_blackwell_preset_is_the_design_notes_one():
 
 def test_resource_usage_read_when_cuobjdump_present():
     rows = _impl("gelu").aot({}, "sm_90")
-    if cutile_env.cuobjdump_path() is None:
+    if aot.cuobjdump_path() is None:
         pytest.skip("no cuobjdump to read registers")
     assert all(isinstance(r["registers"], int) and r["registers"] > 0 for r in rows)
     assert all(r["spills"] is not None for r in rows)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from bench.e2e import run_e2e_point
-from kernels import registry
+from model.op_list import OPS as MODEL_OPS
 from model import data
-from model.ops import device_name
+from kernels.device import name as device_name
 from tests.helpers import fake_gelu_impls
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
@@ -24,7 +24,7 @@ def test_eager_row_is_sane():
     assert r["tokens_per_s"] == pytest.approx(2 * 32 / (r["ms_per_step"] * 1e-3))
     assert r["model_tflops"] > 0 and r["mfu"] == pytest.approx(r["model_tflops"])
     assert r["compile_s"] > 0 and r["fallbacks"] == [] and r["peak_mem_bytes"] is None
-    for op in registry.OPS:
+    for op in MODEL_OPS:
         if op in ("linear_cross_entropy", "add_layer_norm"):   # eager: unfused, as nanoGPT
             assert op not in r["breakdown"]
             continue
@@ -37,7 +37,7 @@ def test_eager_row_is_sane():
 def test_unavailable_backend_is_unsupported_not_mislabelled_eager():
     r = run_e2e_point({**POINT, "backend": "cutile"}, "cpu")
     assert r["status"] == "unsupported"
-    assert len(r["fallbacks"]) == len(registry.OPS) and "ms_per_step" not in r
+    assert len(r["fallbacks"]) == len(MODEL_OPS) and "ms_per_step" not in r
 
 
 def test_partial_backend_reports_its_fallbacks():

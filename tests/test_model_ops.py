@@ -1,4 +1,5 @@
-"""model/ops.py: backend choice, fallbacks (recorded once, never silent), fused GELU, "auto" from results."""
+"""model/ops.py: backend choice, fallbacks (recorded once, never silent), fused GELU, "auto" from results
+(model/ranking.py), profiler ranges (model/ranges.py)."""
 import json
 
 import pytest
@@ -6,15 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from kernels import registry
+from kernels.device import name as device_name
 from kernels.registry import KernelImpl, Resolved, Unsupported
-from model import ops as ops_mod
+from model import ranges
 from model.config import preset
 from model.gpt import GPT
-from model.ops import Backend, parse_choice, rank_impls
+from model.op_list import OPS as MODEL_OPS
+from model.ops import Backend, parse_choice
+from model.ranking import rank_impls
 
 
 def test_parse_choice():
-    assert parse_choice("eager")[1] == {op: "eager" for op in registry.OPS}
+    assert parse_choice("eager")[1] == {op: "eager" for op in MODEL_OPS}
     mode, m, _ = parse_choice("triton,fmha=sdpa_flash")
     assert mode == "map" and m["fmha"] == "sdpa_flash" and m["linear"] == "triton"
     assert parse_choice({"gelu": "cutile"})[1]["gelu"] == "cutile"
@@ -41,9 +45,9 @@ def test_unavailable_impl_falls_back_once_per_reason():
     loss = _run(b, steps=3)
     assert loss.item() == ref.item()
     ops_fell = {f.split(":")[0] for f in b.fallbacks}
-    assert ops_fell == set(registry.OPS)
-    assert len(b.fallbacks) == len(registry.OPS)            # three forwards, each reason once
-    assert len([m for m in logged if m.startswith("fallback")]) == len(registry.OPS)
+    assert ops_fell == set(MODEL_OPS)
+    assert len(b.fallbacks) == len(MODEL_OPS)            # three forwards, each reason once
+    assert len([m for m in logged if m.startswith("fallback")]) == len(MODEL_OPS)
     assert all("cutile -> eager" in f for f in b.fallbacks)
 
 
@@ -168,7 +172,8 @@ def test_rank_impls():
 
 
 def test_rank_impls_graph_rows_rank_a_graphed_step():
-    """Graph-replay rows (no launch overhead) rank a CUDA-graphed step; launch-timed rows a plain one."""
+    """Graph-replay rows (no launch overhead) rank a CUDA-graphed step, and only they do: with none, the op is
+    unranked rather than ranked on launch timings."""
     base = {"status": "ok", "pass": "fwd+bwd", "op": "layer_norm", "device_name": "GPU X", "dtype": "bf16",
             "shape": {"M": 1}}
     rows = [{**base, "impl": "eager", "median_ms": 0.15, "timer": "cuda_events"},
@@ -177,12 +182,28 @@ def test_rank_impls_graph_rows_rank_a_graphed_step():
             {**base, "impl": "triton", "median_ms": 0.07, "timer": "cuda_graph"}]
     assert rank_impls(rows, "gpu x")["layer_norm"][0]["impl"] == "eager"
     assert rank_impls(rows, "gpu x", graphed=True)["layer_norm"][0]["impl"] == "triton"
-    only_launch = [r for r in rows if r["timer"] == "cuda_events"]   # no graph rows: the others still rank
-    assert rank_impls(only_launch, "gpu x", graphed=True)["layer_norm"][0]["impl"] == "eager"
+    only_launch = [r for r in rows if r["timer"] == "cuda_events"]
+    assert "layer_norm" not in rank_impls(only_launch, "gpu x", graphed=True)
+    only_graph = [r for r in rows if r["timer"] == "cuda_graph"]
+    assert "layer_norm" not in rank_impls(only_graph, "gpu x")
+
+
+def test_rank_impls_plain_step_ranks_host_inclusive_time():
+    """A plain step pays the host's launch cost: host_median_ms ranks it, not the flushed-event kernel time;
+    rows written before host_* existed fall back to median_ms."""
+    base = {"status": "ok", "pass": "fwd+bwd", "op": "gelu", "device_name": "GPU X", "dtype": "bf16",
+            "timer": "cuda_events"}
+    rows = [{**base, "shape": {"M": 1}, "impl": "eager", "median_ms": 0.020, "host_median_ms": 0.030},
+            {**base, "shape": {"M": 1}, "impl": "triton", "median_ms": 0.008, "host_median_ms": 0.060},
+            {**base, "shape": {"M": 2}, "impl": "eager", "median_ms": 0.040},            # an old row
+            {**base, "shape": {"M": 2}, "impl": "triton", "median_ms": 0.050}]
+    r = rank_impls(rows, "gpu x")["gelu"]
+    assert [d["impl"] for d in r] == ["eager", "triton"]
+    assert r[1]["score"] == pytest.approx(((0.060 / 0.030) * (0.050 / 0.040)) ** 0.5)
 
 
 def test_auto_from_fake_results(tmp_path):
-    dev = ops_mod.device_name("cpu")
+    dev = device_name("cpu")
     path = tmp_path / "res.jsonl"
     with open(path, "w") as f:
         f.write("not json\n\n[1, 2]\n{\"op\": \"fmha\"}\n")
@@ -204,11 +225,11 @@ def test_auto_without_results_file_is_eager_and_says_so(tmp_path):
     b = Backend("auto", results=str(tmp_path / "missing.jsonl"), log=lambda m: None)
     _run(b, steps=1)
     assert all(n == "eager" for n in b.choice.values())
-    assert len(b.fallbacks) == len(registry.OPS)
+    assert len(b.fallbacks) == len(MODEL_OPS)
 
 
 # the eager model computes its loss as nanoGPT does, lm_head then cross_entropy: the fused op never runs
-EAGER_MODEL_OPS = [op for op in registry.OPS if op not in ("linear_cross_entropy", "add_layer_norm")]   # fused ops: not on the eager path
+EAGER_MODEL_OPS = [op for op in MODEL_OPS if op not in ("linear_cross_entropy", "add_layer_norm")]   # fused ops: not on the eager path
 
 
 def test_profile_ranges_cover_backward():
@@ -220,7 +241,7 @@ def test_profile_ranges_cover_backward():
     names = {e.name for e in prof.events()}
     for op in EAGER_MODEL_OPS:
         assert f"op:{op}" in names and f"op:{op}:bwd" in names, op
-    assert not ops_mod._open_ranges
+    assert not ranges._open_ranges
 
 
 def test_fused_add_layer_norm_takes_the_projection_biases(monkeypatch):
@@ -266,7 +287,7 @@ def test_fused_add_layer_norm_takes_the_projection_biases(monkeypatch):
 def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
     """Overall eager wins fmha, but at the model's own (measured) attention shape sdpa_math was faster:
     auto runs sdpa_math there, and the op's overall choice elsewhere."""
-    dev = ops_mod.device_name("cpu")
+    dev = device_name("cpu")
     cfg = preset("tiny")
     hs = cfg.n_embd // cfg.n_head
     model_shape = {"B": 2, "H": cfg.n_head, "T": 16, "D": hs, "causal": True, "qkv": True}   # as the model calls it
@@ -286,3 +307,50 @@ def test_auto_takes_the_winner_at_a_measured_shape(tmp_path):
     assert any("fmha at" in n and "sdpa_math" in n for n in notes)
     _run(b, steps=1)
     assert b.used["fmha"] == {"sdpa_math"}
+
+
+def test_model_ops_are_registry_ops():
+    """The model's op list (model/op_list.py) names ops kernels/ holds; kernels/ may hold more."""
+    assert set(MODEL_OPS) <= set(registry.OPS)
+    for op in MODEL_OPS:
+        assert callable(getattr(Backend, op, None)), f"Backend has no method for model op {op}"
+
+
+def test_fused_gelu_type_error_inside_a_kernel_propagates(fake_triton, monkeypatch):
+    """A TypeError raised inside a linear kernel is a bug, not a missing activation keyword: no quiet split."""
+    impl = registry.resolve("linear", "triton").impl
+
+    def buggy(x, w, b=None, activation=None):
+        if activation:
+            raise TypeError("unsupported operand type(s) for +: 'Tensor' and 'NoneType'")
+        return F.linear(x, w, b)
+    monkeypatch.setattr(impl, "fn", buggy)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        _run(Backend("triton", log=lambda m: None), steps=1)
+
+
+def test_fused_gelu_impl_without_activation_keyword_splits_and_says_so(fake_triton, monkeypatch):
+    impl = registry.resolve("linear", "triton").impl
+    monkeypatch.setattr(impl, "fn", lambda x, w, b=None: F.linear(x, w, b))
+    b = Backend("triton", log=lambda m: None)
+    _run(b, steps=1)
+    msgs = [f for f in b.fallbacks if f.startswith("linear+gelu")]
+    assert len(msgs) == 1 and "no activation keyword" in msgs[0]
+    assert fake_triton["gelu"] > 0
+
+
+def test_rejected_tile_config_given_is_an_error(fake_triton):
+    b = Backend("triton", configs={"fmha": {"NO_SUCH": 1}}, log=lambda m: None)
+    with pytest.raises(ValueError, match="fmha/triton: tile config .* rejected"):
+        _run(b, steps=1)
+
+
+def test_rejected_measured_tile_config_runs_defaults_and_is_reported(tmp_path):
+    """A config auto read from rows that the impl no longer accepts: its defaults run, and fallbacks say so."""
+    rows = [dict(r, config={"NO_SUCH": 1}) if r["impl"] == "sdpa_math" else r for r in _rows(device_name("cpu"))]
+    path = tmp_path / "res.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    b = Backend(f"auto:{path}", log=lambda m: None)
+    _run(b, steps=1)
+    assert b.used["fmha"] == {"sdpa_math"}
+    assert any(f.startswith("fmha: sdpa_math measured tile config") and "NO_SUCH" in f for f in b.fallbacks), b.fallbacks

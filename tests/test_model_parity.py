@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 from kernels import registry
 from model.config import GPTConfig
 from model.gpt import GPT
+from model.op_list import OPS as MODEL_OPS
 from model.ops import Backend
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -54,7 +55,7 @@ def assert_parity(backend, device, dtype):
 
 
 def _mapping_for(name, device):
-    m = {op: name for op in registry.OPS if name in registry.impl_names(op) and registry.resolve(op, name, device).ok}
+    m = {op: name for op in MODEL_OPS if name in registry.impl_names(op) and registry.resolve(op, name, device).ok}
     return m
 
 
@@ -88,9 +89,10 @@ from kernels import registry
 from model.config import GPTConfig
 from model.gpt import GPT
 from model.ops import Backend
-ok = [op for op in registry.OPS if registry.resolve(op, "triton", "cpu").ok]
+from model.op_list import OPS
+ok = [op for op in OPS if registry.resolve(op, "triton", "cpu").ok]
 if not ok:
-    print(json.dumps({"skip": {op: registry.resolve(op, "triton", "cpu").reason for op in registry.OPS}}))
+    print(json.dumps({"skip": {op: registry.resolve(op, "triton", "cpu").reason for op in OPS}}))
     sys.exit(0)
 cfg = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=65)
 def run(backend):
@@ -147,6 +149,15 @@ def test_triton_interpreter_parity(gelu):
     res = json.loads(lines[-1])
     if "skip" in res:
         pytest.skip(f"no Triton impl importable under TRITON_INTERPRET=1: {res['skip']}")
+    # Triton ran every op it has (a backend that fell back to eager would match eager trivially); a fused op
+    # stands in for the ops it replaces: add_layer_norm for each LayerNorm, linear_cross_entropy for the loss,
+    # linear's GELU epilogue for gelu
+    used = {op for op, impls in res["used"].items() if impls == ["triton"]}
+    stand_in = {"layer_norm": "add_layer_norm", "cross_entropy": "linear_cross_entropy", "gelu": "linear+gelu"}
+    assert not [op for op in res["ops"] if op not in used and stand_in.get(op) not in used], res
+    assert res["fallbacks"] == [], res
+    if gelu == "split":
+        assert "linear+gelu" not in used and ("gelu" in used or "gelu" not in res["ops"]), res
     assert res["logits"] < 5e-3 and res["loss"] < 5e-3, res
     assert all(e < 1e-2 for e in res["grads"].values()), res
     assert max(res["train_steps"]) < 1e-3, res

@@ -44,3 +44,5 @@ def test_cost_order_puts_big_points_first():
     small = {"op": "gelu", "shape": {"M": 8, "C": 8}, "pass": "fwd", "dtype": "bf16"}
     big = {"op": "linear", "shape": {"M": 16384, "N": 3072, "K": 768}, "pass": "fwd+bwd", "dtype": "bf16"}
     assert multigpu.expected_cost(big) > multigpu.expected_cost(small)
+    # a malformed point only loses its place in the order (it reports its own error when it runs)
+    assert multigpu.expected_cost({**small, "shape": {"M": 8}}) == multigpu.expected_cost({**small, "op": "nope"}) == 0.2

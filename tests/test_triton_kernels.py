@@ -20,97 +20,77 @@ import pytest
 pytest.importorskip("triton")
 pytest.importorskip("torch")
 
+from kernels import registry   # noqa: E402  (the registry and specs only: kernel modules load in the children)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
-OPS = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy")
+OPS = [op for op in registry.OPS if "triton" in registry.impl_names(op)]
 DTYPES = ("fp32", "bf16", "fp16")
 PASSES = ("fwd", "fwd+bwd")
 
 # --- the cases: (op, shape, dtype, pass, config overrides, inputs builder or None, expect ok) -------------
+# Shapes come from each spec's test_shapes(); `small` cases run the impl's test_config (small tiles so every
+# odd size spans several blocks, edges and (causal) diagonals included) under their overrides.
 
-# small tiles so every odd size spans several blocks, edges and (causal) diagonals included
-SMALL = {
-    "fmha": {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1": 32, "BWD_BLOCK_M2": 32,
-             "BWD_BLOCK_N2": 16},
-    "layer_norm": {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1},
-    "add_layer_norm": {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1},
-    "gelu": {"BLOCK": 512, "BWD_BLOCK_M": 4, "BWD_BLOCK_C": 64, "BWD_PROGS": 1},
-    "linear": {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16},
-    "cross_entropy": {"BLOCK_V": 256},
-}
-SHAPES = {
-    "fmha": {"B": 2, "H": 3, "T": 37, "D": 64},
-    "layer_norm": {"M": 37, "C": 65},
-    "add_layer_norm": {"M": 37, "C": 65},
-    "gelu": {"M": 33, "C": 65},
-    "linear": {"M": 33, "N": 47, "K": 65},
-    "cross_entropy": {"M": 33, "V": 1003},
-}
+
+def _first(op):
+    return registry.spec_of(op).test_shapes()[0]
 
 
 def _cases():
     cases = {}
 
-    def add(cid, op, shape, dtype, pass_, cfg=None, build=None, expect_ok=True):
+    def add(cid, op, shape, dtype, pass_, cfg=None, build=None, expect_ok=True, small=True):
         cases[cid] = dict(op=op, shape=shape, dtype=dtype, pass_=pass_, cfg=cfg or {}, build=build,
-                          expect_ok=expect_ok)
+                          expect_ok=expect_ok, small=small)
 
     for op in OPS:
-        variants = [("", SHAPES[op])]
-        if op == "fmha":
-            variants = [("causal", {**SHAPES[op], "causal": True}), ("full", {**SHAPES[op], "causal": False})]
-        for tag, shape in variants:
+        spec = registry.spec_of(op)
+        shapes = spec.test_shapes()
+        for shape in shapes:
+            tag = spec.label(shape).replace(" ", "-") + "-" if len(shapes) > 1 else ""
             for dtype in DTYPES:
                 for pass_ in PASSES:
-                    add(f"{op}-{tag + '-' if tag else ''}{dtype}-{pass_}", op, shape, dtype, pass_, SMALL[op])
+                    add(f"{op}-{tag}{dtype}-{pass_}", op, shape, dtype, pass_)
         # the per-arch default config too (the interpreter counts as sm_80)
-        add(f"{op}-default-bf16-fwd+bwd", op, SHAPES[op], "bf16", "fwd+bwd")
+        add(f"{op}-default-bf16-fwd+bwd", op, shapes[0], "bf16", "fwd+bwd", small=False)
+        # autotune mode (impls with an autotune parameter): it must run and report the config it used
+        add(f"{op}-autotune-bf16-fwd+bwd", op, shapes[0], "bf16", "fwd+bwd", {"autotune": True}, small=False)
     for D, T in ((128, 33), (32, 45), (16, 29)):
         for causal in (True, False):
             add(f"fmha-D{D}-T{T}-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
-                {"B": 1, "H": 2, "T": T, "D": D, "causal": causal}, "bf16", "fwd+bwd", SMALL["fmha"])
+                {"B": 1, "H": 2, "T": T, "D": D, "causal": causal}, "bf16", "fwd+bwd")
     # the model's layout through the spec's wrapper: q, k, v views of one qkv, (B, T, C) out, one dqkv back
     for causal in (True, False):
         add(f"fmha-qkv-layout-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
-            {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd", SMALL["fmha"])
+            {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd")
     add("fmha-mixed-layouts-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
-        SMALL["fmha"], build="mixed_layouts")
-    add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd", SMALL["fmha"])
+        build="mixed_layouts")
+    add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd")
     # layouts the model produces: q/k/v from a qkv split + transpose, 3-D activations, a transposed view
     add("fmha-qkv-split-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
-        SMALL["fmha"], build="qkv_split")
-    add("layer_norm-3d-noncontig-bf16-fwd+bwd", "layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
-        SMALL["layer_norm"], build="ln_3d")
+        build="qkv_split")
+    add("layer_norm-3d-noncontig-bf16-fwd+bwd", "layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd", build="ln_3d")
     # the model's other add_layer_norm calls: 3-D, no bias (dropout on), no branch (the first block),
     # and the last one whose sum nobody reads (its gradient arrives as None)
     for build in ("aln_3d", "aln_nobias", "aln_nobranch", "aln_sum_unused"):
         add(f"add_layer_norm-{build[4:]}-bf16-fwd+bwd", "add_layer_norm", {"M": 39, "C": 65}, "bf16", "fwd+bwd",
-            SMALL["add_layer_norm"], build=build)
-    add("gelu-3d-bf16-fwd+bwd", "gelu", {"M": 39, "C": 65}, "bf16", "fwd+bwd", SMALL["gelu"], build="gelu_3d")
-    add("gelu-tile-per-program-bf16-fwd+bwd", "gelu", {"M": 33, "C": 65}, "bf16", "fwd+bwd",
-        {**SMALL["gelu"], "BWD_PROGS": 0})
-    add("gelu-nobias-fp32-fwd+bwd", "gelu", {"M": 33, "C": 65}, "fp32", "fwd+bwd", SMALL["gelu"], build="gelu_nobias")
+            build=build)
+    add("gelu-3d-bf16-fwd+bwd", "gelu", {"M": 39, "C": 65}, "bf16", "fwd+bwd", build="gelu_3d")
+    add("gelu-tile-per-program-bf16-fwd+bwd", "gelu", {"M": 33, "C": 65}, "bf16", "fwd+bwd", {"BWD_PROGS": 0})
+    add("gelu-nobias-fp32-fwd+bwd", "gelu", {"M": 33, "C": 65}, "fp32", "fwd+bwd", build="gelu_nobias")
     for dtype in DTYPES:
-        add(f"linear-gelu-{dtype}-fwd+bwd", "linear", SHAPES["linear"], dtype, "fwd+bwd", SMALL["linear"],
-            build="linear_gelu")
+        add(f"linear-gelu-{dtype}-fwd+bwd", "linear", _first("linear"), dtype, "fwd+bwd", build="linear_gelu")
     add("linear-evenK-3d-bf16-fwd+bwd", "linear", {"M": 33, "N": 47, "K": 64}, "bf16", "fwd+bwd",
         {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, build="linear_3d")
     # dW = dY^T X with few output tiles and a long, uneven K: split-K partials (fp32) summed after
     for dtype in ("fp32", "bf16"):
-        add(f"linear-splitk-{dtype}-fwd+bwd", "linear", {"M": 300, "N": 20, "K": 24}, dtype, "fwd+bwd",
-            SMALL["linear"])
-    add("linear-nobias-bf16-fwd+bwd", "linear", SHAPES["linear"], "bf16", "fwd+bwd", SMALL["linear"],
-        build="linear_nobias")
-    # autotune mode: under the interpreter it takes the first candidate, but must run and report a pick
-    for op in OPS:
-        if op == "add_layer_norm":   # presets only
-            continue
-        add(f"{op}-autotune-bf16-fwd+bwd", op, SHAPES[op], "bf16", "fwd+bwd", {"autotune": True})
+        add(f"linear-splitk-{dtype}-fwd+bwd", "linear", {"M": 300, "N": 20, "K": 24}, dtype, "fwd+bwd")
+    add("linear-nobias-bf16-fwd+bwd", "linear", _first("linear"), "bf16", "fwd+bwd", build="linear_nobias")
     # the gate must catch a kernel that leaves outputs unwritten, or gets the mask wrong
-    add("broken-half-unwritten", "gelu", SHAPES["gelu"], "bf16", "fwd", SMALL["gelu"], build="broken_unwritten",
+    add("broken-half-unwritten", "gelu", _first("gelu"), "bf16", "fwd", build="broken_unwritten", expect_ok=False)
+    add("broken-wrong-mask", "fmha", {**_first("fmha"), "causal": True}, "bf16", "fwd", build="broken_mask",
         expect_ok=False)
-    add("broken-wrong-mask", "fmha", {**SHAPES["fmha"], "causal": True}, "bf16", "fwd", SMALL["fmha"],
-        build="broken_mask", expect_ok=False)
     return cases
 
 
@@ -137,18 +117,32 @@ def _run_interp(ids):
             gen = gen_for(1, "cpu")
             if c["build"]:
                 fn, inputs, spec = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
-            r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", impl.config(c["cfg"]), inputs=inputs)
+            if c["cfg"].get("autotune") and "autotune" not in impl.defaults():
+                results[cid] = {"ok": True, "skip": f"{c['op']}/triton has no autotune parameter", "message": ""}
+                continue
+            cfg = impl.config({**(impl.test_config if c["small"] else {}), **c["cfg"]})
+            r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", cfg, inputs=inputs)
             row = {"ok": r.ok, "message": r.message}
             if c["cfg"].get("autotune"):
-                picked = impl.picked() if impl.picked else None
-                row["picked"] = picked
-                if not picked:
-                    row = {"ok": False, "message": "autotune mode reported no picked config"}
+                row = _check_picked(impl, row)
         except Exception as e:   # reported, not raised: the parent shows it under the case's own test
             row = {"ok": False, "message": f"{type(e).__name__}: {e}"}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         results[cid] = row
     return results
+
+
+def _check_picked(impl, row):
+    """Autotune mode reports the config its last call used: every tile parameter set, as the harness
+    records it (picked_config) and a rerun would pass it."""
+    picked = impl.picked() if impl.picked else None
+    if not picked:
+        return {"ok": False, "message": "autotune mode reported no picked config"}
+    unset = [p.name for p in impl.params if p.name != "autotune" and picked.get(p.name) is None]
+    if unset:
+        return {"ok": False, "message": f"picked config {picked} leaves {unset} unset"}
+    impl.config({k: v for k, v in picked.items() if k in impl.defaults()})   # raises on a value out of range
+    return {**row, "picked": picked}
 
 
 def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
@@ -307,6 +301,8 @@ def _marks(op):
 @pytest.mark.parametrize("case", [pytest.param(cid, id=cid, marks=_marks(c["op"])) for cid, c in CASES.items()])
 def test_interp(case, interp_results):
     r = interp_results[case]
+    if r.get("skip"):
+        pytest.skip(r["skip"])
     if CASES[case]["expect_ok"]:
         assert r["ok"], f"{case}: {r['message']}"
     else:

@@ -12,8 +12,9 @@ from kernels import triton_aot as aot
 from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.triton import PRESETS as LN_PRESETS
-from kernels.layer_norm.triton import WIDE, colsum, normalize_rows, normalize_rows_grad
+from kernels.layer_norm.triton import normalize_rows, normalize_rows_grad
 from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.triton_rows import colsum, row_preset, rows2d, split_rows
 
 MAX_C = 16384   # a row of s lives in registers (fp32)
 
@@ -95,19 +96,10 @@ PRESETS = {k: dict(v) for k, v in LN_PRESETS.items()}
 
 
 def _preset(arch: str, C: int) -> dict:
-    p = dict(PRESETS[aot.family(arch)])
-    if C > 2048:
-        p.update(WIDE)
-        p["num_warps"] = 16 if C > 8192 else 8
-    return p
+    return row_preset(PRESETS, arch, C)
 
 
 CONFIGS = aot.Configs(PARAMS, _preset)
-
-
-def _rows(t, C):
-    t2 = t if t.dim() == 2 else t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 def _forward(x2, y2, bias, w, b, eps, h_dtype, cfg, stats):
@@ -129,9 +121,7 @@ def _backward(s2, w, dh, ds, st, dy_dtype, need_dbias, cfg):
     dx = poison.empty(M, C, dtype=s2.dtype, device=s2.device)
     dy = poison.empty(M, C, dtype=dy_dtype, device=s2.device) if dy_dtype is not None else None
     R = cfg["BWD_ROWS"]
-    G = max(1, min(aot.cdiv(M, R), aot.sm_count(s2) * cfg["BWD_PROGS"]))
-    rows_per_prog = aot.cdiv(aot.cdiv(M, G), R) * R
-    G = aot.cdiv(M, rows_per_prog)
+    G, rows_per_prog = split_rows(M, R, aot.sm_count(s2) * cfg["BWD_PROGS"])
     npart = 3 if need_dbias else 2
     part = torch.empty(G, npart * C, dtype=torch.float32, device=s2.device)   # every element written
     _add_ln_bwd[(G,)](s2, w, dh, ds if ds is not None else dh, dx, dy if dy is not None else dx, st, part, M, C,
@@ -148,7 +138,7 @@ class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, bias, w, b, eps, h_dtype, cfg):
         C = x.shape[-1]
-        s, h, st = _forward(_rows(x, C), _rows(y, C) if y is not None else None, bias, w, b, eps, h_dtype, cfg,
+        s, h, st = _forward(rows2d(x, C), rows2d(y, C) if y is not None else None, bias, w, b, eps, h_dtype, cfg,
                             stats=True)
         ctx.save_for_backward(s, w, st)
         spec.save_meta(ctx, x, y, bias, cfg)
@@ -159,7 +149,7 @@ class _AddLayerNorm(torch.autograd.Function):
         s2, w, st = ctx.saved_tensors
         C = s2.shape[1]
         ds, dh, dy_dtype, need_dbias = spec.upstream(ctx, grads, s2.device)
-        dx, dy, dw, db, dbias = _backward(s2, w, _rows(dh, C), _rows(ds, C) if ds is not None else None, st,
+        dx, dy, dw, db, dbias = _backward(s2, w, rows2d(dh, C), rows2d(ds, C) if ds is not None else None, st,
                                           dy_dtype, need_dbias, ctx.cfg)
         return spec.input_grads(ctx, dx, dy, dbias, dw, db)
 
@@ -178,8 +168,8 @@ def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     if aot.needs_grad(x, y, bias, weight, ln_bias):
         out = _AddLayerNorm.apply(x, y, bias, weight, ln_bias, eps, h_dtype, full)
         return (x, out) if y is None else out
-    x2 = _rows(x, C)
-    s, h, _ = _forward(x2, _rows(y, C) if y is not None else None, bias, weight, ln_bias, eps, h_dtype, full,
+    x2 = rows2d(x, C)
+    s, h, _ = _forward(x2, rows2d(y, C) if y is not None else None, bias, weight, ln_bias, eps, h_dtype, full,
                        stats=False)
     return (x if y is None else s.view(x.shape)), h.view(x.shape)
 
@@ -207,6 +197,8 @@ def _aot(config, arch, C=768, dtype="bf16"):
     return rows
 
 
+TEST_CONFIG = {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=add_layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
+                  test_config=TEST_CONFIG,
                   doc="residual add + LayerNorm, h in the matmul dtype; bwd writes dx (fp32) and dy, "
                       "dW/dB/dbias as per-program partials")

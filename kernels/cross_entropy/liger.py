@@ -1,16 +1,16 @@
 """Liger-Kernel's cross-entropy (Triton): a peer. It computes the gradient in the forward and stores
-it over the logits in place (no extra memory), so whoever holds the logits sees them overwritten."""
+it over the logits in place (no extra memory): called here on a copy, so the caller's logits stay intact."""
 from liger_kernel.ops.cross_entropy import LigerCrossEntropyFunction
 
-from kernels import poison
 from kernels.cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl
 
 
 def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX):
-    if logits.requires_grad and poison.poisoning():
-        # only inside the correctness gate: the gate computes its reference from these same logits
-        # afterwards, which Liger's in-place gradient would clobber. Timed runs pay no copy.
+    if logits.requires_grad:
+        # Liger writes the gradient over its input when that requires grad: a copy keeps the caller's
+        # logits intact on every call (the gate and any reader of the logits need them), and timed calls
+        # pay for it as a model that reuses its logits would
         logits = logits.clone()
     # (input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
     #  return_z_loss, return_token_accuracy, return_predicted_tokens) -> (loss, z_loss, acc, predicted)
@@ -20,4 +20,4 @@ def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX):
 
 
 IMPL = KernelImpl(fn=cross_entropy, backend="liger", kind="peer",
-                  doc="liger_kernel.ops.cross_entropy.LigerCrossEntropyFunction (gradient in place over the logits)")
+                  doc="liger_kernel.ops.cross_entropy.LigerCrossEntropyFunction (gradient in place over a copy of the logits)")

@@ -11,6 +11,9 @@ class CrossEntropySpec(OpSpec):
     shape_keys = ("M", "V")
     bound = "memory"
 
+    def test_shapes(self):
+        return [dict(M=33, V=1003), dict(M=29, V=101)]
+
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
         logits = randn((s["M"], s["V"]), dtype, device, gen, scale=3.0)

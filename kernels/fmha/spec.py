@@ -17,6 +17,10 @@ class FmhaSpec(OpSpec):
     bound = "compute"
     chunk_dim0 = True
 
+    def test_shapes(self):
+        return [dict(B=2, H=3, T=37, D=64, causal=True), dict(B=2, H=3, T=37, D=64, causal=False),
+                dict(B=1, H=2, T=19, D=16, causal=True)]
+
     def label(self, shape):
         s = self.full_shape(shape)
         return " ".join([f"{k}{s[k]}" for k in self.shape_keys] + ["causal" if s["causal"] else "no-causal"]

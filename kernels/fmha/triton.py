@@ -460,6 +460,9 @@ def _aot(config, arch, D=64):
     return rows
 
 
+TEST_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1": 32, "BWD_BLOCK_M2": 32,
+               "BWD_BLOCK_N2": 16}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=fmha, backend="triton", dtypes=("bf16", "fp16", "fp32"), params=PARAMS, presets=PRESETS,
                   supports=_supports, aot=_aot, picked=picked,
+                  test_config=TEST_CONFIG,
                   doc="flash attention fwd (online softmax, LSE) + bwd (delta, dK/dV and dQ kernels)")

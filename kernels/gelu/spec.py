@@ -8,6 +8,9 @@ class GeluSpec(OpSpec):
     shape_keys = ("M", "C")
     bound = "memory"
 
+    def test_shapes(self):
+        return [dict(M=33, C=65), dict(M=17, C=41)]
+
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
         x = randn((s["M"], s["C"]), dtype, device, gen, scale=2.0)

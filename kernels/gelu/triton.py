@@ -1,5 +1,5 @@
 """tanh-GELU with the bias add fused, in Triton. The forward is a flat elementwise pass; the backward
-walks row tiles so each program can also sum its share of dbias (folded by layer_norm's colsum)."""
+walks row tiles so each program can also sum its share of dbias (folded by kernels/triton_rows.py's colsum)."""
 import torch
 import triton
 import triton.language as tl
@@ -7,9 +7,7 @@ import triton.language as tl
 from kernels import poison
 from kernels import triton_aot as aot
 from kernels.registry import KernelImpl, TileParam
-
-SQRT_2_OVER_PI = 0.7978845608028654
-LOG2E = 1.4426950408889634
+from kernels.triton_rows import colsum, split_rows
 
 
 @triton.jit
@@ -102,17 +100,13 @@ def gelu_forward(x2, bias, cfg):
 
 def gelu_backward(x2, bias, dy2, cfg, need_db):
     """dx = dy * gelu'(x + bias) and, if need_db, its column sums (dbias, in bias's or x's dtype)."""
-    from kernels.layer_norm.triton import colsum
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     BM, BC = cfg["BWD_BLOCK_M"], cfg["BWD_BLOCK_C"]
     nc = aot.cdiv(C, BC)
-    if cfg["BWD_PROGS"] == 0:   # every tile its own program: the most loads in flight, more dbias partials
-        G = aot.cdiv(M, BM)
-    else:
-        G = max(1, min(aot.cdiv(M, BM), aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc)))
-    rows_per_prog = aot.cdiv(aot.cdiv(M, G), BM) * BM
-    G = aot.cdiv(M, rows_per_prog)
+    # BWD_PROGS 0: every tile its own program (the most loads in flight, more dbias partials)
+    progs = aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc) if cfg["BWD_PROGS"] else aot.cdiv(M, BM)
+    G, rows_per_prog = split_rows(M, BM, progs)
     dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device) if need_db else dx
     _gelu_bwd[(G, nc)](x2, bias if bias is not None else x2, dy2, dx, dbp, M, C, rows_per_prog,
                        HAS_BIAS=bias is not None, NEED_DB=need_db, BLOCK_M=BM, BLOCK_C=BC,
@@ -188,5 +182,7 @@ def _aot(config, arch):
     return rows
 
 
+TEST_CONFIG = {"BLOCK": 512, "BWD_BLOCK_M": 4, "BWD_BLOCK_C": 64, "BWD_PROGS": 1}   # CPU tests: several blocks
 IMPL = KernelImpl(fn=gelu, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked,
+                  test_config=TEST_CONFIG,
                   doc="flat elementwise fwd; row-tiled bwd with per-program dbias partials")

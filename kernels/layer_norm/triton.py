@@ -8,6 +8,7 @@ from kernels import poison
 from kernels import triton_aot as aot
 from kernels.layer_norm.spec import EPS
 from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.triton_rows import colsum, colsum_aot, row_preset, rows2d, split_rows
 
 MAX_C = 32768   # one row lives in registers
 
@@ -77,27 +78,6 @@ def _ln_bwd(X, W, DY, DX, Stats, DWp, M, C, stride_x, stride_dy, stride_dx, rows
     tl.store(DWp + pid * 2 * C + C + cols, db, mask=cmask)
 
 
-@triton.jit
-def _colsum(P, Out, G, N, stride_p, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Out[n] = sum over g of P[g, n]: folds per-program partial sums (fp32) into one row."""
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for g in range(0, G, BLOCK_G):
-        rows = g + tl.arange(0, BLOCK_G)
-        m = (rows[:, None] < G) & (cols[None, :] < N)
-        acc += tl.sum(tl.load(P + rows[:, None].to(tl.int64) * stride_p + cols[None, :], mask=m, other=0.0), axis=0)
-    tl.store(Out + cols, acc.to(Out.dtype.element_ty), mask=cols < N)
-
-
-def colsum(partial: torch.Tensor, dtype) -> torch.Tensor:
-    G, N = partial.shape
-    out = poison.empty(N, dtype=dtype, device=partial.device)
-    BLOCK_N = 64
-    _colsum[(aot.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
-                                     num_warps=4)
-    return out
-
-
 # --- configs -------------------------------------------------------------------------------------
 # ROWS: rows per program in the forward (small C wants several rows to keep 16-byte loads busy);
 # BWD_ROWS: rows per step of the backward loop; BWD_PROGS: programs per SM that share the rows.
@@ -117,17 +97,11 @@ PRESETS = {
     "ampere": {"ROWS": 4, "num_warps": 4, "BWD_ROWS": 4, "bwd_num_warps": 8, "BWD_PROGS": 4},
     "consumer": {"ROWS": 2, "num_warps": 4, "BWD_ROWS": 2, "bwd_num_warps": 8, "BWD_PROGS": 4},
 }
-# wide rows: one row per program and more warps
-WIDE = {"ROWS": 1, "num_warps": 8, "BWD_ROWS": 1, "bwd_num_warps": 16, "BWD_PROGS": 2}
 TUNER = aot.Tuner()
 
 
 def _preset(arch: str, C: int) -> dict:
-    p = dict(PRESETS[aot.family(arch)])
-    if C > 2048:
-        p.update(WIDE)
-        p["num_warps"] = 16 if C > 8192 else 8
-    return p
+    return row_preset(PRESETS, arch, C)
 
 
 def _candidates(C: int) -> list[dict]:
@@ -151,19 +125,12 @@ def _backward(x2, w, dy, st, cfg):
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     R = cfg["BWD_ROWS"]
-    G = max(1, min(aot.cdiv(M, R), aot.sm_count(x2) * cfg["BWD_PROGS"]))
-    rows_per_prog = aot.cdiv(aot.cdiv(M, G), R) * R
-    G = aot.cdiv(M, rows_per_prog)
+    G, rows_per_prog = split_rows(M, R, aot.sm_count(x2) * cfg["BWD_PROGS"])
     part = torch.empty(G, 2 * C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
     _ln_bwd[(G,)](x2, w, dy, dx, st, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
                   rows_per_prog, BLOCK_C=aot.pow2(C), ROWS=R, num_warps=cfg["bwd_num_warps"])
     dwb = colsum(part, w.dtype)     # one launch folds dW and dB together
     return dx, dwb[:C], dwb[C:]
-
-
-def _rows(t, C):
-    t2 = t if t.dim() == 2 else t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
 BWD_KEYS = ("BWD_ROWS", "bwd_num_warps", "BWD_PROGS")
@@ -175,7 +142,7 @@ BWD_TUNER = aot.Tuner()
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, eps, cfg, tune):
-        x2 = _rows(x, x.shape[-1])
+        x2 = rows2d(x, x.shape[-1])
         y, st = _forward(x2, w, b, eps, cfg)
         ctx.save_for_backward(x2, w, st)
         ctx.cfg, ctx.tune = cfg, tune
@@ -184,7 +151,7 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x2, w, st = ctx.saved_tensors
-        dy2, cfg = _rows(dy, x2.shape[1]), ctx.cfg
+        dy2, cfg = rows2d(dy, x2.shape[1]), ctx.cfg
         if ctx.tune:   # autotune mode times the backward's own candidates too
             cands = aot.unique([{k: cfg[k] for k in BWD_KEYS}] + (BWD_CANDIDATES if x2.shape[1] <= 2048 else []))
             cfg = {**cfg, **BWD_TUNER.choose((x2.shape, x2.dtype, str(x2.device)), cands,
@@ -206,13 +173,13 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     if not weight.is_contiguous() or not bias.is_contiguous():
         weight, bias = weight.contiguous(), bias.contiguous()
     if auto:
-        x2 = _rows(x, C)
+        x2 = rows2d(x, C)
         key = (x2.shape, x.dtype, str(x.device))
         full = TUNER.choose(key, [full] + _candidates(C), lambda c: _forward(x2, weight, bias, eps, c))
     TUNER.last = full
     if aot.needs_grad(x, weight, bias):
         return _LayerNorm.apply(x, weight, bias, eps, full, auto)
-    y = _forward(_rows(x, C), weight, bias, eps, full, stats=False)[0]
+    y = _forward(rows2d(x, C), weight, bias, eps, full, stats=False)[0]
     return y if x.dim() == 2 else y.view(x.shape)
 
 
@@ -233,12 +200,12 @@ def _aot(config, arch):
            "stride_dx": "i32", "rows_per_prog": "i32"}
     rows.append(aot.compile_kernel(_ln_bwd, "layer_norm_bwd", sig, {"BLOCK_C": BC, "ROWS": cfg["BWD_ROWS"]},
                                    arch, cfg["bwd_num_warps"], 1))
-    rows.append(aot.compile_kernel(_colsum, "colsum", {"P": "*fp32", "Out": "*bf16", "G": "i32", "N": "i32",
-                                                       "stride_p": "i32"}, {"BLOCK_G": 32, "BLOCK_N": 128},
-                                   arch, 4, 1))
+    rows.append(colsum_aot(arch))
     return rows
 
 
+TEST_CONFIG = {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=_supports,
                   aot=_aot, picked=TUNER.picked,
+                  test_config=TEST_CONFIG,
                   doc="row-per-program LayerNorm; bwd sums dW/dB per program, then a column-sum kernel")

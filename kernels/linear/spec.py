@@ -8,6 +8,9 @@ class LinearSpec(OpSpec):
     shape_keys = ("M", "N", "K")
     bound = "compute"
 
+    def test_shapes(self):
+        return [dict(M=33, N=47, K=65)]
+
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
         x = randn((s["M"], s["K"]), dtype, device, gen)

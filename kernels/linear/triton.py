@@ -237,5 +237,7 @@ def _aot(config, arch):
     return rows
 
 
+TEST_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=linear, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked,
+                  test_config=TEST_CONFIG,
                   doc="grouped-order strided matmul, bias/GELU epilogue; bwd = two more matmuls + column sums")

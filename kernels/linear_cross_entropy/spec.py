@@ -11,6 +11,9 @@ class LinearCrossEntropySpec(OpSpec):
     shape_keys = ("M", "K", "V")    # rows (tokens), n_embd, vocabulary
     bound = "compute"
 
+    def test_shapes(self):
+        return [dict(M=29, K=23, V=101)]
+
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
         x = randn((s["M"], s["K"]), dtype, device, gen)                 # ln_f output: about unit scale

@@ -108,6 +108,8 @@ def _aot(config, arch):
     ]
 
 
+TEST_CONFIG = {"CHUNK_ROWS": 16, "BLOCK_V": 256}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=linear_cross_entropy, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot,
                   picked=lambda: dict(LAST),
+                  test_config=TEST_CONFIG,
                   doc="row chunks: cuBLAS logits, Triton in-place log-softmax/NLL -> dlogits, dx/dW in the forward")

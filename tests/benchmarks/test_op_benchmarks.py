@@ -18,12 +18,21 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SWEEPS = sw.load(os.path.join(os.path.dirname(__file__), "..", "..", "sweeps.yaml"))
 
 
+def _shape_and_dtype(op):
+    """The first point of the op's sweep (the one named like it, else its first) in sweeps.yaml; without
+    one, its spec's first test shape."""
+    ours = [x for x in SWEEPS.values() if x.op == op and (x.shapes or x.cpu_shapes)]
+    s = next((x for x in ours if x.name == op), ours[0] if ours else None)
+    if s is None:
+        return registry.spec_of(op).test_shapes()[0], "fp32" if DEVICE == "cpu" else "bf16"
+    entries = s.cpu_shapes if (DEVICE == "cpu" and s.cpu_shapes) else s.shapes
+    dtype = (s.extra.get("cpu_dtypes") or s.dtypes)[0] if DEVICE == "cpu" else s.dtypes[0]
+    return sw.expand_shapes(entries)[0], dtype
+
+
 def _cases():
     for op in registry.OPS:
-        s = SWEEPS[op]
-        entries = s.cpu_shapes if (DEVICE == "cpu" and s.cpu_shapes) else s.shapes
-        shape = sw.expand_shapes(entries)[0]
-        dtype = (s.extra.get("cpu_dtypes") or s.dtypes)[0] if DEVICE == "cpu" else s.dtypes[0]
+        shape, dtype = _shape_and_dtype(op)
         for name in registry.impl_names(op):
             for pass_ in ("fwd", "fwd+bwd"):
                 marks = [pytest.mark.benchmark, getattr(pytest.mark, op), getattr(pytest.mark, name)]

@@ -1,15 +1,19 @@
-"""On a GPU: the harness's numbers against a plain triton.testing.do_bench of the same call.
+"""On a GPU: the harness's kernel times against timers the project did not write.
 
     source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/harness_vs_do_bench.py \
-        [--results results/<run>/results.jsonl] [--tol 0.10]
+        [--results results/<run>/results.jsonl] [--tol 0.10] [--nvbench]
 
-With --results, every `ok` row of that run_bench.py results file is timed again with do_bench (same op,
-impl, shape, dtype, pass, tile config; median, L2 flushed by do_bench) and the two medians are printed
-side by side; without it, a fixed list of GPT-2 cases goes through the harness's timer directly. Exit 1
-if any ratio is off by more than --tol.
+Each case (every `ok` row of a run_bench.py results file with --results, else a fixed list of GPT-2 cases
+timed by the harness here) is timed again with the same op, impl, shape, dtype, pass and tile config by
+  - triton.testing.do_bench (CUDA events, L2 flushed; median) for event-timed rows,
+  - triton.testing.do_bench_cudagraph (median) for graph-timed rows,
+  - with --nvbench, NVIDIA's nvbench (the `cuda-bench` wheel: its "cold" GPU time, L2 flushed, launches queued
+    behind a blocking kernel; median of its samples), when it imports.
+Exit 1 if any ratio to a reference timer is off by more than --tol.
 """
 import argparse
 import json
+import statistics
 import sys
 
 import torch
@@ -47,7 +51,7 @@ def call_of(op, name, shape, dtype, pass_, cfg):
         g = checking.grad_out_for(impl.fn(*inputs.args, **inputs.kwargs, **cfg), gen)
 
     def f():
-        impl.fn(*inp.args, **inp.kwargs, **cfg).backward(g)
+        checking.backward(impl.fn(*inp.args, **inp.kwargs, **cfg), g)
 
     def setup():
         for t in leaves:
@@ -55,32 +59,79 @@ def call_of(op, name, shape, dtype, pass_, cfg):
     return f, setup, leaves
 
 
+def nvbench_ms(calls, json_path) -> list:
+    """Median cold GPU time (ms) of each call by nvbench, or None where it gave none."""
+    import cuda.bench as nb
+    from cuda.bench.results import BenchmarkResult
+
+    def bench(state):
+        f = calls[state.get_int64("case")]
+
+        def launch(lc):
+            stream = torch.cuda.ExternalStream(lc.get_stream().__cuda_stream__()[1])
+            with torch.cuda.stream(stream):
+                f()
+        state.exec(launch)
+    nb.register(bench).add_int64_axis("case", list(range(len(calls))))
+    nb.run_all_benchmarks(["nvbench", "--json", json_path, "--jsonbin", "--min-samples", "20"])
+    out = [None] * len(calls)
+    for sub in BenchmarkResult.from_json(json_path).subbenches.values():
+        for st in sub.states:
+            case = int(st.point.get("case", -1)) if st.point else -1
+            if st.samples:
+                out[case] = statistics.median(st.samples) * 1e3
+            elif "nv/cold/time/gpu/mean" in st.summaries:
+                out[case] = float(st.summaries["nv/cold/time/gpu/mean"].value) * 1e3
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", help="a run_bench.py results.jsonl whose ok rows are re-timed")
     ap.add_argument("--tol", type=float, default=0.10)
+    ap.add_argument("--nvbench", action="store_true", help="also time with nvbench (cuda-bench), if it imports")
+    ap.add_argument("--nvbench-json", default="/tmp/nvbench.json")
     a = ap.parse_args()
     if a.results:
         rows = [json.loads(line) for line in open(a.results) if line.strip()]
-        cases = [(r["op"], r["impl"], r["shape"], r["dtype"], r["pass"], r.get("config") or {}, r["median_ms"])
+        cases = [(r["op"], r["impl"], r["shape"], r["dtype"], r["pass"], r.get("config") or {}, r["median_ms"],
+                  r.get("timer") == "cuda_graph")
                  for r in rows if r.get("status") == "ok" and r.get("op") != "e2e"]
     else:
-        cases = [c + (None,) for c in CASES]
-    print(f"{'case':66s} {'harness ms':>11s} {'do_bench ms':>11s} {'ratio':>6s}")
-    worst, off = 1.0, []
-    for op, name, shape, dtype, pass_, cfg, harness_ms in cases:
+        cases = [c + (None, False) for c in CASES]
+    built, table = [], []
+    for op, name, shape, dtype, pass_, cfg, harness_ms, graphed in cases:
         f, setup, leaves = call_of(op, name, shape, dtype, pass_, cfg)
         if harness_ms is None:
-            harness_ms = timing.measure(f, "cuda", setup=setup, budget_s=1.0).median_ms
-        theirs = triton.testing.do_bench(f, warmup=50, rep=200, grad_to_none=leaves, return_mode="median")
-        ratio = harness_ms / theirs
-        worst = max(worst, ratio, 1 / ratio)
+            harness_ms = timing.measure(f, "cuda", setup=setup, budget_s=1.0, cuda_graph=graphed).median_ms
+        if graphed:
+            theirs = triton.testing.do_bench_cudagraph(f, rep=200, grad_to_none=leaves, return_mode="median")
+        else:
+            theirs = triton.testing.do_bench(f, warmup=50, rep=200, grad_to_none=leaves, return_mode="median")
         label = f"{op}/{name} {dtype} {pass_} {registry.spec_of(op).label(registry.spec_of(op).full_shape(shape))}"
-        if abs(ratio - 1) > a.tol:
+        table.append([label + (" +graph" if graphed else ""), harness_ms, theirs, None, graphed])
+        built.append(f if not graphed else None)
+    if a.nvbench:
+        try:
+            nv = nvbench_ms([f for f in built if f is not None], a.nvbench_json)
+        except ImportError as e:
+            print(f"nvbench: not importable here ({e}); do_bench only")
+        else:
+            it = iter(nv)
+            for t, f in zip(table, built):
+                if f is not None:
+                    t[3] = next(it)
+    print(f"{'case':72s} {'harness':>9s} {'do_bench':>9s} {'ratio':>6s} {'nvbench':>9s} {'ratio':>6s}")
+    worst, off = 1.0, []
+    for label, ours, db, nvb, graphed in table:
+        refs = [db] + ([nvb] if nvb else [])
+        for ref in refs:
+            worst = max(worst, ours / ref, ref / ours)
+        if any(abs(ours / ref - 1) > a.tol for ref in refs):
             off.append(label)
-        print(f"{label:66s} {harness_ms:11.4f} {theirs:11.4f} {ratio:6.3f}")
-        torch.cuda.empty_cache()
-    print(f"{len(cases)} cases; worst ratio {worst:.3f}; {len(off)} beyond {a.tol:.0%}: {', '.join(off) or 'none'}")
+        nv_txt = f"{nvb:9.4f} {ours / nvb:6.3f}" if nvb else f"{'-':>9s} {'-':>6s}"
+        print(f"{label:72s} {ours:9.4f} {db:9.4f} {ours / db:6.3f} {nv_txt}")
+    print(f"{len(table)} cases; worst ratio {worst:.3f}; {len(off)} beyond {a.tol:.0%}: {', '.join(off) or 'none'}")
     return 1 if off else 0
 
 

@@ -1,0 +1,47 @@
+"""The wrong-kernel zoo (tests/zoo/members.py): every member, run through run_bench.py as a plugin, is reported
+`wrong`; and the real impls stay `ok` at every CPU point of sweeps.yaml."""
+import os
+
+import pytest
+
+from tests.zoo.members import MEMBERS
+from tests.zoo.run import run_zoo
+
+
+@pytest.fixture(scope="module")
+def zoo_rows(tmp_path_factory):
+    return run_zoo("cpu", str(tmp_path_factory.mktemp("zoo")))
+
+
+@pytest.mark.parametrize("member", list(MEMBERS))
+def test_every_member_is_caught(zoo_rows, member):
+    rows = zoo_rows[member]
+    assert rows, f"{member}: no rows (not registered?)"
+    for r in rows:
+        assert r["status"] == "wrong", f"{member} ({MEMBERS[member][2]}) escaped: {r['status']} {r['message']}"
+        assert "median_ms" not in r     # never timed... except what the last-call re-check saw, not recorded
+
+
+def test_the_zoo_is_big_enough():
+    assert len(MEMBERS) >= 12
+
+
+def test_eager_passes_the_gate_at_every_cpu_point():
+    """The gate is strict without being wrong about a right kernel: eager (what every tolerance is relative to)
+    passes at every CPU point of every kernel sweep in sweeps.yaml, fresh inputs each (the impls that run on a
+    CPU beyond eager are held to the gate at their own shapes: tests/test_triton_kernels.py)."""
+    from bench import sweeps as sw
+    from bench.check import check
+    from kernels import registry
+    sweeps = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
+    pts = [p for s in sw.resolve_names(sweeps, ["all"]) for p in sw.points(s, "cpu", impl_filter=["eager"])]
+    assert len(pts) >= 30
+    bad = []
+    for n, p in enumerate(pts):
+        spec = registry.spec_of(p["op"])
+        shape = spec.full_shape(p["shape"])
+        r = check(spec, spec.wrap(registry.get(p["op"], "eager", "cpu").fn, shape), shape, p["dtype"], p["pass"],
+                  "cpu", seed=100 + n)
+        if not r.ok:
+            bad.append((p["op"], p["dtype"], p["pass"], spec.label(shape), r.message[:160]))
+    assert not bad, bad
