@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from collections import defaultdict
 from contextlib import nullcontext
 
@@ -48,7 +49,7 @@ from torch.profiler import record_function
 from bench import devinfo, timing
 from bench.compiled_baseline import COMPILE_BACKENDS
 from bench.runner import classify
-from kernels.compiled import CompileFallback, call_compiled, graphs_compiled
+from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
 from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported
 from model import cuda_graph
@@ -109,7 +110,10 @@ def build_model(cfg, impl, device, seed, dtype, point, graphed, log):
     if impl in COMPILE_BACKENDS:
         model = PlainGPT(cfg).to(device)
         mode = COMPILE_BACKENDS[impl]
-        compiled = torch.compile(model, mode=None if mode == "default" else mode, fullgraph=True)
+        # forward with a code object of its own: dynamo's cache and recompile limit (8) are per code object, and
+        # a sweep compiles a new model per point in one process (a module compile would share PlainGPT.forward's)
+        forward = types.MethodType(fresh_code(PlainGPT.forward), model)
+        compiled = torch.compile(forward, mode=None if mode == "default" else mode, fullgraph=True)
         return model, functools.partial(call_compiled, compiled, f"torch.compile(model, mode={mode})"), None
     backend = Backend(impl, results=point.get("results"), dtype=dtype, fuse_gelu=point.get("fuse_gelu"),
                       log=log, graphed=graphed)

@@ -75,6 +75,16 @@ def test_compiled_step_really_compiles_and_matches_eager(monkeypatch):
     assert r["backend_choice"] == "nanoGPT's model, torch_compile" and r["ms_per_step"] > 0
 
 
+@pytest.mark.slow
+@torch._dynamo.config.patch(recompile_limit=1)
+def test_each_point_compiles_afresh(monkeypatch):
+    """A sweep runs many compiled points in one process: none may hit dynamo's per-code recompile limit."""
+    monkeypatch.setenv("TILEBENCH_COMPILE_ON_CPU", "1")
+    for B in (2, 3):
+        r = run_e2e_point({**POINT, "B": B, "backend": "torch_compile", "check_steps": 2}, "cpu")
+        assert r["status"] == "ok" and r["graphs_compiled"] == 1, r["message"]
+
+
 def test_best_rows_pick_the_fastest_mode_per_point():
     base = {"op": "e2e", "status": "ok", "device_name": "H200", "model": "gpt2_124m", "B": 16, "T": 1024,
             "dtype": "bf16", "cuda_graph": False}
