@@ -1,18 +1,26 @@
 """Whole training steps for the harness: forward + backward + (fused) AdamW of a GPT per backend.
 
 run_e2e_point(point, device) -> row. point: model (preset), backend (eager | eager_sdpa (nanoGPT's model:
-eager ops, SDPA attention) | triton | cutile | auto[:path] | op=impl,... | torch_compile = eager_sdpa under
-torch.compile, nanoGPT's compiled baseline | torch_compile_graphs = the same in mode "reduce-overhead"), B, T,
-dtype (bf16), steps; optional
-warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, converge_iters (+ data_dir, lr),
-cuda_graph (true: the whole step, clipping and AdamW included, captured once and replayed; model/cuda_graph.py).
+eager ops, SDPA attention) | triton | cutile | auto[:path] | op=impl,... | a torch.compile baseline:
+torch_compile, torch_compile_max_autotune, torch_compile_graphs = nanoGPT's model (model/plain_gpt.py) under
+torch.compile(fullgraph=True) in mode default, max-autotune-no-cudagraphs, reduce-overhead), B, T, dtype
+(bf16), steps; optional warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, check_steps,
+converge_iters (+ data_dir, lr), cuda_graph (true: the whole step, clipping and AdamW included, captured once
+and replayed; model/cuda_graph.py).
 
-The row: status (ok | error | oom | unsupported), message, ms_per_step (median of CUDA-event times, or
-perf_counter on CPU, after warm-up), ms_q1, ms_q3, tokens_per_s, model_tflops (6N + 12LHQT per token),
-mfu, peak_mem_bytes, compile_s (the first step, apart), fallbacks, breakdown (op -> ms per step from a
-torch.profiler pass, kernel time grouped by the op:NAME ranges model/ops.py opens in forward and
-backward; "optimizer", "clip" and "other" for the rest; "idle" is step time no kernel covers), and with
-converge_iters, losses [(iter, loss)] of a short training run on real data.
+The row: status (ok | wrong | compile_error | error | oom | unsupported), message, ms_per_step (median of
+CUDA-event times per step, graph replays under cuda_graph, perf_counter on CPU, after warm-up; also as
+median_ms with q1_ms ... samples_ms and `timer`), ms_q1, ms_q3, host_median_ms ... host_samples_ms (each step
+synchronised, wall clock: what a step pays with its host work), tokens_per_s, model_tflops (6N + 12LHQT per
+token), mfu, peak_mem_bytes, compile_s (the first step, apart), fallbacks, ops_ran / ops_fell_back (the
+ops that ran the backend's impl, the ops that fell back to eager: "k of n ops ran ..." in the message),
+loss_check (the first check_steps losses against eager's from the same init and batches: `wrong` beyond
+LOSS_TOL), breakdown (op -> ms per step from a torch.profiler pass, kernel time grouped by the op:NAME ranges
+model/ops.py opens in forward and backward; "optimizer", "clip" and "other" for the rest; "idle" is step time
+no kernel covers), and with converge_iters, losses [(iter, loss)] of a short training run on real data.
+
+A backend that ran none of its own impls is `unsupported`; a torch.compile baseline that would run eager
+(graph break, recompile limit, no graph compiled) is `compile_error`.
 
 Standalone (one JSON row per point appended to --out, each point in a subprocess on the GPU):
     python -m bench.e2e --models shakespeare_6x768,gpt2_124m --backends eager,torch_compile,triton,cutile \\
@@ -21,61 +29,51 @@ Standalone (one JSON row per point appended to --out, each point in a subprocess
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import types
 from collections import defaultdict
 from contextlib import nullcontext
 
 import torch
 from torch.profiler import record_function
 
-from kernels.registry import Unsupported
+from bench import devinfo, timing
+from bench.compiled_baseline import COMPILE_BACKENDS
+from bench.runner import classify
+from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
+from kernels.device import name as device_name
+from kernels.registry import DTYPES, Unsupported
 from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
-from kernels.device import name as device_name
+from model.op_list import OPS
 from model.ops import EAGER_SDPA, Backend
+from model.plain_gpt import PlainGPT
 from model.ranges import close_open_ranges
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-# The compiled baselines: nanoGPT's model (eager_sdpa) under torch.compile, as nanoGPT runs it, and the same in
-# mode "reduce-overhead" (inductor captures forward and backward in CUDA graphs: a baseline free of launch
-# overhead, to set against our whole-step CUDA graph)
-COMPILED = {"torch_compile": {}, "torch_compile_graphs": {"mode": "reduce-overhead"}}
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASELINES = ("eager", EAGER_SDPA, *COMPILE_BACKENDS)   # backends that are not an impl choice of the registry
+# Largest |loss - eager's loss| / |eager's loss| over the first check_steps steps from the same init and batches.
+# Measured on CPU (tiny model, 3 steps): SDPA vs explicit attention 0 in fp32 and 5e-5 in bf16; a GELU 5 %
+# high 1.3e-3 in fp32. bf16/fp16 leave room for GPU kernel orders (tokens x layers of reductions); fp32 for
+# tf32 dots. Each row's loss_check.max_rel_diff shows the margin.
+LOSS_TOL = {"fp32": 1e-4, "fp16": 5e-3, "bf16": 5e-3}
+CHECK_STEPS = 3
 
 
 def _sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-
-
-def _quartiles(ts):
-    ts = sorted(ts)
-    if len(ts) >= 4:
-        q1, med, q3 = statistics.quantiles(ts, n=4, method="inclusive")
-        return med, q1, q3
-    return statistics.median(ts), ts[0], ts[-1]
-
-
-def _classify(e: BaseException) -> tuple[str, str]:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, Unsupported):
-        return "unsupported", text[:500]
-    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
-        return "oom", f"{type(e).__name__}: {text}"[:500]
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" ({os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
-    return "error", f"{type(e).__name__}: {text}{where}"[:500]
 
 
 def run_e2e_point(point: dict, device: str) -> dict:
@@ -92,7 +90,8 @@ def run_e2e_point(point: dict, device: str) -> dict:
     except BaseException as e:  # noqa: BLE001 - a point always ends with a status
         if isinstance(e, KeyboardInterrupt):
             raise
-        row["status"], row["message"] = _classify(e)
+        row["status"], row["message"] = classify(e)
+        row["traceback"] = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:]
         if "backend" in state:
             row["fallbacks"] = list(state["backend"].fallbacks)
     finally:
@@ -104,51 +103,41 @@ def run_e2e_point(point: dict, device: str) -> dict:
     return row
 
 
-def _run(point: dict, device: str, state: dict) -> dict:
-    cuda = device.startswith("cuda")
-    name, impl = point["model"], point.get("backend", "eager")
-    B, T = int(point["B"]), int(point["T"])
-    dtype = point.get("dtype", "bf16")
-    if dtype not in DTYPES:
-        raise Unsupported(f"dtype {dtype!r} (use bf16, fp16 or fp32)")
-    steps = int(point.get("steps", 20 if cuda else 3))
-    warmup = int(point.get("warmup", 3 if cuda else 1))
-    n_prof = int(point.get("profile_steps", 3 if cuda else 1))
-    seed = int(point.get("seed", 0))
-    compiled = impl in COMPILED
-    if compiled and not cuda and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
-        raise Unsupported("torch_compile is timed on CUDA only: inductor's CPU build time dwarfs the step "
-                          "(TILEBENCH_COMPILE_ON_CPU=1 forces it)")
-    graphed = bool(point.get("cuda_graph"))
-    if graphed:
-        why = cuda_graph.refusal(device, dtype, 1, compiled)
-        if why:
-            raise Unsupported(why)
-
-    cfg = preset(name)
-    if T > cfg.block_size:
-        cfg = preset(name, block_size=T)
+def build_model(cfg, impl, device, seed, dtype, point, graphed, log):
+    """(model, forward callable, backend or None) at the seed's initialisation: every backend, and the eager
+    reference the losses are checked against, starts from the same weights."""
     torch.manual_seed(seed)
-    notes = []
-    # the compiled baseline is nanoGPT's model (SDPA attention) under torch.compile, as nanoGPT runs it
-    backend = Backend(EAGER_SDPA if compiled else impl, results=point.get("results"), dtype=dtype,
-                      fuse_gelu=point.get("fuse_gelu"), annotate=not compiled, log=notes.append, graphed=graphed)
-    state["backend"] = backend
+    if impl in COMPILE_BACKENDS:
+        model = PlainGPT(cfg).to(device)
+        mode = COMPILE_BACKENDS[impl]
+        # forward with a code object of its own: dynamo's cache and recompile limit (8) are per code object, and
+        # a sweep compiles a new model per point in one process (a module compile would share PlainGPT.forward's)
+        forward = types.MethodType(fresh_code(PlainGPT.forward), model)
+        compiled = torch.compile(forward, mode=None if mode == "default" else mode, fullgraph=True)
+        return model, functools.partial(call_compiled, compiled, f"torch.compile(model, mode={mode})"), None
+    backend = Backend(impl, results=point.get("results"), dtype=dtype, fuse_gelu=point.get("fuse_gelu"),
+                      log=log, graphed=graphed)
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
-    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
-    fwd = torch.compile(model, **COMPILED[impl]) if compiled else model
-    mark_step = impl == "torch_compile_graphs"   # cudagraph trees: each iteration a new step
-    state.update(model=model, opt=opt, fwd=fwd)
-    gen = torch.Generator(device=device if cuda else "cpu").manual_seed(seed)
-    data = [torch.randint(cfg.vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(2)]
-    data = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
-    ctx = torch.autocast(device.split(":")[0], dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
-    clip = float(point.get("grad_clip", 1.0))
+    return model, model, backend
 
+
+def batches(vocab_size, B, T, device, seed, n=2) -> list:
+    """n (inputs, targets) batches of random tokens: a step's cost does not depend on the values."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    data = [torch.randint(vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(n)]
+    return [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
+
+
+def autocast(device, dtype):
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+
+
+def train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=False):
+    """step(i): one training step on batch i (cycling), returning its loss (detached)."""
     def step(i):
         x, y = data[i % len(data)]
-        if mark_step:
+        if mark_step:   # cudagraph trees (mode reduce-overhead): each iteration a new step
             torch.compiler.cudagraph_mark_step_begin()
         with ctx:
             _, loss = fwd(x, y)
@@ -159,8 +148,47 @@ def _run(point: dict, device: str, state: dict) -> dict:
         with record_function("step:optimizer"):
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return loss
+        return loss.detach()
+    return step
 
+
+def _run(point: dict, device: str, state: dict) -> dict:
+    cuda = device.startswith("cuda")
+    name, impl = point["model"], point.get("backend", "eager")
+    B, T = int(point["B"]), int(point["T"])
+    dtype = point.get("dtype", "bf16")
+    if dtype not in DTYPES:
+        raise Unsupported(f"dtype {dtype!r} (use bf16, fp16 or fp32)")
+    steps = int(point.get("steps", 20 if cuda else 3))
+    n_check = int(point.get("check_steps", CHECK_STEPS))
+    # the checked losses are those of the first n_check steps, all before timing
+    warmup = max(int(point.get("warmup", 3 if cuda else 1)), n_check - 1)
+    n_prof = int(point.get("profile_steps", 3 if cuda else 1))
+    seed = int(point.get("seed", 0))
+    compiled = impl in COMPILE_BACKENDS
+    if compiled and not cuda and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
+        raise Unsupported(f"{impl} is timed on CUDA only: inductor's CPU build time dwarfs the step "
+                          "(TILEBENCH_COMPILE_ON_CPU=1 forces it)")
+    graphed = bool(point.get("cuda_graph"))
+    if graphed:
+        why = cuda_graph.refusal(device, dtype, 1, compiled)
+        if why:
+            raise Unsupported(why)
+
+    cfg = preset(name)
+    if T > cfg.block_size:
+        cfg = preset(name, block_size=T)
+    notes = []
+    model, fwd, backend = build_model(cfg, impl, device, seed, dtype, point, graphed, notes.append)
+    if backend is not None:
+        state["backend"] = backend
+    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
+    state.update(model=model, opt=opt, fwd=fwd)
+    data = batches(cfg.vocab_size, B, T, device, seed)
+    ctx = autocast(device, dtype)
+    clip = float(point.get("grad_clip", 1.0))
+    step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=COMPILE_BACKENDS.get(impl) == "reduce-overhead")
+    gstep = None
     if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
         gstep = cuda_graph.GraphedStep(model, opt, model.parameters(), B, T, 1, clip, dtype, device,
                                        warmup=max(1, min(3, warmup)))
@@ -172,62 +200,134 @@ def _run(point: dict, device: str, state: dict) -> dict:
     # first step apart: Triton/cuTile JIT, autotuning, torch.compile
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    graphs0 = graphs_compiled()
     t0 = time.perf_counter()
-    step(0)
-    _sync(device)
+    losses = [float(step(0))]   # read now: cudagraph trees overwrite a step's outputs at the next replay
     out = {"compile_s": time.perf_counter() - t0}
-    if impl not in ("eager", EAGER_SDPA, *COMPILED):
-        chosen = {op: n for op, n in backend.choice.items() if n != "eager"}
-        ran = {op for op, names in backend.used.items() if names}
-        if chosen and not ran:
+    if compiled:
+        out["graphs_compiled"] = graphs_compiled() - graphs0
+        if out["graphs_compiled"] == 0:
+            raise CompileFallback(f"{impl}: the first step compiled no graph and ran eager "
+                                  "(dynamo disabled or the frame skipped)")
+    if backend is not None and impl not in BASELINES:
+        out.update(_ops_ran(backend))
+        if not out["ops_ran"]:
             return {**out, "status": "unsupported", "fallbacks": list(backend.fallbacks),
                     "message": f"no op ran on {impl}: " + "; ".join(backend.fallbacks)[:480]}
     for i in range(warmup):
-        step(1 + i)
+        loss = step(1 + i)
+        if len(losses) < n_check:
+            losses.append(float(loss))
 
-    times = []
-    if cuda:
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
-        for i, (a, b) in enumerate(ev):
-            a.record()
-            loss = step(i)
-            b.record()
-        torch.cuda.synchronize(device)
-        times = [a.elapsed_time(b) for a, b in ev]
-    else:
-        for i in range(steps):
-            t = time.perf_counter()
-            loss = step(i)
-            times.append((time.perf_counter() - t) * 1e3)
-    last = loss.item()
-    if not math.isfinite(last):
-        return {**out, "status": "error", "message": f"non-finite loss {last} after {warmup + steps + 1} steps",
-                "fallbacks": list(backend.fallbacks)}
-    ms, q1, q3 = _quartiles(times)
+    out.update(time_steps(step, steps, device, "cuda_graph" if graphed else "cuda_events"))
+    ms = out["ms_per_step"]
     tflops = model.flops_per_token(T) * B * T / (ms * 1e-3) / 1e12
     peak = point.get("peak_tflops")
-    out.update(status="ok", message="", ms_per_step=ms, ms_q1=q1, ms_q3=q3, steps=steps,
+    out.update(status="ok", message="", steps=steps,
                tokens_per_s=B * T / (ms * 1e-3), model_tflops=tflops,
-               mfu=(tflops / peak if peak else None), peak_tflops=peak, loss=last,
+               mfu=(tflops / peak if peak else None), peak_tflops=peak,
                peak_mem_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
                params=model.get_num_params(), flops_per_token=model.flops_per_token(T),
-               fused_adamw=getattr(opt, "fused_adamw", False), backend_choice=backend.describe(),
+               fused_adamw=getattr(opt, "fused_adamw", False),
+               backend_choice=backend.describe() if backend else f"nanoGPT's model, {impl}",
                cuda_graph=graphed, graph_capture_s=gstep.capture_s if graphed else None,
-               impls_used={op: sorted(v) for op, v in backend.used.items()})
+               impls_used={op: sorted(v) for op, v in backend.used.items()} if backend else {})
+    if compiled:
+        out["graphs_compiled"] = graphs_compiled() - graphs0   # > 1: recompiled while timed (still compiled)
 
     if n_prof > 0:
         try:
             # graph replays launch no ops from Python: their kernels show up as "unattributed" (top_kernels
             # still lists them); the same point without cuda_graph gives the per-op split
             out.update(_breakdown(step, n_prof, device, backend, ms, annotate=not (compiled or graphed)))
-        except Exception as e:  # the timing stands without the breakdown
-            out["breakdown"], out["breakdown_error"] = None, _classify(e)[1]
+        except Exception as e:  # noqa: BLE001 - the timing stands without the breakdown, which says why
+            out["breakdown"], out["breakdown_error"] = None, classify(e)[1]
+    fallbacks = list(backend.fallbacks) if backend else []
+    if backend is not None and impl not in BASELINES:
+        out.update(_ops_ran(backend))
+        out["message"] = _ops_message(impl, out)
+    state.clear()   # the timed model's memory back before the reference runs
+    del model, fwd, opt, step, gstep, backend
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    check = _check_losses(losses, impl, cfg, device, seed, dtype, point, data, ctx, clip)
+    out["loss_check"] = check
+    out["loss"] = losses[-1]
+    if not check["ok"]:
+        out.update(status="wrong", message=check["message"])
 
     if point.get("converge_iters"):
         out.update(_converge(point, device, B, T, dtype))
-    out["fallbacks"] = list(dict.fromkeys(backend.fallbacks + out.get("fallbacks", [])))
+    out["fallbacks"] = list(dict.fromkeys(fallbacks + out.get("fallbacks", [])))
     out["notes"] = notes
     return out
+
+
+def time_steps(step, steps, device, timer) -> dict:
+    """Two timers per step, each labelled: the device's (CUDA events around the step, back to back, as a
+    training loop runs; around the replay of a graphed step) and the host-inclusive one (synchronised wall
+    clock per step: what the step costs with its Python and launch work). On the CPU the two are one."""
+    host = []
+    if device.startswith("cuda"):
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+        for i, (a, b) in enumerate(ev):
+            a.record()
+            step(i)
+            b.record()
+        torch.cuda.synchronize(device)
+        times = [a.elapsed_time(b) for a, b in ev]
+        for i in range(steps):
+            t = time.perf_counter()
+            step(i)
+            torch.cuda.synchronize(device)
+            host.append((time.perf_counter() - t) * 1e3)
+    else:
+        timer, times = "cpu_clock", []
+        for i in range(steps):
+            t = time.perf_counter()
+            step(i)
+            times.append((time.perf_counter() - t) * 1e3)
+        host = times
+    dev, wall = timing.summarize(times, timer), timing.summarize(host, "host_wall")
+    return {**dev.as_row(), **wall.as_row(prefix="host_"), "ms_per_step": dev.median_ms, "ms_q1": dev.q1_ms,
+            "ms_q3": dev.q3_ms}
+
+
+def _ops_ran(backend) -> dict:
+    """The model's ops that ran the backend's impl, and those that fell back to eager (at some shape or all)."""
+    ran = sorted(op for op in OPS if backend.used.get(op))
+    fell = sorted({f.split(":", 1)[0] for f in backend.fallbacks} & set(OPS))
+    return {"ops_ran": ran, "ops_fell_back": fell}
+
+
+def _ops_message(impl, out) -> str:
+    ran, fell = out["ops_ran"], out["ops_fell_back"]
+    n = len(set(ran) | set(fell))
+    msg = f"{len(ran)} of {n} ops ran {impl}"
+    return msg + (f"; fell back to eager: {', '.join(fell)}" if fell else "")
+
+
+def _check_losses(losses, impl, cfg, device, seed, dtype, point, data, ctx, clip) -> dict:
+    """The backend's first len(losses) losses against the eager model's from the same init and batches."""
+    tol = LOSS_TOL[dtype]
+    if impl == "eager":
+        return {"ok": all(map(math.isfinite, losses)), "reference": "itself", "losses": losses, "tol": tol,
+                "message": "" if all(map(math.isfinite, losses)) else f"non-finite loss {losses}"}
+    model, fwd, _ = build_model(cfg, "eager", device, seed, dtype, point, False, lambda m: None)
+    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device.split(":")[0])
+    step = train_step_fn(model, fwd, opt, ctx, clip, data)
+    ref = [float(step(i)) for i in range(len(losses))]
+    del model, fwd, opt, step
+    gc.collect()
+    rel = [abs(a - b) / abs(b) if math.isfinite(a) else math.inf for a, b in zip(losses, ref)]
+    worst = max(range(len(rel)), key=rel.__getitem__)
+    ok = rel[worst] <= tol
+    msg = "" if ok else (f"loss off eager's at step {worst}: {losses[worst]:.6g} vs {ref[worst]:.6g} "
+                         f"(rel {rel[worst]:.2e} > {tol:.0e} for {dtype})")
+    return {"ok": ok, "reference": "eager", "losses": losses, "eager_losses": ref, "max_rel_diff": rel[worst],
+            "tol": tol, "message": msg}
 
 
 def _t(e, *names):
@@ -240,19 +340,22 @@ def _t(e, *names):
 
 def _breakdown(step, n, device, backend, ms_step, annotate=True) -> dict:
     """Kernel time per op from torch.profiler: each kernel-launching CPU event's self time goes to the
-    innermost op:/step: range around it (forward ranges and the backward ones model/ops.py opens)."""
+    innermost op:/step: range around it (forward ranges and the backward ones model/ops.py opens; none
+    without a backend, the compiled baselines)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     cuda = device.startswith("cuda")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    backend.profile_ranges = annotate
+    if backend is not None:
+        backend.profile_ranges = annotate
     try:
         with profile(activities=acts) as prof:
             for i in range(n):
                 step(i)
             _sync(device)
     finally:
-        backend.profile_ranges = False
+        if backend is not None:
+            backend.profile_ranges = False
         close_open_ranges()
     detail = defaultdict(float)   # "linear:fwd" -> us
     kernels = defaultdict(float)
@@ -306,7 +409,7 @@ def _converge(point, device, B, T, dtype) -> dict:
             model=point["model"], data_dir=data_dir, batch_size=B, block_size=T, max_iters=iters,
             learning_rate=lr, min_lr=lr / 10, warmup_iters=min(100, iters // 5), eval_interval=0, eval_iters=0, save_checkpoints=False,
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
-            backend=EAGER_SDPA if impl in COMPILED else impl, compile=impl in COMPILED,
+            backend=EAGER_SDPA if impl in COMPILE_BACKENDS else impl, compile=impl in COMPILE_BACKENDS,
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
             fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
         res = train.run(cfg, log=lambda m: None)
@@ -316,24 +419,6 @@ def _converge(point, device, B, T, dtype) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-
-def _measure_peak(device) -> float:
-    """bf16 matmul TFLOP/s on this GPU (a dense 8192^3 GEMM, median of 20)."""
-    n = 8192
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    ts = []
-    for _ in range(20):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        a @ b
-        e.record()
-        torch.cuda.synchronize(device)
-        ts.append(s.elapsed_time(e))
-    return 2 * n ** 3 / (statistics.median(ts) * 1e-3) / 1e12
-
 
 def _run_isolated(point, device, timeout) -> dict:
     cmd = [sys.executable, "-m", "bench.e2e", "--point", json.dumps(point), "--device", device]
@@ -381,7 +466,7 @@ def main(argv=None):
         return 0
     peak = a.peak_tflops
     if a.measure_peak and a.device.startswith("cuda"):
-        peak = _measure_peak(a.device)
+        peak = devinfo.measured_peaks(a.device)["peak_tflops"]
         print(f"measured bf16 GEMM peak: {peak:.0f} TFLOP/s", file=sys.stderr)
     isolate = a.device.startswith("cuda") if a.isolate is None else a.isolate
     rows = []
@@ -414,9 +499,14 @@ def _print_row(r):
         return
     mfu = f" mfu {r['mfu'] * 100:.1f}%" if r.get("mfu") else ""
     mem = f" {r['peak_mem_bytes'] / 2**30:.1f} GiB" if r.get("peak_mem_bytes") else ""
-    print(f"{head} {r['ms_per_step']:.2f} ms/step [{r['ms_q1']:.2f}, {r['ms_q3']:.2f}] "
+    host = f" (host-inclusive {r['host_median_ms']:.2f})" if r.get("host_median_ms") else ""
+    print(f"{head} {r['ms_per_step']:.2f} ms/step [{r['ms_q1']:.2f}, {r['ms_q3']:.2f}]{host} "
           f"{r['tokens_per_s']:,.0f} tok/s {r['model_tflops']:.1f} TFLOP/s{mfu}{mem} first step {r['compile_s']:.1f} s"
           + (f" fallbacks {len(r['fallbacks'])}" if r.get("fallbacks") else ""), flush=True)
+    check = r.get("loss_check") or {}
+    if check.get("reference") == "eager":
+        print(f"    loss vs eager: max rel diff {check['max_rel_diff']:.1e} (tol {check['tol']:.0e})"
+              + (f"; {r['message']}" if r.get("message") else ""), flush=True)
     if r.get("breakdown"):
         print("    " + ", ".join(f"{k} {v:.2f}" for k, v in r["breakdown"].items()) + " (ms/step)", flush=True)
     if r.get("losses"):

@@ -90,11 +90,14 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
+    graphed = device.startswith("cuda") and point.get("timer", "graph" if opts.cuda_graph else "") == "graph"
+    why = impl.timer_refusal(cfg, "graph" if graphed else "events") if impl.timer_refusal else None
+    if why:
+        return _finish(row, "unsupported", why, t_start)
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:
-        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed),
-                 graphed=device.startswith("cuda") and point.get("timer", "graph" if opts.cuda_graph else "") == "graph")
+        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed), graphed=graphed)
     except BaseException as e:  # noqa: BLE001 - a point's failure is data
         if isinstance(e, KeyboardInterrupt):
             raise

@@ -12,6 +12,7 @@ import os
 
 import yaml
 
+from bench.compiled_baseline import COMPILE_BACKENDS
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
 
 PASSES = ("fwd", "fwd+bwd")
@@ -22,7 +23,7 @@ SWEEP_KEYS = {
     "models": list, "backends": list, "steps": int, "converge_iters": int, "cuda_graph": bool,
 }
 QUICK_KEYS = {"shapes": int, "dtypes": int, "passes": list}
-E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", "torch_compile", "torch_compile_graphs")
+E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", *COMPILE_BACKENDS)
 
 
 class SweepError(ValueError):

@@ -85,6 +85,9 @@ class KernelImpl:
     # The tile config the CPU tests (Triton's interpreter) run at the spec's test_shapes(): small tiles, so
     # every odd size spans several blocks, edges and diagonals included.
     test_config: dict = dataclasses.field(default_factory=dict)
+    # timer_refusal(full config, timer) -> None or why that config cannot be timed by `timer` ("events":
+    # launch-timed calls, "graph": CUDA-graph replays), e.g. torch_compile's reduce-overhead (graphs only)
+    timer_refusal: Callable[[dict, str], str | None] | None = None
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}

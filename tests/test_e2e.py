@@ -8,6 +8,7 @@ from bench.e2e import run_e2e_point
 from model.op_list import OPS as MODEL_OPS
 from model import data
 from kernels.device import name as device_name
+from tests.helpers import fake_gelu_impls
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
 POINT = {"model": "tiny", "B": 2, "T": 32, "dtype": "fp32", "steps": 3, "warmup": 1}
@@ -17,6 +18,9 @@ def test_eager_row_is_sane():
     r = run_e2e_point({**POINT, "backend": "eager", "peak_tflops": 1.0}, "cpu")
     assert r["status"] == "ok", r["message"]
     assert 0 < r["ms_q1"] <= r["ms_per_step"] <= r["ms_q3"]
+    assert r["median_ms"] == r["ms_per_step"] and r["timer"] == "cpu_clock" and len(r["samples_ms"]) == 3
+    assert r["host_median_ms"] > 0 and r["host_reps"] == 3 and len(r["host_samples_ms"]) == 3
+    assert r["loss_check"]["ok"] and r["loss_check"]["reference"] == "itself" and len(r["loss_check"]["losses"]) == 3
     assert r["tokens_per_s"] == pytest.approx(2 * 32 / (r["ms_per_step"] * 1e-3))
     assert r["model_tflops"] > 0 and r["mfu"] == pytest.approx(r["model_tflops"])
     assert r["compile_s"] > 0 and r["fallbacks"] == [] and r["peak_mem_bytes"] is None
@@ -39,6 +43,26 @@ def test_unavailable_backend_is_unsupported_not_mislabelled_eager():
 def test_partial_backend_reports_its_fallbacks():
     r = run_e2e_point({**POINT, "backend": "sdpa_math"}, "cpu")
     assert r["status"] == "ok" and any(f.startswith("linear: sdpa_math -> eager") for f in r["fallbacks"])
+    assert r["ops_ran"] == ["fmha"] and "linear" in r["ops_fell_back"] and "fmha" not in r["ops_fell_back"]
+    assert r["message"].startswith("1 of 7 ops ran sdpa_math; fell back to eager: ")
+    # checked against eager from the same init and batches
+    assert r["loss_check"]["ok"] and r["loss_check"]["reference"] == "eager"
+    assert r["loss_check"]["max_rel_diff"] <= r["loss_check"]["tol"]
+
+
+def test_backend_with_a_wrong_op_is_wrong_and_keeps_its_timing():
+    with fake_gelu_impls():
+        r = run_e2e_point({**POINT, "backend": "f_wrong"}, "cpu")   # gelu 5 % high
+    assert r["status"] == "wrong", r["message"]
+    assert "loss off eager's" in r["message"] and r["loss_check"]["max_rel_diff"] > r["loss_check"]["tol"]
+    assert r["ops_ran"] == ["gelu"] and r["ms_per_step"] > 0
+
+
+def test_backend_that_ran_none_of_its_ops_is_unsupported():
+    with fake_gelu_impls():
+        r = run_e2e_point({**POINT, "backend": "f_unsup"}, "cpu")   # gelu raises Unsupported at run time
+    assert r["status"] == "unsupported" and r["message"].startswith("no op ran on f_unsup")
+    assert r["ops_ran"] == [] and "gelu" in r["ops_fell_back"] and "ms_per_step" not in r
 
 
 def test_bad_point_is_an_error_row():

@@ -1,32 +1,36 @@
 """Print the e2e rows of result files as one table: ms/step, tokens/s and the speed-up over torch.compile
-(and over nanoGPT's eager model, eager_sdpa) of the same model in the same files.
+(the fastest of its modes at that point: torch_compile_best, one row of its own) and over nanoGPT's eager
+model (eager_sdpa) of the same model in the same files.
 
     python tests/gpu/e2e_summary.py out/e2e/results.jsonl out/e2e_graph/results.jsonl
 """
 import sys
 
+from bench.compiled_baseline import BEST, backend_of, best_rows
 from model.ranking import read_results
 
-BASES = ("torch_compile", "torch_compile_graphs", "eager_sdpa")
+BASES = (BEST, "eager_sdpa")
 
 
 def main(paths):
     rows = [r for r in read_results(paths) if r.get("op") == "e2e"]
+    rows += best_rows(rows)
     base = {}
     for r in rows:
-        if r.get("status") == "ok" and r.get("backend") in BASES and not r.get("cuda_graph"):
-            base[(r.get("model"), r["backend"])] = r.get("tokens_per_s")
-    print(f"{'model':18s} {'backend':20s} {'graph':5s} {'status':7s} {'ms/step':>8s} {'tok/s':>9s} "
-          f"{'x compile':>9s} {'x compile_graphs':>16s} {'x eager_sdpa':>12s}  non-eager impls that ran")
-    for r in sorted(rows, key=lambda r: (str(r.get("model")), bool(r.get("cuda_graph")), str(r.get("backend")))):
+        if r.get("status") == "ok" and backend_of(r) in BASES and not r.get("cuda_graph"):
+            base[(r.get("model"), backend_of(r))] = r.get("tokens_per_s")
+    print(f"{'model':18s} {'backend':42s} {'graph':5s} {'status':13s} {'ms/step':>8s} {'tok/s':>9s} "
+          f"{'x compile':>9s} {'x eager_sdpa':>12s}  non-eager impls that ran / message")
+    for r in sorted(rows, key=lambda r: (str(r.get("model")), bool(r.get("cuda_graph")), str(backend_of(r)))):
         tps = r.get("tokens_per_s")
         sp = [(f"{tps / base[(r.get('model'), b)]:.3f}" if tps and base.get((r.get("model"), b)) else "-")
               for b in BASES]
         ms = r.get("ms_per_step")
-        print(f"{str(r.get('model')):18s} {str(r.get('backend')):20s} {'yes' if r.get('cuda_graph') else 'no':5s} "
-              f"{r.get('status', '?'):7s} {ms if ms is None else round(ms, 2)!s:>8s} "
-              f"{'-' if not tps else f'{tps:,.0f}':>9s} {sp[0]:>9s} {sp[1]:>16s} {sp[2]:>12s}  "
-              f"{_used(r) if r.get('backend') == 'auto' else r.get('message', '')[:80]}")
+        name = backend_of(r) + (f" ({r['best_of']})" if r.get("best_of") else "")
+        print(f"{str(r.get('model')):18s} {name:42s} {'yes' if r.get('cuda_graph') else 'no':5s} "
+              f"{r.get('status', '?'):13s} {ms if ms is None else round(ms, 2)!s:>8s} "
+              f"{'-' if not tps else f'{tps:,.0f}':>9s} {sp[0]:>9s} {sp[1]:>12s}  "
+              f"{_used(r) if backend_of(r) == 'auto' else r.get('message', '')[:80]}")
 
 
 def _used(r):
