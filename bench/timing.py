@@ -1,7 +1,7 @@
 """Honest timing: two timers that answer different questions, each labelled in the row.
 
-Kernel time (`measure`): on CUDA, device events around each call with the L2 flushed before each
-(`cuda_events`), or replays of the call captured in a CUDA graph (`cuda_graph`): the GPU's own time, which is
+Kernel time (`measure`): on CUDA, device events around each call with the L2 flushed before each and the
+stream held on a GPU spin while the host queues the call, so host launch gaps stay out (`cuda_events`), or replays of the call captured in a CUDA graph (`cuda_graph`): the GPU's own time, which is
 what a graphed step pays. Host-inclusive time (`measure_host`): a synchronised wall clock around each call,
 launch cost in Python included: what an eager step pays. On CPU both are one monotonic clock (`cpu_clock`).
 Each: warm-up first, repetitions until the spread is small or the budget runs out, median with quartiles,
@@ -103,6 +103,26 @@ def _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s) ->
     return summarize(times, "cpu_clock")
 
 
+_SPIN_HZ = 2.0e9      # cycles per second torch.cuda._sleep counts at (Hopper's boost clock; slower clocks only
+                      # lengthen the hold, which is safe)
+
+
+def _hold_cycles(fn, setup) -> int:
+    """GPU cycles to hold the stream before each timed call: 1.5x the host's time to enqueue one call, plus
+    20 us, at most 50 ms. The host then queues the whole call while the GPU spins, so the events see the
+    kernels back to back (nvbench's blocking kernel): kernel time without the host's launch gaps, which an
+    impl with several kernels otherwise shows whenever the host is slower than the GPU (seen on an H200:
+    Triton fmha fwd+bwd 0.47 ms in one run, 0.90 in another while torch.compile's workers loaded the CPU)."""
+    if setup:
+        setup()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    enqueue_s = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return int(min(50e-3, 1.5 * enqueue_s + 20e-6) * _SPIN_HZ)
+
+
 def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2) -> Stats:
     buf = _l2_flush_buffer(device) if flush_l2 else None
     with torch.cuda.device(torch.device(device)):
@@ -110,7 +130,7 @@ def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bud
             if setup:
                 setup()
             fn()
-        torch.cuda.synchronize()
+        hold = _hold_cycles(fn, setup)
         times: list[float] = []
         deadline = time.monotonic() + budget_s
         batch = 5
@@ -121,6 +141,7 @@ def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bud
                     setup()
                 if buf is not None:
                     buf.zero_()
+                torch.cuda._sleep(hold)
                 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 s.record()
                 fn()

@@ -73,7 +73,7 @@ def nvbench_ms(calls, json_path) -> list:
                 f()
         state.exec(launch)
     nb.register(bench).add_int64_axis("case", list(range(len(calls))))
-    nb.run_all_benchmarks(["nvbench", "--json", json_path, "--jsonbin"])
+    nb.run_all_benchmarks(["nvbench", "--jsonbin", json_path])
     out = [None] * len(calls)
     for sub in BenchmarkResult.from_json(json_path).subbenches.values():
         for st in sub.states:
