@@ -7,19 +7,22 @@ from kernels.spec import Inputs, OpSpec, elt_size, randn
 class LinearSpec(OpSpec):
     name = "linear"
     shape_keys = ("M", "N", "K")
-    shape_defaults = {"part": 0}     # 1, 2, 3: only the forward, dX or dW matmul (kernels.linear.parts)
+    # part 1, 2, 3: only the forward, dX or dW matmul (kernels.linear.parts); gelu: activation="gelu"
+    shape_defaults = {"part": 0, "gelu": False}
     bound = "compute"
 
     def full_shape(self, shape):
         s = super().full_shape(shape)
         if s["part"] not in (0, *parts.PARTS):
             raise ValueError(f"linear: part {s['part']!r} (0: the op; 1 fwd, 2 dX, 3 dW matmul alone)")
+        if s["part"] and s["gelu"]:
+            raise ValueError("linear: gelu is the whole op's epilogue; a part is a bare matmul")
         return s
 
     def label(self, shape):
         s = self.full_shape(shape)
         base = f"M{s['M']} N{s['N']} K{s['K']}"
-        return f"{base} {parts.PARTS[s['part']]}" if s["part"] else base
+        return f"{base} {parts.PARTS[s['part']]}" if s["part"] else base + (" gelu" if s["gelu"] else "")
 
     def wrap(self, fn, shape):
         part = self.full_shape(shape)["part"]
@@ -36,7 +39,7 @@ class LinearSpec(OpSpec):
         x = randn((s["M"], s["K"]), dtype, device, gen)
         w = randn((s["N"], s["K"]), dtype, device, gen, scale=s["K"] ** -0.5)
         b = randn((s["N"],), dtype, device, gen, scale=0.5)
-        return Inputs((x, w, b), {}, grad_args=(0, 1, 2))
+        return Inputs((x, w, b), {"activation": "gelu"} if s["gelu"] else {}, grad_args=(0, 1, 2))
 
     def math(self, x, w, b=None, activation=None, part=0):
         if part:

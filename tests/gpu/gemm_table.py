@@ -1,11 +1,12 @@
-"""The gemm sweep as tables: each GPT-2 matmul (forward, dX, dW of each linear) per impl and tile config,
-as a fraction of cuBLAS (eager's time / ours: >= 0.95 is issue 14's target), then the best config per
-impl, and which config each part would want as its default.
+"""The gemm sweep as tables: each GPT-2 matmul (forward, dX, dW of each linear) and the whole linear op
+(with its GELU epilogue) per impl and tile config, as a fraction of cuBLAS (eager's time / ours: >= 0.95
+is issue 14's target), then the best config per impl, which is the config each part would want as its
+default.
 
     python tests/gpu/gemm_table.py results/<gpu>/gemm/results.jsonl [more.jsonl ...]
 
-Rows are the linear op's with a `part` shape key (kernels.linear.parts); a config that did not run
-reports its status instead of a time."""
+Rows are the linear op's: with a `part` shape key (kernels.linear.parts) the matmul alone, without one the
+op per pass; a config that did not run reports its status instead of a time."""
 import sys
 from collections import defaultdict
 
@@ -19,19 +20,21 @@ TARGET = 0.95
 
 def _key(r):
     s = r["shape"]
-    return s["M"], s["N"], s["K"], s["part"], str(r.get("dtype"))
+    part = s.get("part", 0)
+    what = PARTS[part] if part else "op " + str(r.get("pass")) + (" gelu" if s.get("gelu") else "")
+    return s["M"], s["N"], s["K"], part, what, str(r.get("dtype"))
 
 
 def _name(key):
-    M, N, K, part, dtype = key
-    return f"{LAYERS.get((N, K), f'N{N} K{K}')} M{M} {PARTS[part]} {dtype}"
+    M, N, K, _, what, dtype = key
+    return f"{LAYERS.get((N, K), f'N{N} K{K}')} M{M} {what} {dtype}"
 
 
 def collect(rows):
-    """{shape key: {(impl, config label): row}} for the linear's part rows."""
+    """{shape key: {(impl, config label): row}} for the linear's rows."""
     out = defaultdict(dict)
     for r in rows:
-        if r.get("op") == "linear" and (r.get("shape") or {}).get("part") in PARTS:
+        if r.get("op") == "linear" and isinstance(r.get("shape"), dict):
             out[_key(r)][(r["impl"], r.get("config_label", "default"))] = r
     return out
 
@@ -56,7 +59,7 @@ def main(paths):
     if len(timers) > 1:
         print(f"warning: rows timed with {timers} mixed; compare one timer's files at a time")
     if not table:
-        print("no linear rows with a `part` shape key in", " ".join(paths))
+        print("no linear rows in", " ".join(paths))
         return 1
     for key in sorted(table):
         cells = table[key]
