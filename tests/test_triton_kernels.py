@@ -87,6 +87,21 @@ def _cases():
     for dtype in ("fp32", "bf16"):
         add(f"linear-splitk-{dtype}-fwd+bwd", "linear", {"M": 300, "N": 20, "K": 24}, dtype, "fwd+bwd")
     add("linear-nobias-bf16-fwd+bwd", "linear", _first("linear"), "bf16", "fwd+bwd", build="linear_nobias")
+    # the TMA kernel (descriptors need 16-byte rows: N and K multiples of 8, M odd); split-K through it
+    # (dX and dW in 3 slices); GELU's epilogue; an unaligned K takes the pointer kernel instead
+    tma = {"KERNEL": "tma"}
+    for dtype in ("fp32", "bf16"):
+        add(f"linear-tma-{dtype}-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, dtype, "fwd+bwd", tma)
+    add("linear-tma-splitk-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
+        {**tma, "SPLIT_K": 3})
+    add("linear-tma-gelu-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd", tma,
+        build="linear_gelu")
+    add("linear-tma-unaligned-bf16-fwd+bwd", "linear", _first("linear"), "bf16", "fwd+bwd", tma)
+    # each matmul alone (kernels.linear.parts), both kernels
+    for part in (1, 2, 3):
+        for kernel in ("blocked", "tma"):
+            add(f"linear-part{part}-{kernel}-bf16-fwd", "linear", {"M": 37, "N": 40, "K": 72, "part": part}, "bf16",
+                "fwd", {"KERNEL": kernel, "SPLIT_K": 2})
     # the gate must catch a kernel that leaves outputs unwritten, or gets the mask wrong
     add("broken-half-unwritten", "gelu", _first("gelu"), "bf16", "fwd", build="broken_unwritten", expect_ok=False)
     add("broken-wrong-mask", "fmha", {**_first("fmha"), "causal": True}, "bf16", "fwd", build="broken_mask",
@@ -243,9 +258,10 @@ def _no_bias(spec):
 def _aot_one(op_arch):
     op, arch = op_arch
     import importlib
-    impl = importlib.import_module(f"kernels.{op}.triton").IMPL
+    name, _, preset = op.partition(":")     # "linear:tma_128x256": that preset's config, else the default
+    impl = importlib.import_module(f"kernels.{name}.triton").IMPL
     try:
-        return op, arch, impl.aot(impl.config(), arch)
+        return op, arch, impl.aot(impl.config(impl.presets[preset] if preset else {}), arch)
     except Exception as e:   # aot must never raise: recorded so the test can fail with the reason
         return op, arch, [{"kernel": "?", "status": "raised", "message": f"{type(e).__name__}: {e}"}]
 
@@ -309,9 +325,16 @@ def test_interp(case, interp_results):
         assert not r["ok"], f"{case}: the gate passed a broken kernel ({r['message']})"
 
 
+# the Hopper matmul variants where they are meant to run (sm_80 shows their pointer-kernel fallback)
+AOT_PRESETS = [f"linear:{p}|{a}" for p in ("tma_128x256", "tma_128x128", "tma_128x256_ws")
+               for a in ("sm_80", "sm_90", "sm_100")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [pytest.param(f"{op}|{arch}", id=f"{op}-{arch}", marks=_marks(op))
-                                  for op in OPS for arch in ARCHS])
+                                  for op in OPS for arch in ARCHS] +
+                         [pytest.param(c, id=c.replace("|", "-").replace(":", "-"), marks=_marks("linear"))
+                          for c in AOT_PRESETS])
 def test_aot(case, aot_results):
     op, arch = case.split("|")
     rows = aot_results[f"{op}-{arch}"]

@@ -5,4 +5,5 @@ IMPLS = {
     "triton": "kernels.linear.triton:IMPL",
     "cutile": "kernels.linear.cutile:IMPL",
     "torch_compile": "kernels.linear.compiled:IMPL",
+    "cublaslt": "kernels.linear.cublaslt:IMPL",
 }

@@ -7,6 +7,8 @@ import cuda.tile as ct
 
 from kernels import cutile_aot as aot
 from kernels import poison
+from kernels.linear import parts
+from kernels.linear.splitk import slices
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
 ConstInt = ct.Constant[int]
@@ -14,40 +16,29 @@ ConstBool = ct.Constant[bool]
 ZERO = ct.PaddingMode.ZERO
 
 
-@ct.kernel
-def _matmul(A, B, Bias, C, Z, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: ConstBool, GELU: ConstBool,
-            TM: ConstInt, TN: ConstInt, TK: ConstInt, GROUP_M: ConstInt, LAT: ConstInt, SPLIT: ConstInt):
-    """C[M, N] = op(A) @ op(B) (+ Bias[N]) (-> gelu; Z keeps the pre-activation). op(A) is A (M, K) or
-    A^T for A (K, M); op(B) is B (K, N) or B^T for B (N, K). Blocks are grouped GROUP_M tiles tall so
-    neighbours share B tiles in L2. SPLIT > 1: C is (SPLIT, M, N) fp32 and block (pid, s) sums only the
-    s-th slice of the K tiles (no bias or activation); the caller adds the slices."""
-    pid = ct.bid(0)
-    if SPLIT > 1:
-        M = C.shape[1]
-        N = C.shape[2]
-    else:
-        M = C.shape[0]
-        N = C.shape[1]
+def _tile(A, B, Bias, C, Z, t, KT_PER, TRANS_A, TRANS_B, HAS_BIAS, GELU, TM, TN, TK, GROUP_M, LAT, SPLIT):
+    """Output tile t: C[M, N] = op(A) @ op(B) (+ Bias[N]) (-> gelu; Z keeps the pre-activation). op(A) is
+    A (M, K) or A^T for A (K, M); op(B) is B (K, N) or B^T for B (N, K). Tiles are numbered in groups
+    GROUP_M tall so neighbours share B tiles in L2. SPLIT > 1: C is (SPLIT, M, N) fp32 and tile t belongs
+    to slice s = t // (tiles per slice), summing only K tiles [s*KT_PER, (s+1)*KT_PER) (no epilogue)."""
+    M = C.shape[C.ndim - 2]
+    N = C.shape[C.ndim - 1]
     grid_m = ct.cdiv(M, TM)
     grid_n = ct.cdiv(N, TN)
+    per_slice = grid_m * grid_n
+    s = t // per_slice
+    u = t % per_slice
     per_group = GROUP_M * grid_n
-    first_m = (pid // per_group) * GROUP_M
+    first_m = (u // per_group) * GROUP_M
     rows_in_group = min(grid_m - first_m, GROUP_M)
-    i = first_m + (pid % per_group) % rows_in_group
-    j = (pid % per_group) // rows_in_group
+    i = first_m + (u % per_group) % rows_in_group
+    j = (u % per_group) // rows_in_group
     if TRANS_A:
-        Kdim = A.shape[0]
+        nk = ct.cdiv(A.shape[0], TK)
     else:
-        Kdim = A.shape[1]
+        nk = ct.cdiv(A.shape[1], TK)
     acc = ct.zeros((TM, TN), dtype=ct.float32)
-    nk = ct.cdiv(Kdim, TK)
-    k_first = 0
-    k_last = nk
-    if SPLIT > 1:
-        per = ct.cdiv(nk, SPLIT)
-        k_first = ct.bid(1) * per
-        k_last = min(nk, k_first + per)
-    for kk in range(k_first, k_last):
+    for kk in range(s * KT_PER, min(nk, s * KT_PER + KT_PER)):
         if TRANS_A:
             a = ct.load(A, index=(i, kk), shape=(TM, TK), order=(1, 0), padding_mode=ZERO, latency=LAT)
         else:
@@ -57,15 +48,44 @@ def _matmul(A, B, Bias, C, Z, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: 
         else:
             b = ct.load(B, index=(kk, j), shape=(TK, TN), padding_mode=ZERO, latency=LAT)
         acc = ct.mma(a, b, acc)
-    if HAS_BIAS:
-        acc = acc + ct.load(Bias, index=(j,), shape=(TN,), padding_mode=ZERO).astype(ct.float32)[None, :]
-    if GELU:
-        ct.store(Z, index=(i, j), tile=acc.astype(Z.dtype))
-        acc = 0.5 * acc * (1.0 + ct.tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
     if SPLIT > 1:
-        ct.store(C, index=(ct.bid(1), i, j), tile=ct.reshape(acc, (1, TM, TN)))
+        ct.store(C, index=(s, i, j), tile=ct.reshape(acc, (1, TM, TN)))
     else:
+        if HAS_BIAS:
+            acc = acc + ct.load(Bias, index=(j,), shape=(TN,), padding_mode=ZERO).astype(ct.float32)[None, :]
+        if GELU:
+            ct.store(Z, index=(i, j), tile=acc.astype(Z.dtype))
+            acc = 0.5 * acc * (1.0 + ct.tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
         ct.store(C, index=(i, j), tile=acc.astype(C.dtype))
+
+
+@ct.kernel
+def _matmul(A, B, Bias, C, Z, KT_PER: int, TRANS_A: ConstBool, TRANS_B: ConstBool, HAS_BIAS: ConstBool,
+            GELU: ConstBool, TM: ConstInt, TN: ConstInt, TK: ConstInt, GROUP_M: ConstInt, LAT: ConstInt,
+            SPLIT: ConstInt, PERSISTENT: ConstBool):
+    """One output tile per block, or (PERSISTENT) a grid of about one block per SM slot striding over
+    all SPLIT x tiles (see _tile)."""
+    if PERSISTENT:
+        total = ct.cdiv(C.shape[C.ndim - 2], TM) * ct.cdiv(C.shape[C.ndim - 1], TN) * SPLIT
+        for t in range(ct.bid(0), total, ct.num_blocks(0)):
+            _tile(A, B, Bias, C, Z, t, KT_PER, TRANS_A, TRANS_B, HAS_BIAS, GELU, TM, TN, TK, GROUP_M, LAT, SPLIT)
+    else:
+        _tile(A, B, Bias, C, Z, ct.bid(0), KT_PER, TRANS_A, TRANS_B, HAS_BIAS, GELU, TM, TN, TK, GROUP_M, LAT,
+              SPLIT)
+
+
+@ct.kernel
+def _sum_slices(P, C, TM: ConstInt, TN: ConstInt):
+    """C = sum over s of P[s] (fp32 partials of a split-K matmul), in C's dtype, in one pass."""
+    i = ct.bid(0) // ct.cdiv(C.shape[1], TN)
+    j = ct.bid(0) % ct.cdiv(C.shape[1], TN)
+    acc = ct.zeros((TM, TN), dtype=ct.float32)
+    for s in range(P.shape[0]):
+        acc = acc + ct.reshape(ct.load(P, index=(s, i, j), shape=(1, TM, TN), padding_mode=ZERO), (TM, TN))
+    ct.store(C, index=(i, j), tile=acc.astype(C.dtype))
+
+
+SUM_TILE = (32, 128)
 
 
 PARAMS = (
@@ -76,17 +96,29 @@ PARAMS = (
     TileParam("LATENCY", int, None, tuple(range(1, 11)), "latency hint for the A/B loads"),
     TileParam("occupancy", int, None, (1, 2, 4)),
     TileParam("num_ctas", int, None, (1, 2, 4)),
+    TileParam("PERSISTENT", bool, None, doc="about one block per SM slot (SMs x occupancy) striding over the tiles"),
+    TileParam("SPLIT_K", int, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
+              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model"),
     TileParam("autotune", bool, False, doc="cuda.tile.tune.exhaustive_search over forward candidates, per shape"),
 )
 PRESETS = {
     # H100 sweep: 128x128x64 at occupancy 2 led (128x256 and 256x128 spill out of registers)
-    "hopper": {"TILE_M": 128, "TILE_N": 128, "TILE_K": 64, "GROUP_M": 8, "LATENCY": 3, "occupancy": 2, "num_ctas": 1},
+    "hopper": {"TILE_M": 128, "TILE_N": 128, "TILE_K": 64, "GROUP_M": 8, "LATENCY": 3, "occupancy": 2, "num_ctas": 1,
+               "PERSISTENT": False, "SPLIT_K": 0},
     "blackwell": {"TILE_M": 128, "TILE_N": 256, "TILE_K": 64, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1,
-                  "num_ctas": 2},
-    "ampere": {"TILE_M": 128, "TILE_N": 128, "TILE_K": 32, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1, "num_ctas": 1},
+                  "num_ctas": 2, "PERSISTENT": False, "SPLIT_K": 0},
+    "ampere": {"TILE_M": 128, "TILE_N": 128, "TILE_K": 32, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1, "num_ctas": 1,
+               "PERSISTENT": False, "SPLIT_K": 0},
     "consumer": {"TILE_M": 128, "TILE_N": 64, "TILE_K": 32, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1,
-                 "num_ctas": 1},
+                 "num_ctas": 1, "PERSISTENT": False, "SPLIT_K": 0},
 }
+# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there
+_H = PRESETS["hopper"]
+PRESETS.update({
+    "persistent_128x128": {**_H, "PERSISTENT": True},
+    "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "PERSISTENT": True},
+    "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1},
+})
 CANDIDATES = [{"TILE_M": m, "TILE_N": n, "TILE_K": k, "occupancy": o}
               for m, n, k in ((128, 128, 64), (128, 256, 64), (256, 128, 64), (128, 64, 64), (64, 128, 64))
               for o in (1, 2)]
@@ -97,23 +129,22 @@ def _config(arch, cfg):
     return aot.fill({**{p.name: None for p in PARAMS}, **cfg}, PRESETS[aot.family(arch)])
 
 
-def _grid(M, N, c, split=1):
-    return (aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"]), split)
+def _grid(M, N, c, split=1, sms=None):
+    """Blocks: one per tile and slice, or with PERSISTENT at most SMs x occupancy / num_ctas (sms given)."""
+    tiles = aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"]) * split
+    if c["PERSISTENT"] and sms:
+        tiles = min(tiles, sms * c["occupancy"] // c["num_ctas"])
+    return (tiles,)
 
 
-def _args(a, b, bias, out, z, ta, tb, gelu, c, split=1):
-    return (a, b, bias if bias is not None else out, out, z if z is not None else out, ta, tb, bias is not None,
-            gelu, c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"], split)
+def _args(a, b, bias, out, z, ta, tb, gelu, c, split=1, kt_per=0):
+    return (a, b, bias if bias is not None else out, out, z if z is not None else out, kt_per, ta, tb,
+            bias is not None, gelu, c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"], split,
+            c["PERSISTENT"])
 
 
-def split_k(M, N, K, c, sms):
-    """K slices for a matmul with too few output tiles to fill the GPU (dW: M x N small, K = B*T long)."""
-    tiles = aot.cdiv(M, c["TILE_M"]) * aot.cdiv(N, c["TILE_N"])
-    nk = aot.cdiv(K, c["TILE_K"])
-    if tiles >= sms or nk < 8:
-        return 1
-    s = max(1, min(aot.cdiv(2 * sms, tiles), nk // 4, 16))
-    return aot.cdiv(nk, aot.cdiv(nk, s))   # no empty slice
+def _hints(c):
+    return {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]}
 
 
 def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None):
@@ -121,16 +152,21 @@ def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None):
     N = b.shape[0] if tb else b.shape[1]
     K = a.shape[0] if ta else a.shape[1]
     dtype = out_dtype or a.dtype
-    S = 1 if (bias is not None or gelu) else split_k(M, N, K, c, aot.sm_count(a))
+    sms = aot.sm_count(a)
+    S, k_split = (1, K) if (bias is not None or gelu) else \
+        slices(M, N, K, c["TILE_M"], c["TILE_N"], c["TILE_K"], sms, c["SPLIT_K"])
+    kt_per = k_split // c["TILE_K"] if S > 1 else aot.cdiv(K, c["TILE_K"])
     if S > 1:
+        # partials poisoned too: a slice that writes nothing fails the gate rather than summing stale memory
         part = poison.empty(S, M, N, dtype=torch.float32, device=a.device)
-        aot.launch(_matmul, _grid(M, N, c, S), _args(a, b, None, part, None, ta, tb, False, c, S),
-                   occupancy=c["occupancy"], num_ctas=c["num_ctas"])
-        return part.sum(0, dtype=torch.float32).to(dtype), None
+        aot.launch(_matmul, _grid(M, N, c, S, sms), _args(a, b, None, part, None, ta, tb, False, c, S, kt_per),
+                   **_hints(c))
+        out = poison.empty(M, N, dtype=dtype, device=a.device)
+        aot.launch(_sum_slices, (aot.cdiv(M, SUM_TILE[0]) * aot.cdiv(N, SUM_TILE[1]),), (part, out, *SUM_TILE))
+        return out, None
     out = poison.empty(M, N, dtype=dtype, device=a.device)
     z = poison.empty(M, N, dtype=out.dtype, device=a.device) if gelu else None
-    aot.launch(_matmul, _grid(M, N, c), _args(a, b, bias, out, z, ta, tb, gelu, c),
-               occupancy=c["occupancy"], num_ctas=c["num_ctas"])
+    aot.launch(_matmul, _grid(M, N, c, 1, sms), _args(a, b, bias, out, z, ta, tb, gelu, c, 1, kt_per), **_hints(c))
     return out, z
 
 
@@ -182,32 +218,45 @@ def linear(x, weight, bias=None, activation=None, **cfg):
         M, N = x2.shape[0], w.shape[0]
         out = torch.empty(M, N, dtype=x.dtype, device=x.device)
         z = torch.empty_like(out) if activation else None
+        sms = aot.sm_count(x)
         full = TUNER.choose((M, N, K, x.dtype, str(x.device), bias is None, activation),
                             aot.unique([full] + [{**full, **c} for c in CANDIDATES]),
-                            lambda c: (*_grid(M, N, c), 1), _matmul,
-                            lambda c: _args(x2, w, bias, out, z, False, True, activation == "gelu", c),
-                            lambda c: {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]})
+                            lambda c: (*_grid(M, N, c, 1, sms), 1, 1), _matmul,
+                            lambda c: _args(x2, w, bias, out, z, False, True, activation == "gelu", c, 1,
+                                            aot.cdiv(K, c["TILE_K"])), _hints)
     TUNER.note(full)
     return _Linear.apply(x, weight, bias, activation == "gelu", full)
 
 
+def matmul_part(a, b, part, **cfg):
+    """One of the linear's three matmuls alone (kernels.linear.parts), as _Linear calls it."""
+    full = _config(aot.arch_of(a), cfg)
+    a, b = a.contiguous(), b.contiguous()
+    if part == 1:     # X (M, K) @ W (N, K)^T
+        return matmul(a, b, False, True, full)[0]
+    if part == 2:     # dY (M, N) @ W (N, K)
+        return matmul(a, b, False, False, full)[0]
+    return matmul(a, b, True, False, full, out_dtype=b.dtype)[0]    # dY (M, N)^T @ X (M, K)
+
+
+parts.provide(linear, matmul_part)
+
+
 def _aot(config, arch, dtype="bf16"):
     c = _config(arch, {k: v for k, v in (config or {}).items() if k != "autotune"})
-    X, V = aot.array(dtype, 2), aot.array(dtype, 1)
-    hints = {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]}
+    X, V, P, kt = aot.array(dtype, 2), aot.array(dtype, 1), aot.array("fp32", 3), aot.scalar("i32")
     const = [c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"]]
-    P = aot.array("fp32", 3)
-    rows = [
-        aot.compile_kernel(_matmul, "linear_fwd", [X, X, V, X, X, False, True, True, False] + const + [1], arch, hints),
-        aot.compile_kernel(_matmul, "linear_fwd_gelu", [X, X, V, X, X, False, True, True, True] + const + [1], arch,
-                           hints),
-        aot.compile_kernel(_matmul, "linear_bwd_dx", [X, X, V, X, X, False, False, False, False] + const + [1], arch,
-                           hints),
-        aot.compile_kernel(_matmul, "linear_bwd_dw", [X, X, V, X, X, True, False, False, False] + const + [1], arch,
-                           hints),
-        aot.compile_kernel(_matmul, "linear_bwd_dw_splitk", [X, X, P, P, P, True, False, False, False] + const + [4],
-                           arch, hints),
-    ]
+    uses = (  # name, operands, TRANS_A, TRANS_B, HAS_BIAS, GELU, SPLIT
+        ("linear_fwd", [X, X, V, X, X], False, True, True, False, 1),
+        ("linear_fwd_gelu", [X, X, V, X, X], False, True, True, True, 1),
+        ("linear_bwd_dx", [X, X, V, X, X], False, False, False, False, 1),
+        ("linear_bwd_dw", [X, X, V, X, X], True, False, False, False, 1),
+        ("linear_bwd_dw_splitk", [X, X, P, P, P], True, False, False, False, 4),
+    )
+    rows = [aot.compile_kernel(_matmul, name, ops + [kt, ta, tb, hb, g] + const + [split, c["PERSISTENT"]], arch,
+                               _hints(c))
+            for name, ops, ta, tb, hb, g, split in uses]
+    rows.append(aot.compile_kernel(_sum_slices, "linear_splitk_sum", [P, X, *SUM_TILE], arch))
     return rows
 
 

@@ -1,5 +1,6 @@
 import torch.nn.functional as F
 
+from kernels.linear import parts
 from kernels.registry import KernelImpl
 
 
@@ -8,4 +9,5 @@ def linear(x, weight, bias=None, activation=None):
     return F.gelu(y, approximate="tanh") if activation == "gelu" else y
 
 
+parts.provide(linear, lambda a, b, part: parts.reference(a, b, part))
 IMPL = KernelImpl(fn=linear, backend="eager", kind="baseline", doc="F.linear (cuBLAS on CUDA)")

@@ -8,6 +8,8 @@ import triton.language as tl
 from kernels import poison
 from kernels import triton_aot as aot
 from kernels.gelu.triton import gelu_backward, gelu_tanh
+from kernels.linear import parts, triton_tma
+from kernels.linear.splitk import slices
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
 # Triton 3.9's CPU interpreter gets bf16 tl.dot wrong; under it (only) the operands go up to fp32 first.
@@ -70,65 +72,105 @@ PARAMS = (
     TileParam("GROUP_M", int, None, (1, 4, 8, 16)),
     TileParam("num_warps", int, None, (2, 4, 8)),
     TileParam("num_stages", int, None, (1, 2, 3, 4, 5)),
+    TileParam("KERNEL", str, None, ("blocked", "tma"),
+              "blocked: pointer loads, one program per tile; tma: TMA descriptors on a persistent grid (sm_90+)"),
+    TileParam("WARP_SPEC", bool, None, doc="tma kernel: warp-specialize the K loop (producer/consumer warps)"),
+    TileParam("SUBTILE", bool, None, doc="tma kernel: store each output tile as two halves (half the staging smem)"),
+    TileParam("SPLIT_K", int, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
+              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
     # hopper: autotune's pick on an H100 for 16384x768 -> 3072 bf16
-    "hopper": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
-    "blackwell": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
-    "ampere": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
-    "consumer": {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    "hopper": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
+               "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
+    "blackwell": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
+                  "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
+    "ampere": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4,
+               "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
+    "consumer": {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4,
+                 "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
 }
+# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
+# Shared memory at bf16 (sm_90 AOT): 128x128x64 at 4 stages 147 KB, 128x256x64 at 3 stages 181 KB.
+_TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0}
+PRESETS.update({
+    "tma_128x256": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
+    "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
+    "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
+})
+# TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
+TMA_FAMILIES = ("hopper", "blackwell")
 CANDIDATES = [
-    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
-    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3},
-    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
-    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
-    {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
-    {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3, "KERNEL": "blocked"},
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4, "KERNEL": "blocked"},
+    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3, "KERNEL": "blocked"},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "KERNEL": "blocked"},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4, "KERNEL": "blocked"},
+    {"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "KERNEL": "blocked"},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 4, "KERNEL": "blocked"},
+    {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4, "KERNEL": "tma"},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 4, "KERNEL": "tma"},
 ]
 TUNER = aot.Tuner()
 DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def split_k(M, N, K, BM, BN, BK, sms):
-    """How many K slices make enough tiles to fill `sms` SMs twice (dW = dY^T X: M x N small, K = B*T)."""
-    tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN)
-    if tiles >= sms or K < 8 * BK:
-        return 1
-    return max(1, min(aot.cdiv(2 * sms, tiles), K // (4 * BK), 16))
-
-
 def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
     """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None). Few output tiles and a
-    long K (the dW matmul) split K across programs into fp32 partials, summed after."""
+    long K (the dW matmul) split K across programs into fp32 partials, summed after (kernels.linear.splitk)."""
     M, K = a.shape
     N = b.shape[1]
     dtype = out_dtype or a.dtype
     BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    # too few tiles to fill the GPU: halve the tile rows, then split K
     sms = aot.sm_count(a)
-    while BM > 64 and aot.cdiv(M, BM) * aot.cdiv(N, BN) < sms:
-        BM //= 2
-    S = 1 if (bias is not None or gelu or store_pre) else split_k(M, N, K, BM, BN, BK, sms)
-    k_split = aot.cdiv(aot.cdiv(K, S), BK) * BK
-    S = aot.cdiv(K, k_split)
+    # the interpreter runs the TMA kernel too (it emulates descriptors), whatever arch it stands in for
+    tma = cfg["KERNEL"] == "tma" and (cfg.get("_family") in TMA_FAMILIES or aot.interpreting()) \
+        and triton_tma.usable(a, b, dtype) is None
+    if not tma:   # too few tiles to fill the GPU: halve the tile rows before splitting K
+        while BM > 64 and aot.cdiv(M, BM) * aot.cdiv(N, BN) < sms:
+            BM //= 2
+    epilogue = bias is not None or gelu or store_pre
+    S, k_split = (1, K) if epilogue else slices(M, N, K, BM, BN, BK, sms, cfg["SPLIT_K"])
     # partials are poisoned too: a slice that writes nothing must fail the gate, not sum stale memory
     out = poison.empty(M, N, dtype=dtype, device=a.device) if S == 1 else \
         poison.empty(S, M, N, dtype=torch.float32, device=a.device)
-    pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else out
-    grid = (aot.cdiv(M, BM) * aot.cdiv(N, BN), S)
-    _matmul[grid](a, b, out, bias if bias is not None else out, pre, M, N, K,
-                  a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(-2), out.stride(-1),
-                  k_split, M * N if S > 1 else 0,   # 0 when unused: no divisibility respecialisation
-                  # k_split is a multiple of BK, so every slice is whole tiles exactly when K is
-                  HAS_BIAS=bias is not None, GELU=gelu, STORE_PRE=store_pre, EVEN_K=K % BK == 0,
-                  BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"],
-                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else None
+    if tma:
+        triton_tma.launch(a, b, out, bias, pre, k_split, {**cfg, "BLOCK_M": BM}, sms, gelu)
+    else:
+        grid = (aot.cdiv(M, BM) * aot.cdiv(N, BN), S)
+        _matmul[grid](a, b, out, bias if bias is not None else out, pre if store_pre else out, M, N, K,
+                      a.stride(0), a.stride(1), b.stride(0), b.stride(1), out.stride(-2), out.stride(-1),
+                      k_split, M * N if S > 1 else 0,   # 0 when unused: no divisibility respecialisation
+                      # k_split is a multiple of BK, so every slice is whole tiles exactly when K is
+                      HAS_BIAS=bias is not None, GELU=gelu, STORE_PRE=store_pre, EVEN_K=K % BK == 0,
+                      BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"],
+                      num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if S > 1:
-        out = out.sum(0, dtype=torch.float32).to(dtype)
-    return out, (pre if store_pre else None)
+        out = sum_slices(out, dtype)
+    return out, pre
+
+
+@triton.jit
+def _sum_slices(P, C, n, S, BLOCK: tl.constexpr):
+    """C[i] = sum over s of P[s, i] (fp32), in C's dtype: the split-K partials folded in one pass."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(S):
+        acc += tl.load(P + s * n + offs, mask=m, other=0.0)
+    tl.store(C + offs, acc.to(C.dtype.element_ty), mask=m)
+
+
+SUM_BLOCK = 2048
+
+
+def sum_slices(part, dtype):
+    S, M, N = part.shape
+    out = poison.empty(M, N, dtype=dtype, device=part.device)
+    _sum_slices[(aot.cdiv(M * N, SUM_BLOCK),)](part, out, M * N, S, BLOCK=SUM_BLOCK, num_warps=4)
+    return out
 
 
 def _bwd_cfg(cfg):
@@ -201,36 +243,60 @@ def linear(x, weight, bias=None, activation=None, **cfg):
     if x.dtype not in DOT_DTYPES or weight.dtype != x.dtype:
         raise Unsupported(f"dtypes x {x.dtype}, weight {weight.dtype}")
     auto = cfg.pop("autotune", False)
-    arch = aot.arch_of(x)
-    full = CONFIGS.get(arch, 0, cfg)
+    full = config_for(x, cfg)
     if auto:
         x2 = x.reshape(-1, x.shape[-1])
         full = TUNER.choose((tuple(x2.shape), tuple(weight.shape), x.dtype, str(x.device), activation),
-                            aot.unique([full] + CANDIDATES),
+                            aot.unique([full] + [{**full, **c} for c in CANDIDATES]),
                             lambda c: matmul(x2, weight.t(), c, bias=bias, gelu=activation == "gelu"))
-    TUNER.last = full
+    TUNER.last = {k: v for k, v in full.items() if not k.startswith("_")}
     if aot.needs_grad(x, weight, bias):
-        return _Linear.apply(x, weight, bias, activation, {**full, "_family": aot.family(arch)}, True)
+        return _Linear.apply(x, weight, bias, activation, full, True)
     x2 = x.reshape(-1, x.shape[-1])
     y = matmul(x2, weight.t(), full, bias=bias, gelu=activation == "gelu")[0]
     return y.view(*x.shape[:-1], weight.shape[0])
 
 
-CONFIGS = aot.Configs(PARAMS, lambda arch, _: PRESETS[aot.family(arch)])
+# "_family" rides along so the backward's elementwise half and the TMA gate know the generation
+def matmul_part(a, b, part, **cfg):
+    """One of the linear's three matmuls alone (kernels.linear.parts), as the autograd path calls it."""
+    full = config_for(a, cfg)
+    if part == 1:
+        return matmul(a, b.t(), full)[0]
+    if part == 2:
+        return matmul(a, b, full)[0]
+    return matmul(a.t(), b, full, out_dtype=b.dtype)[0]
+
+
+parts.provide(linear, matmul_part)
+CONFIGS = aot.Configs(PARAMS, lambda arch, _: {**PRESETS[aot.family(arch)], "_family": aot.family(arch)})
+
+
+def config_for(x, cfg):
+    """The full tile config for tensors on x's device: the arch's preset under the overrides."""
+    return CONFIGS.get(aot.arch_of(x), 0, cfg)
 
 
 def _aot(config, arch):
-    cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
-    sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
-           "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32",
-           "K_SPLIT": "i32", "s_cs": "i32"}
+    """The kernels this config runs on `arch`: the TMA kernel's four uses where it runs (sm_90+), else the
+    pointer kernel's; then the split-K fold and the bias-gradient column sums."""
+    fam = aot.family(arch)
+    cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[fam])
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
-    rows = []
-    for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),
-                        ("linear_fwd_bias_gelu", dict(HAS_BIAS=True, GELU=True, STORE_PRE=True)),
-                        ("linear_bwd_matmul", dict(HAS_BIAS=False, GELU=False, STORE_PRE=False))):
-        rows.append(aot.compile_kernel(_matmul, name, sig, {**flags, "EVEN_K": True, **tiles}, arch,
-                                       cfg["num_warps"], cfg["num_stages"]))
+    if cfg["KERNEL"] == "tma" and fam in TMA_FAMILIES:
+        rows = triton_tma.aot_rows(cfg, arch, tiles)
+    else:
+        sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
+               "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32",
+               "K_SPLIT": "i32", "s_cs": "i32"}
+        rows = []
+        for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),
+                            ("linear_fwd_bias_gelu", dict(HAS_BIAS=True, GELU=True, STORE_PRE=True)),
+                            ("linear_bwd_matmul", dict(HAS_BIAS=False, GELU=False, STORE_PRE=False))):
+            rows.append(aot.compile_kernel(_matmul, name, sig, {**flags, "EVEN_K": True, **tiles}, arch,
+                                           cfg["num_warps"], cfg["num_stages"]))
+    rows.append(aot.compile_kernel(_sum_slices, "linear_splitk_sum", {"P": "*fp32", "C": "*bf16", "n": "i32",
+                                                                      "S": "i32"}, {"BLOCK": SUM_BLOCK}, arch, 4, 1))
     rows.append(aot.compile_kernel(_rowblock_sum, "linear_bwd_rowblock_sum",
                                    {"T": "*bf16", "P": "*fp32", "M": "i32", "N": "i32", "stride_t": "i32",
                                     "rows_per_prog": "i32"}, {"BLOCK_M": 8, "BLOCK_N": 128}, arch, 4, 1))

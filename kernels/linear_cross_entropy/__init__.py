@@ -8,6 +8,7 @@ IMPLS = {
     "eager": "kernels.linear_cross_entropy.eager:IMPL",
     "eager_chunked": "kernels.linear_cross_entropy.chunked:IMPL",
     "triton": "kernels.linear_cross_entropy.triton:IMPL",
+    "cutile": "kernels.linear_cross_entropy.cutile:IMPL",
     "torch_compile": "kernels.linear_cross_entropy.compiled:IMPL",
     "liger": "kernels.linear_cross_entropy.liger:IMPL",
 }

@@ -1,0 +1,78 @@
+"""linear_cross_entropy's cuTile impl on the CPU: its kernels cannot run here, so aot.launch is stood in
+for by torch versions of the same math, block by block over the launch grid, and the impl (chunk loop,
+in-place dlogits, the backward's scale, ignored rows) goes through the correctness gate and against
+eager with a grad_output != 1; its kernels compile for every generation."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.check import check
+from kernels import cutile_env, registry
+
+pytestmark = pytest.mark.skipif(cutile_env.why_not_compilable() is not None, reason="cuda.tile not importable")
+OP = "linear_cross_entropy"
+
+
+def _fake_launch(mod):
+    def launch(kernel, grid, args, **hints):
+        if kernel is mod._ce_rows:
+            L, tgt, loss, nv, ignore, grad, ROWS, _, _ = args
+            for b in range(grid[0]):          # each block its ROWS rows: a short grid leaves rows poisoned
+                r = slice(b * ROWS, min((b + 1) * ROWS, L.shape[0]))
+                x = L[r].float()
+                lse = torch.logsumexp(x, 1)
+                valid = tgt[r] != ignore
+                safe = torch.where(valid, tgt[r], 0)
+                loss[r] = torch.where(valid, lse - x.gather(1, safe[:, None])[:, 0], 0.0)
+                if grad:
+                    p = torch.softmax(x, 1) - F.one_hot(safe, x.shape[1]).float()
+                    L[r] = (p * torch.where(valid, 1.0 / nv.float(), 0.0)[:, None]).to(L.dtype)
+        elif kernel is mod._scale:
+            T, G, BLOCK = args
+            assert grid[0] * BLOCK >= T.numel()
+            if G.item() != 1.0:
+                T.mul_(G)
+        else:
+            raise AssertionError(f"unexpected kernel {kernel}")
+    return launch
+
+
+@pytest.fixture
+def cutile_lce(monkeypatch):
+    from kernels.linear_cross_entropy import cutile as mod
+    monkeypatch.setattr(mod.aot, "launch", _fake_launch(mod))
+    return registry._import_impl(OP, "cutile")[0]
+
+
+@pytest.mark.parametrize("pass_", ["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("rows", [1, 4])
+def test_gate_with_kernels_stood_in(cutile_lce, dtype, pass_, rows):
+    spec = registry.spec_of(OP)
+    r = check(spec, cutile_lce.fn, {"M": 37, "K": 24, "V": 1003}, dtype, pass_, "cpu",
+              cutile_lce.config({"CHUNK_ROWS": 16, "ROWS": rows}), seed=4)
+    assert r.ok, r.message
+
+
+def test_grad_output_scales_and_3d_input(cutile_lce):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 9, 16, generator=g, requires_grad=True)
+    w = (torch.randn(50, 16, generator=g) * 0.25).requires_grad_()
+    t = torch.randint(0, 50, (2, 9), generator=g)
+    t[1, 2:] = -1
+    loss = cutile_lce.fn(x, w, t, CHUNK_ROWS=8)
+    (loss * 3).backward()
+    xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    ref = F.cross_entropy(F.linear(xr, wr).view(-1, 50), t.view(-1), ignore_index=-1)
+    (ref * 3).backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(w.grad, wr.grad)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_89", "sm_90", "sm_100", "sm_120"])
+def test_kernels_compile(arch):
+    impl = registry._import_impl(OP, "cutile")[0]
+    rows = impl.aot(impl.config(), arch)
+    assert [r["kernel"] for r in rows] == ["linear_cross_entropy_ce_rows", "linear_cross_entropy_scale"]
+    assert all(r["status"] == "ok" and r["cubin_bytes"] for r in rows), rows
