@@ -11,7 +11,7 @@ import sys
 from collections import defaultdict
 
 from kernels.linear.parts import PARTS
-from model.ops import read_results
+from model.ranking import read_results
 
 LAYERS = {(2304, 768): "c_attn", (768, 768): "attn c_proj", (3072, 768): "c_fc", (768, 3072): "mlp c_proj",
           (50304, 768): "lm_head"}

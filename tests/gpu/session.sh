@@ -20,7 +20,8 @@
 #   zoo        the wrong-kernel zoo on the GPU (tests/zoo): every member must be reported `wrong`
 #   first      the README's first command, `run_bench.py --sweep fmha`, wall time in first.log
 #   xcheck     tests/gpu/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
-#              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl)
+#              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl; XCHECK_RESULTS=FILE)
+#   gemm       tests/gpu/gemm_check.py, the `gemm` sweep graph-timed, tests/gpu/gemm_table.py (ours / cuBLAS)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
 set -u
@@ -65,7 +66,11 @@ for s in "$@"; do
                python -m pip install -q --no-index --no-deps --target /tmp/cudabench "$CUDA_BENCH_WHEELS"/*.whl \
                  && export PYTHONPATH=$PYTHONPATH:/tmp/cudabench; fi
              step xcheck ${LIMIT_xcheck:-150} python tests/gpu/harness_vs_do_bench.py --nvbench \
-               --nvbench-json "$W/nvbench.json" --results "$W/${XCHECK_RUN:-first}/results.jsonl" ;;
+               --nvbench-json "$W/nvbench.json" --results "${XCHECK_RESULTS:-$W/${XCHECK_RUN:-first}/results.jsonl}" ;;
+  gemm)      step gemm_check 60 python tests/gpu/gemm_check.py
+             step gemm ${LIMIT_gemm:-300} python run_bench.py --sweep ${SWEEP_gemm:-gemm} --cuda-graph --budget ${BUDGET:-0.3} \
+               --out "$W/gemm" --no-report ${ARGS_gemm:-}
+             python tests/gpu/gemm_table.py "$W/gemm/results.jsonl" > "$W/gemm_table.log" 2>&1; cat "$W/gemm_table.log" ;;
   *)         echo "$s: unknown step" | tee -a "$W/status.txt" ;;
   esac
 done
