@@ -93,12 +93,14 @@ PRESETS = {
 }
 # Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
 # Shared memory at bf16 (sm_90 AOT): 128x128x64 at 4 stages 147 KB, 128x256x64 at 3 stages 181 KB.
-_TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0}
+_TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0,
+        "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
     "tma_128x256": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
 })
+PARAMS += parts.part_params(PRESETS)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
 CANDIDATES = [
@@ -202,9 +204,9 @@ class _Linear(torch.autograd.Function):
             db = _colsum_rows(dy2, w.dtype)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = matmul(dy2, w, ctx.cfg)[0].view(ctx.shape)
+            dx = matmul(dy2, w, parts.config_for_part(ctx.cfg, 2, PRESETS))[0].view(ctx.shape)
         if ctx.needs_input_grad[1]:
-            dw = matmul(dy2.t(), x2, ctx.cfg, out_dtype=w.dtype)[0]
+            dw = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, PRESETS), out_dtype=w.dtype)[0]
         return dx, dw, db, None, None, None
 
 
@@ -260,7 +262,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
 # "_family" rides along so the backward's elementwise half and the TMA gate know the generation
 def matmul_part(a, b, part, **cfg):
     """One of the linear's three matmuls alone (kernels.linear.parts), as the autograd path calls it."""
-    full = config_for(a, cfg)
+    full = parts.config_for_part(config_for(a, cfg), part, PRESETS)
     if part == 1:
         return matmul(a, b.t(), full)[0]
     if part == 2:
