@@ -159,9 +159,11 @@ def _sum_slices(P, C, n, S, BLOCK: tl.constexpr):
     """C[i] = sum over s of P[s, i] (fp32), in C's dtype: the split-K partials folded in one pass."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
+    p = P + offs
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(S):
-        acc += tl.load(P + s * n + offs, mask=m, other=0.0)
+    for _ in range(S):
+        acc += tl.load(p, mask=m, other=0.0)
+        p += n
     tl.store(C + offs, acc.to(C.dtype.element_ty), mask=m)
 
 
@@ -288,10 +290,11 @@ def _aot(config, arch):
     if cfg["KERNEL"] == "tma" and fam in TMA_FAMILIES:
         rows = triton_tma.aot_rows(cfg, arch, tiles)
     else:
+        rows = [aot.unsupported("linear_tma", arch, "TMA descriptors need sm_90+: the blocked kernel runs here")] \
+            if cfg["KERNEL"] == "tma" else []
         sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
                "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32",
                "K_SPLIT": "i32", "s_cs": "i32"}
-        rows = []
         for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),
                             ("linear_fwd_bias_gelu", dict(HAS_BIAS=True, GELU=True, STORE_PRE=True)),
                             ("linear_bwd_matmul", dict(HAS_BIAS=False, GELU=False, STORE_PRE=False))):
