@@ -38,14 +38,14 @@ def test_eager_impls_match_reference(name, cfg, dtype, pass_):
         assert r.ok, f"{name} {shape}: {r.message}"
 
 
-def test_chunked_handles_3d_input_and_all_ignored_chunk():
-    impl = registry.get(OP, "eager_chunked", "cpu")
+def assert_3d_all_ignored_chunk_matches_eager(fn, **cfg):
+    """3-D input whose first 8-row chunk has no valid row, grad_output 3: loss and gradients as eager's."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 9, 16, generator=g, requires_grad=True)
     w = (torch.randn(50, 16, generator=g) * 0.25).requires_grad_()
     t = torch.randint(0, 50, (2, 9), generator=g)
     t[0, :8] = -1                                        # the first 8-row chunk has no valid row
-    loss = impl.fn(x, w, t, CHUNK_ROWS=8)
+    loss = fn(x, w, t, CHUNK_ROWS=8, **cfg)
     (loss * 3).backward()                                # grad_output != 1 scales the stashed gradients
     xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     ref = F.cross_entropy(F.linear(xr, wr).view(-1, 50), t.view(-1), ignore_index=-1)
@@ -53,6 +53,10 @@ def test_chunked_handles_3d_input_and_all_ignored_chunk():
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(x.grad, xr.grad)
     torch.testing.assert_close(w.grad, wr.grad)
+
+
+def test_chunked_handles_3d_input_and_all_ignored_chunk():
+    assert_3d_all_ignored_chunk_matches_eager(registry.get(OP, "eager_chunked", "cpu").fn)
 
 
 def test_spec_counts_and_reference_precision():

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from bench.check import check
 from kernels import cutile_env, registry
+from tests.test_linear_cross_entropy import assert_3d_all_ignored_chunk_matches_eager
 
 pytestmark = pytest.mark.skipif(cutile_env.why_not_compilable() is not None, reason="cuda.tile not importable")
 OP = "linear_cross_entropy"
@@ -55,19 +56,7 @@ def test_gate_with_kernels_stood_in(cutile_lce, dtype, pass_, rows):
 
 
 def test_grad_output_scales_and_3d_input(cutile_lce):
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 9, 16, generator=g, requires_grad=True)
-    w = (torch.randn(50, 16, generator=g) * 0.25).requires_grad_()
-    t = torch.randint(0, 50, (2, 9), generator=g)
-    t[1, 2:] = -1
-    loss = cutile_lce.fn(x, w, t, CHUNK_ROWS=8)
-    (loss * 3).backward()
-    xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
-    ref = F.cross_entropy(F.linear(xr, wr).view(-1, 50), t.view(-1), ignore_index=-1)
-    (ref * 3).backward()
-    torch.testing.assert_close(loss, ref)
-    torch.testing.assert_close(x.grad, xr.grad)
-    torch.testing.assert_close(w.grad, wr.grad)
+    assert_3d_all_ignored_chunk_matches_eager(cutile_lce.fn)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_89", "sm_90", "sm_100", "sm_120"])

@@ -339,6 +339,9 @@ def test_aot(case, aot_results):
     op, arch = case.split("|")
     rows = aot_results[f"{op}-{arch}"]
     assert rows, "aot returned no kernels"
+    if ":tma" in op and arch == "sm_80":   # declared, and the pointer kernel that runs instead compiles
+        assert [r["status"] for r in rows if r["kernel"] == "linear_tma"] == ["unsupported"]
+        rows = [r for r in rows if r["kernel"] != "linear_tma"]
     for r in rows:
         assert r["status"] == "ok", f"{r['kernel']} on {arch}: {r['status']} {r['message']}"
         assert r["cubin_bytes"] and r["cubin_bytes"] > 0

@@ -113,12 +113,13 @@ PRESETS = {
                  "num_ctas": 1, "PERSISTENT": False, "SPLIT_K": 0},
 }
 # Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there
-_H = PRESETS["hopper"]
+_H = {**PRESETS["hopper"], "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
     "persistent_128x128": {**_H, "PERSISTENT": True},
     "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "PERSISTENT": True},
     "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1},
 })
+PARAMS += parts.part_params(PRESETS)
 CANDIDATES = [{"TILE_M": m, "TILE_N": n, "TILE_K": k, "occupancy": o}
               for m, n, k in ((128, 128, 64), (128, 256, 64), (256, 128, 64), (128, 64, 64), (64, 128, 64))
               for o in (1, 2)]
@@ -198,10 +199,10 @@ class _Linear(torch.autograd.Function):
         cfg = ctx.cfg
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx, _ = matmul(dy2, w, False, False, cfg)              # (M, N) @ (N, K)
+            dx, _ = matmul(dy2, w, False, False, parts.config_for_part(cfg, 2, PRESETS))     # (M, N) @ (N, K)
             dx = dx.view(ctx.shape)
         if ctx.needs_input_grad[1]:
-            dw, _ = matmul(dy2, x2, True, False, cfg)              # (N, M) @ (M, K)
+            dw, _ = matmul(dy2, x2, True, False, parts.config_for_part(cfg, 3, PRESETS))     # (N, M) @ (M, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = colsum(dy2, ctx.bias_dtype)
         return dx, dw, db, None, None
@@ -230,7 +231,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
 
 def matmul_part(a, b, part, **cfg):
     """One of the linear's three matmuls alone (kernels.linear.parts), as _Linear calls it."""
-    full = _config(aot.arch_of(a), cfg)
+    full = parts.config_for_part(_config(aot.arch_of(a), cfg), part, PRESETS)
     a, b = a.contiguous(), b.contiguous()
     if part == 1:     # X (M, K) @ W (N, K)^T
         return matmul(a, b, False, True, full)[0]

@@ -5,9 +5,24 @@ tests/gpu/gemm_table.py tables ours / cuBLAS per shape and part.
 
 An impl times its own matmul through the function attribute `matmul_part(a, b, part, **tile_config)`
 set with `provide()`; an impl without one (torch.compile of the whole op) is `unsupported` for parts."""
-from kernels.registry import Unsupported
+from kernels.registry import TileParam, Unsupported
 
 PARTS = {1: "fwd", 2: "dX", 3: "dW"}
+# tile parameters naming the preset the backward's dX and dW matmuls run with ("same": the forward's)
+PART_CONFIG = {2: "DX_CONFIG", 3: "DW_CONFIG"}
+SAME = "same"
+
+
+def part_params(presets: dict) -> tuple:
+    names = (SAME, *presets)
+    return tuple(TileParam(key, str, None, names, f"preset for the {PARTS[p]} matmul ({SAME}: the forward's)")
+                 for p, key in PART_CONFIG.items())
+
+
+def config_for_part(cfg: dict, part: int, presets: dict) -> dict:
+    """The config part `part` runs with: cfg, or cfg under the preset its DX_CONFIG / DW_CONFIG names."""
+    name = cfg.get(PART_CONFIG.get(part, ""))
+    return cfg if name in (None, SAME) else {**cfg, **presets[name]}
 
 
 def operand_shapes(M, N, K, part):

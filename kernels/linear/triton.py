@@ -93,12 +93,14 @@ PRESETS = {
 }
 # Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
 # Shared memory at bf16 (sm_90 AOT): 128x128x64 at 4 stages 147 KB, 128x256x64 at 3 stages 181 KB.
-_TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0}
+_TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0,
+        "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
     "tma_128x256": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
 })
+PARAMS += parts.part_params(PRESETS)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
 CANDIDATES = [
@@ -157,9 +159,11 @@ def _sum_slices(P, C, n, S, BLOCK: tl.constexpr):
     """C[i] = sum over s of P[s, i] (fp32), in C's dtype: the split-K partials folded in one pass."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
+    p = P + offs
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(S):
-        acc += tl.load(P + s * n + offs, mask=m, other=0.0)
+    for _ in range(S):
+        acc += tl.load(p, mask=m, other=0.0)
+        p += n
     tl.store(C + offs, acc.to(C.dtype.element_ty), mask=m)
 
 
@@ -202,9 +206,9 @@ class _Linear(torch.autograd.Function):
             db = _colsum_rows(dy2, w.dtype)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = matmul(dy2, w, ctx.cfg)[0].view(ctx.shape)
+            dx = matmul(dy2, w, parts.config_for_part(ctx.cfg, 2, PRESETS))[0].view(ctx.shape)
         if ctx.needs_input_grad[1]:
-            dw = matmul(dy2.t(), x2, ctx.cfg, out_dtype=w.dtype)[0]
+            dw = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, PRESETS), out_dtype=w.dtype)[0]
         return dx, dw, db, None, None, None
 
 
@@ -260,7 +264,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
 # "_family" rides along so the backward's elementwise half and the TMA gate know the generation
 def matmul_part(a, b, part, **cfg):
     """One of the linear's three matmuls alone (kernels.linear.parts), as the autograd path calls it."""
-    full = config_for(a, cfg)
+    full = parts.config_for_part(config_for(a, cfg), part, PRESETS)
     if part == 1:
         return matmul(a, b.t(), full)[0]
     if part == 2:
@@ -286,10 +290,11 @@ def _aot(config, arch):
     if cfg["KERNEL"] == "tma" and fam in TMA_FAMILIES:
         rows = triton_tma.aot_rows(cfg, arch, tiles)
     else:
+        rows = [aot.unsupported("linear_tma", arch, "TMA descriptors need sm_90+: the blocked kernel runs here")] \
+            if cfg["KERNEL"] == "tma" else []
         sig = {"A": "*bf16", "B": "*bf16", "C": "*bf16", "Bias": "*bf16", "Pre": "*bf16", "M": "i32", "N": "i32",
                "K": "i32", "s_am": "i32", "s_ak": "i32", "s_bk": "i32", "s_bn": "i32", "s_cm": "i32", "s_cn": "i32",
                "K_SPLIT": "i32", "s_cs": "i32"}
-        rows = []
         for name, flags in (("linear_fwd_bias", dict(HAS_BIAS=True, GELU=False, STORE_PRE=False)),
                             ("linear_fwd_bias_gelu", dict(HAS_BIAS=True, GELU=True, STORE_PRE=True)),
                             ("linear_bwd_matmul", dict(HAS_BIAS=False, GELU=False, STORE_PRE=False))):
