@@ -81,9 +81,10 @@ PARAMS = (
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
-    # hopper: autotune's pick on an H100 for 16384x768 -> 3072 bf16
-    "hopper": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
-               "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
+    # the blocked pointer kernel at autotune's pick on an H100 for 16384x768 -> 3072 bf16 (hopper's until the
+    # gemm sweep of 2026-12-01 on an H200: 0.81-0.92x cuBLAS forward, where TMA 128x256 made 0.95-0.97x)
+    "hopper_blocked": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
+                       "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
     "blackwell": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
                   "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
     "ampere": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4,
@@ -97,6 +98,9 @@ _TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE":
         "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
     "tma_128x256": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
+    # hopper = tma_128x256: the fastest Triton config at every GPT-2 forward and dX matmul in the gemm sweep
+    # (H200, 2026-12-01, graph replays, 0.95-0.98x cuBLAS; dW 0.80-0.97x)
+    "hopper": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
 })

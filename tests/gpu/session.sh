@@ -21,6 +21,7 @@
 #   first      the README's first command, `run_bench.py --sweep fmha`, wall time in first.log
 #   xcheck     tests/gpu/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
 #              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl; XCHECK_RESULTS=FILE)
+#   nanogpt    tests/gpu/nanogpt_compile_check.py: our e2e torch_compile step vs nanoGPT's own model.py (carry .nanogpt)
 #   gemm       tests/gpu/gemm_check.py, the `gemm` sweep graph-timed, tests/gpu/gemm_table.py (ours / cuBLAS)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
@@ -67,6 +68,7 @@ for s in "$@"; do
                  && export PYTHONPATH=$PYTHONPATH:/tmp/cudabench; fi
              step xcheck ${LIMIT_xcheck:-150} python tests/gpu/harness_vs_do_bench.py --nvbench \
                --nvbench-json "$W/nvbench.json" --results "${XCHECK_RESULTS:-$W/${XCHECK_RUN:-first}/results.jsonl}" ;;
+  nanogpt)   step nanogpt ${LIMIT_nanogpt:-300} python tests/gpu/nanogpt_compile_check.py --nanogpt .nanogpt/model.py ;;
   gemm)      step gemm_check 60 python tests/gpu/gemm_check.py
              step gemm ${LIMIT_gemm:-300} python run_bench.py --sweep ${SWEEP_gemm:-gemm} --cuda-graph --budget ${BUDGET:-0.3} \
                --out "$W/gemm" --no-report ${ARGS_gemm:-}
