@@ -213,17 +213,18 @@ def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], N
         times: list[float] = []
         deadline = time.monotonic() + budget_s
         while len(times) < max_reps:
-            if setup:
-                setup()
-            if buf is not None:
-                buf.zero_()
-            torch.cuda.synchronize()
-            # no device argument in the timed region: synchronize(dev) enters a device context, which cost a
-            # steady ~4 us per call on an H200 (host-spin probe, 2026-12-01), beside the call's own time
-            t0 = time.perf_counter_ns()
-            fn()
-            torch.cuda.synchronize()
-            times.append((time.perf_counter_ns() - t0) / 1e6)
+            # reps in batches of 10 with nothing but the flush between them: the spread check's Python (sorting
+            # the samples) run between reps left the next call's launch path cold, ~10 us more at 20 us of work
+            for _ in range(10):
+                if setup:
+                    setup()
+                if buf is not None:
+                    buf.zero_()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter_ns()
+                fn()
+                torch.cuda.synchronize()
+                times.append((time.perf_counter_ns() - t0) / 1e6)
             if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
                 break
     return summarize(times, "host_wall")

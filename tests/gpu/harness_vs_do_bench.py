@@ -60,16 +60,19 @@ def call_of(op, name, shape, dtype, pass_, cfg):
 
 
 def nvbench_ms(calls, json_path) -> list:
-    """Median cold GPU time (ms) of each call by nvbench, or None where it gave none."""
+    """Median cold GPU time (ms) of each (call, setup) by nvbench, or None where it gave none. setup (fresh
+    gradients) runs before each launch, as the harness's and do_bench's grad_to_none do."""
     import cuda.bench as nb
     from cuda.bench.results import BenchmarkResult
 
     def bench(state):
-        f = calls[state.get_int64("case")]
+        f, setup = calls[state.get_int64("case")]
 
         def launch(lc):
             stream = torch.cuda.ExternalStream(lc.get_stream().__cuda_stream__()[1])
             with torch.cuda.stream(stream):
+                if setup:
+                    setup()
                 f()
         state.exec(launch)
     nb.register(bench).add_int64_axis("case", list(range(len(calls))))
@@ -112,7 +115,7 @@ def main():
             theirs = triton.testing.do_bench(f, warmup=50, rep=200, grad_to_none=leaves, return_mode="median")
         label = f"{op}/{name} {dtype} {pass_} {registry.spec_of(op).label(registry.spec_of(op).full_shape(shape))}"
         table.append([label + (" +graph" if graphed else ""), harness_ms, theirs, None, graphed])
-        built.append(f if not graphed else None)
+        built.append((f, setup) if not graphed else None)
     if a.nvbench:
         try:
             nv = nvbench_ms([f for f in built if f is not None], a.nvbench_json)
