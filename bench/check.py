@@ -173,7 +173,8 @@ def _judge_one(name, t, b: Bound, problems, errors, local):
                         f"(eager {b.eager[1]:.3g})")
 
 
-def expect(spec, baseline, shape: dict, dtype: str, pass_: str, device: str, inputs: Inputs, gen) -> Expected:
+def expect(spec, baseline, shape: dict, dtype: str, pass_: str, device: str, inputs: Inputs, gen,
+           k: float = K) -> Expected:
     """Run the baseline (eager) on `inputs` and measure its error against the float64 reference: that sets each
     tolerance. The upstream gradient is random, shaped and typed like eager's output."""
     snapshot = [a.detach().clone() for a in inputs.args if isinstance(a, torch.Tensor)]
@@ -195,7 +196,7 @@ def expect(spec, baseline, shape: dict, dtype: str, pass_: str, device: str, inp
         e, l = rel_l2(b, r), local_error(b, r)
         floor = spec.error_floor(b.dtype)
         # local errors of a right kernel spread wider than rel-L2 (a max over rows): a floor 4x the global one
-        bounds[name] = Bound(r, b.dtype, max(K * e, floor), max(K * l, 4 * floor), (e, l))
+        bounds[name] = Bound(r, b.dtype, max(k * e, floor), max(k * l, 4 * floor), (e, l))
     return Expected(inputs, grad_out, pass_, bounds, out_keys, grad_keys, snapshot)
 
 
@@ -206,13 +207,13 @@ def baseline_for(spec, shape: dict, device: str = "cpu"):
 
 
 def check(spec, fn, shape: dict, dtype: str, pass_: str, device: str, config: dict | None = None,
-          seed: int = 0, inputs: Inputs | None = None, baseline=None) -> CheckResult:
-    """Compare fn with spec's reference, tolerances set by the baseline (default: the op's eager impl);
+          seed: int = 0, inputs: Inputs | None = None, baseline=None, k: float = K) -> CheckResult:
+    """Compare fn with spec's reference, tolerances set by the baseline (default: the op's eager impl) times k;
     exceptions propagate (the runner classifies them)."""
     config = config or {}
     gen = gen_for(seed, device)
     inputs = inputs or spec.make_inputs(shape, dtype, device, gen)
-    exp = expect(spec, baseline or baseline_for(spec, shape, device), shape, dtype, pass_, device, inputs, gen)
+    exp = expect(spec, baseline or baseline_for(spec, shape, device), shape, dtype, pass_, device, inputs, gen, k)
     with poison.poisoned():
         poison.poison_free_memory(device)   # outputs of any impl, peers too, land on NaN, not on eager's answer
         out, grads = run_once(fn, inputs, pass_, config, exp.grad_out)

@@ -114,6 +114,12 @@ CASES = _cases()
 
 # --- child process: run the selected cases under the interpreter ----------------------------------------
 
+# The interpreter truncates fp32 -> bf16/fp16 where a GPU rounds to nearest: our kernels' low-precision outputs
+# carry about twice the rounding error there (3.3e-3 vs eager's 1.7e-3 for a bf16 matmul), so the gate's
+# eager-relative factor is doubled under it; on a GPU the harness holds them to bench.check.K.
+INTERPRETER_K = 8.0
+
+
 def _run_interp(ids):
     import torch
 
@@ -130,13 +136,19 @@ def _run_interp(ids):
             spec = registry.spec_of(c["op"])
             fn, inputs = spec.wrap(impl.fn, c["shape"]), None
             gen = gen_for(1, "cpu")
+            baseline = None
             if c["build"]:
-                fn, inputs, spec = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
+                fn, inputs, b_spec = _build(c["build"], spec, c, impl, gen, torch, Inputs, poison)
+                if not c["build"].startswith("broken"):   # eager through the same layout wrapper sets the bar
+                    eager = registry.get(c["op"], "eager", "cpu")
+                    baseline = _build(c["build"], spec, c, eager, gen_for(1, "cpu"), torch, Inputs, poison)[0]
+                spec = b_spec
             if c["cfg"].get("autotune") and "autotune" not in impl.defaults():
                 results[cid] = {"ok": True, "skip": f"{c['op']}/triton has no autotune parameter", "message": ""}
                 continue
             cfg = impl.config({**(impl.test_config if c["small"] else {}), **c["cfg"]})
-            r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", cfg, inputs=inputs)
+            r = check(spec, fn, c["shape"], c["dtype"], c["pass_"], "cpu", cfg, inputs=inputs, baseline=baseline,
+                      k=INTERPRETER_K)
             row = {"ok": r.ok, "message": r.message}
             if c["cfg"].get("autotune"):
                 row = _check_picked(impl, row)

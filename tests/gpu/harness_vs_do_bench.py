@@ -9,7 +9,7 @@ timed by the harness here) is timed again with the same op, impl, shape, dtype, 
   - triton.testing.do_bench_cudagraph (median) for graph-timed rows,
   - with --nvbench, NVIDIA's nvbench (the `cuda-bench` wheel: its "cold" GPU time, L2 flushed, launches queued
     behind a blocking kernel; median of its samples), when it imports.
-Exit 1 if any ratio to a reference timer is off by more than --tol.
+Exit 1 if any ratio to the reference timer (nvbench where it ran, else do_bench) is off by more than --tol.
 """
 import argparse
 import json
@@ -129,7 +129,11 @@ def main():
     print(f"{'case':72s} {'harness':>9s} {'do_bench':>9s} {'ratio':>6s} {'nvbench':>9s} {'ratio':>6s}")
     worst, off = 1.0, []
     for label, ours, db, nvb, graphed in table:
-        refs = [db] + ([nvb] if nvb else [])
+        # the verdict's reference: nvbench where it ran (GPU time, launches queued behind a blocking kernel, as
+        # the harness's kernel timer holds the stream); do_bench otherwise, or for graph rows. do_bench's events
+        # include host launch gaps when the host is slower than the GPU (multi-kernel calls), so it is shown
+        # beside nvbench, not judged against it.
+        refs = [nvb] if nvb and not graphed else [db]
         for ref in refs:
             worst = max(worst, ours / ref, ref / ours)
         if any(abs(ours / ref - 1) > a.tol for ref in refs):
