@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from kernels import aot
-from kernels.aot import ARCHS, cdiv, family, fill, pow2, unique  # noqa: F401  (the kernel modules' names)
+from kernels.aot import ARCHS, cdiv, family, fill, pow2, unique, unsupported  # noqa: F401  (the kernel modules' names)
 from kernels.backends import interpreting
 
 OFF_GPU_ARCH, OFF_GPU_SMS = "sm_80", 4   # the interpreter (CPU) runs the sm_80 presets with 4 "SMs"

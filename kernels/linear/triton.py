@@ -104,6 +104,9 @@ PRESETS.update({
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
 })
+for _p in PRESETS.values():   # every preset names its backward matmuls' configs: an autotuned pick reports them too
+    _p.setdefault("DX_CONFIG", parts.SAME)
+    _p.setdefault("DW_CONFIG", parts.SAME)
 PARAMS += parts.part_params(PRESETS)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
