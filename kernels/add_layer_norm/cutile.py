@@ -104,11 +104,6 @@ def _config(arch: str, C: int, cfg: dict) -> dict:
     return aot.fill({**{q.name: None for q in PARAMS}, **cfg}, p)
 
 
-def _rows(t, C):
-    t2 = t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 def _forward(x2, y2, bias, w, b, eps, h_dtype, c):
     M, C = x2.shape
     s = poison.empty(M, C, dtype=x2.dtype, device=x2.device) if y2 is not None else x2
@@ -145,8 +140,8 @@ class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, bias, w, b, eps, h_dtype, cfg):
         C = x.shape[-1]
-        s, h, mean, rstd = _forward(_rows(x, C), _rows(y, C) if y is not None else None, bias, w, b, eps,
-                                    h_dtype, cfg)
+        s, h, mean, rstd = _forward(aot.rows2d(x, C), aot.rows2d(y, C) if y is not None else None, bias, w, b,
+                                    eps, h_dtype, cfg)
         ctx.save_for_backward(s, w, mean, rstd)
         spec.save_meta(ctx, x, y, bias, cfg)
         return spec.outputs(x, y, s, h)
@@ -156,8 +151,8 @@ class _AddLayerNorm(torch.autograd.Function):
         s2, w, mean, rstd = ctx.saved_tensors
         C = s2.shape[1]
         ds, dh, dy_dtype, need_dbias = spec.upstream(ctx, grads, s2.device)
-        dx, dy, dw, db, dbias = _backward(s2, w, _rows(dh, C), _rows(ds, C) if ds is not None else None, mean,
-                                          rstd, dy_dtype, need_dbias, ctx.cfg)
+        dx, dy, dw, db, dbias = _backward(s2, w, aot.rows2d(dh, C), aot.rows2d(ds, C) if ds is not None else None,
+                                          mean, rstd, dy_dtype, need_dbias, ctx.cfg)
         return spec.input_grads(ctx, dx, dy, dbias, dw, db)
 
 

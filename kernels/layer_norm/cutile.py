@@ -158,15 +158,10 @@ def _backward(x2, w, dy, mean, rstd, c):
     return dx, colsum(dwp, w.dtype), colsum(dbp, w.dtype)
 
 
-def _rows(t, C):
-    t2 = t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, eps, cfg):
-        x2 = _rows(x, x.shape[-1])
+        x2 = aot.rows2d(x, x.shape[-1])
         w, b = w.contiguous(), b.contiguous()
         y, mean, rstd = _forward(x2, w, b, eps, cfg)
         ctx.save_for_backward(x2, w, mean, rstd)
@@ -176,7 +171,7 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x2, w, mean, rstd = ctx.saved_tensors
-        dx, dw, db = _backward(x2, w, _rows(dy, x2.shape[1]), mean, rstd, ctx.cfg)
+        dx, dw, db = _backward(x2, w, aot.rows2d(dy, x2.shape[1]), mean, rstd, ctx.cfg)
         return dx.view(ctx.shape), dw, db, None, None
 
 
@@ -191,7 +186,7 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), C, cfg)
     if auto:
-        x2 = _rows(x, C)
+        x2 = aot.rows2d(x, C)
         M = x2.shape[0]
         y = torch.empty_like(x2)
         mean = torch.empty(M, dtype=torch.float32, device=x.device)
