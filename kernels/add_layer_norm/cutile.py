@@ -11,12 +11,12 @@ from kernels import poison
 from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.cutile import colsum, colsum_aot
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 
 ConstInt = ct.Constant[int]
 ConstBool = ct.Constant[bool]
 ZERO = ct.PaddingMode.ZERO
-MAX_C = 8192   # a (rows, C) fp32 tile lives in registers
+ROW_LIMIT = RowLimit(8192, "block")   # a (rows, C) fp32 tile lives in registers
 
 
 @ct.kernel
@@ -159,8 +159,7 @@ class _AddLayerNorm(torch.autograd.Function):
 def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     check_args(x, y, bias)
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one block")
+    ROW_LIMIT.check(C)
     full = _config(aot.arch_of(x), C, cfg)
     if ln_bias is None:   # nanoGPT's bias=False LayerNorm
         ln_bias = torch.zeros_like(weight)
@@ -168,10 +167,6 @@ def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     bias = bias.contiguous() if bias is not None else None
     out = _AddLayerNorm.apply(x, y, bias, weight, ln_bias, eps, out_dtype_of(out_dtype, x), full)
     return (x, out) if y is None else out
-
-
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
 
 
 def _aot(config, arch, C=768, dtype="bf16"):
@@ -188,6 +183,7 @@ def _aot(config, arch, C=768, dtype="bf16"):
     return rows
 
 
-IMPL = KernelImpl(fn=add_layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
+IMPL = KernelImpl(fn=add_layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
+                  aot=_aot,
                   doc="residual add + LayerNorm, h in the matmul dtype; persistent bwd writes dx (fp32) and dy, "
                       "dW/dB/dbias as per-block partials")

@@ -8,11 +8,11 @@ import cuda.tile as ct
 from kernels import cutile_aot as aot
 from kernels import poison
 from kernels.layer_norm.spec import EPS
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 
 ConstInt = ct.Constant[int]
 ZERO = ct.PaddingMode.ZERO
-MAX_C = 16384   # a row tile lives in registers
+ROW_LIMIT = RowLimit(16384, "block")   # a row tile lives in registers
 
 
 @ct.kernel
@@ -181,8 +181,7 @@ CANDIDATES = [{"ROWS": r, "num_worker_warps": w, "occupancy": o} for r in (1, 2,
 
 def layer_norm(x, weight, bias, eps=EPS, **cfg):
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one block")
+    ROW_LIMIT.check(C)
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), C, cfg)
     if auto:
@@ -201,10 +200,6 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     return _LayerNorm.apply(x, weight, bias, eps, full)
 
 
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
-
-
 def _aot(config, arch, C=768, dtype="bf16"):
     c = _config(arch, C, {k: v for k, v in (config or {}).items() if k != "autotune"})
     BC = aot.next_pow2(C)
@@ -219,6 +214,6 @@ def _aot(config, arch, C=768, dtype="bf16"):
     return rows
 
 
-IMPL = KernelImpl(fn=layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
-                  picked=TUNER.picked,
+IMPL = KernelImpl(fn=layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
+                  aot=_aot, picked=TUNER.picked,
                   doc="rows-per-block fwd; persistent bwd with per-block dW/dB partials, then a column sum")
