@@ -66,6 +66,13 @@ def check_args(x, y, bias):
         raise ValueError(f"add_layer_norm: y shape {tuple(y.shape)} != x shape {tuple(x.shape)}")
 
 
+def kernel_params(bias, weight, ln_bias):
+    """(bias, weight, ln_bias) as both kernel impls take them: contiguous, ln_bias zeros where None."""
+    if ln_bias is None:   # nanoGPT's bias=False LayerNorm
+        ln_bias = torch.zeros_like(weight)
+    return (bias.contiguous() if bias is not None else None), weight.contiguous(), ln_bias.contiguous()
+
+
 # --- the autograd bookkeeping both kernel impls share ------------------------------------------------------
 
 def save_meta(ctx, x, y, bias, cfg):

@@ -160,10 +160,7 @@ def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     ROW_LIMIT.check(C)
     h_dtype = out_dtype_of(out_dtype, x)
     full = CONFIGS.get(aot.arch_of(x), C, cfg)
-    if ln_bias is None:   # nanoGPT's bias=False LayerNorm
-        ln_bias = torch.zeros_like(weight)
-    weight, ln_bias = weight.contiguous(), ln_bias.contiguous()
-    bias = bias.contiguous() if bias is not None else None
+    bias, weight, ln_bias = spec.kernel_params(bias, weight, ln_bias)
     if aot.needs_grad(x, y, bias, weight, ln_bias):
         out = _AddLayerNorm.apply(x, y, bias, weight, ln_bias, eps, h_dtype, full)
         return (x, out) if y is None else out
