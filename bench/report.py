@@ -161,15 +161,39 @@ def _grid(n: int):
     return fig, flat[:n]
 
 
+def _panels(d: pd.DataFrame):
+    """A figure with one panel per (dtype, pass) of d: (fig, [(ax, dtype, pass, d's rows for it), ...])."""
+    combos = sorted(d.groupby(["dtype", "pass"]).groups)
+    fig, axes = _grid(len(combos))
+    return fig, [(ax, dtype, pass_, d[(d["dtype"] == dtype) & (d["pass"] == pass_)])
+                 for ax, (dtype, pass_) in zip(axes, combos)]
+
+
+def _save(fig, path: str) -> None:
+    """Writes the figure (every chart at one dpi) and frees it: a report draws many."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _bars_over_one(ax, table: pd.DataFrame, ylabel: str, title: str, title_size: int, xticks: tuple[int, int]):
+    """A bar per impl (table's columns) against a line at 1.0, eager's speed or the roofline;
+    xticks: (label size, rotation)."""
+    table.plot.bar(ax=ax, width=0.8)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.tick_params(axis="x", labelsize=xticks[0], labelrotation=xticks[1])
+    ax.legend(fontsize=7)
+
+
 def _throughput_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
     d = best[(best["op"] == op) & (best["device_name"] == device)]
     if d.empty:
         return False
-    combos = sorted(d.groupby(["dtype", "pass"]).groups)
     metric, unit = metric_of(d["bound"].iloc[0])
-    fig, axes = _grid(len(combos))
-    for ax, (dtype, pass_) in zip(axes, combos):
-        g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
+    fig, panels = _panels(d)
+    for ax, dtype, pass_, g in panels:
         order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
         for impl, gi in g.groupby("impl"):
             gi = gi.set_index("shape_label").reindex(order)
@@ -182,9 +206,7 @@ def _throughput_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bo
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(device, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -192,10 +214,8 @@ def _speedup_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
     d = best[(best["op"] == op) & (best["device_name"] == device)]
     if d.empty or "eager" not in set(d["impl"]):
         return False
-    combos = sorted(d.groupby(["dtype", "pass"]).groups)
-    fig, axes = _grid(len(combos))
-    for ax, (dtype, pass_) in zip(axes, combos):
-        g = d[(d["dtype"] == dtype) & (d["pass"] == pass_)]
+    fig, panels = _panels(d)
+    for ax, dtype, pass_, g in panels:
         p = g.pivot_table(index="shape_label", columns="impl", values="median_ms", aggfunc="min")
         if "eager" not in p:
             continue
@@ -203,16 +223,9 @@ def _speedup_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
         sp = (1.0 / p.div(p["eager"], axis=0)).reindex(order).drop(columns=["eager"])
         if sp.empty:
             continue
-        sp.plot.bar(ax=ax, width=0.8)
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_ylabel("speedup over eager (x)")
-        ax.set_title(f"{op} {dtype} {pass_}", fontsize=10)
-        ax.tick_params(axis="x", labelsize=7, labelrotation=35)
-        ax.legend(fontsize=7)
+        _bars_over_one(ax, sp, "speedup over eager (x)", f"{op} {dtype} {pass_}", 10, (7, 35))
     fig.suptitle(device, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -223,15 +236,9 @@ def _roofline_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool
     d = d.assign(case=d["shape_label"] + " " + d["dtype"] + " " + d["pass"])
     p = d.pivot_table(index="case", columns="impl", values="roofline_frac", aggfunc="max")
     fig, ax = plt.subplots(figsize=(min(18, 3 + 0.45 * len(p) * max(1, len(p.columns)) / 3), 4.2))
-    p.plot.bar(ax=ax, width=0.8)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_ylabel("fraction of measured roofline")
-    ax.set_title(f"{op}: achieved fraction of the device's measured peak (matmul TFLOP/s or copy GB/s)", fontsize=9)
-    ax.tick_params(axis="x", labelsize=6, labelrotation=45)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _bars_over_one(ax, p, "fraction of measured roofline",
+                   f"{op}: achieved fraction of the device's measured peak (matmul TFLOP/s or copy GB/s)", 9, (6, 45))
+    _save(fig, path)
     return True
 
 
@@ -274,10 +281,8 @@ def _heatmaps(ok: pd.DataFrame, op: str, device: str, outdir: str, limit: int = 
                     ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
         fig.colorbar(im, ax=ax, label=unit)
         ax.set_title(f"{key[0]} {key[1]} {key[2]} {key[3]}", fontsize=7)
-        fig.tight_layout()
         name = f"heat_{_slug(op)}_{_slug(device)}_{_slug('_'.join(key))}.png"
-        fig.savefig(os.path.join(outdir, name), dpi=90)
-        plt.close(fig)
+        _save(fig, os.path.join(outdir, name))
         files.append(name)
         if len(files) >= limit:
             break
@@ -320,9 +325,7 @@ def _static_section(df: pd.DataFrame, outdir: str) -> str:
         fig, ax = plt.subplots(figsize=(9, 0.4 * len(p) + 2))
         p.plot.barh(ax=ax)
         ax.set_xlabel("compile time, all kernels and presets (s)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "static_compile_time.png"), dpi=90)
-        plt.close(fig)
+        _save(fig, os.path.join(outdir, "static_compile_time.png"))
         parts.append('<img src="static_compile_time.png">')
     parts.append("<details><summary>every kernel</summary>" + _fmt(s[cols]) + "</details>")
     return "\n".join(parts)
@@ -365,9 +368,7 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
         ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
         ax.set_ylabel("tokens/s")
         ax.tick_params(axis="x", labelsize=7, labelrotation=20)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "e2e_tokens.png"), dpi=90)
-        plt.close(fig)
+        _save(fig, os.path.join(outdir, "e2e_tokens.png"))
         parts.append('<img src="e2e_tokens.png">')
         parts.append(_e2e_speedups(p))
     if "breakdown" in ok and ok["breakdown"].notna().any():
@@ -378,9 +379,7 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
             bd.plot.barh(stacked=True, ax=ax)
             ax.set_xlabel("ms per step, by op")
             ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(os.path.join(outdir, "e2e_breakdown.png"), dpi=90)
-            plt.close(fig)
+            _save(fig, os.path.join(outdir, "e2e_breakdown.png"))
             parts.append("<h3>Where a step's time goes</h3><img src=\"e2e_breakdown.png\">")
     if "losses" in ok and ok["losses"].notna().any():
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -391,9 +390,7 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
         ax.set_xlabel("iteration")
         ax.set_ylabel("train loss")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(outdir, "e2e_losses.png"), dpi=90)
-        plt.close(fig)
+        _save(fig, os.path.join(outdir, "e2e_losses.png"))
         parts.append("<h3>Loss curves</h3><img src=\"e2e_losses.png\">")
     return "\n".join(parts)
 

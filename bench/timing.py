@@ -60,6 +60,19 @@ def _settled(times: list[float], min_reps: int, rel_spread: float) -> bool:
     return s.iqr_rel <= rel_spread
 
 
+def _enough(times: list[float], min_reps: int, rel_spread: float, deadline: float) -> bool:
+    """Every timer's stop rule: the spread has settled, or the budget is spent and there are 3 samples."""
+    return _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3)
+
+
+def _warm_up(fn, setup, n: int) -> None:
+    """n untimed calls, setup() before each: compiles, caches and clocks settle before the first sample."""
+    for _ in range(n):
+        if setup:
+            setup()
+        fn()
+
+
 _flush_buf: dict = {}
 
 
@@ -86,10 +99,7 @@ def measure(fn: Callable[[], object], device: str, *, setup: Callable[[], None] 
 
 
 def _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s) -> Stats:
-    for _ in range(warmup):
-        if setup:
-            setup()
-        fn()
+    _warm_up(fn, setup, warmup)
     times: list[float] = []
     deadline = time.monotonic() + budget_s
     while len(times) < max_reps:
@@ -98,7 +108,7 @@ def _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s) ->
         t0 = time.perf_counter_ns()
         fn()
         times.append((time.perf_counter_ns() - t0) / 1e6)
-        if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
+        if _enough(times, min_reps, rel_spread, deadline):
             break
     return summarize(times, "cpu_clock")
 
@@ -123,13 +133,25 @@ def _hold_cycles(fn, setup) -> int:
     return int(min(50e-3, 1.5 * enqueue_s + 20e-6) * _SPIN_HZ)
 
 
+def _between_events(call) -> tuple:
+    """(start, end) timing events recorded on the current stream right before and after call()."""
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    call()
+    e.record()
+    return s, e
+
+
+def _elapsed_ms(events: list[tuple]) -> list[float]:
+    """Each (start, end) pair's device time, once the device has reached them all."""
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in events]
+
+
 def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2) -> Stats:
     buf = _l2_flush_buffer(device) if flush_l2 else None
     with torch.cuda.device(torch.device(device)):
-        for _ in range(warmup):
-            if setup:
-                setup()
-            fn()
+        _warm_up(fn, setup, warmup)
         hold = _hold_cycles(fn, setup)
         times: list[float] = []
         deadline = time.monotonic() + budget_s
@@ -142,14 +164,9 @@ def _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bud
                 if buf is not None:
                     buf.zero_()
                 torch.cuda._sleep(hold)
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                fn()
-                e.record()
-                events.append((s, e))
-            torch.cuda.synchronize()
-            times += [s.elapsed_time(e) for s, e in events]
-            if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
+                events.append(_between_events(fn))
+            times += _elapsed_ms(events)
+            if _enough(times, min_reps, rel_spread, deadline):
                 break
             batch = min(50, batch * 2)
     return summarize(times, "cuda_events")
@@ -162,10 +179,7 @@ def _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bu
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(max(1, warmup)):
-                if setup:
-                    setup()
-                fn()
+            _warm_up(fn, setup, max(1, warmup))
         torch.cuda.current_stream().wait_stream(side)
         if setup:
             setup()     # gradients None at capture: the replayed backward writes them, as a real step's does
@@ -182,14 +196,9 @@ def _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bu
             for _ in range(10):
                 if buf is not None:
                     buf.zero_()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                g.replay()
-                e.record()
-                events.append((s, e))
-            torch.cuda.synchronize()
-            times += [s.elapsed_time(e) for s, e in events]
-            if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
+                events.append(_between_events(g.replay))
+            times += _elapsed_ms(events)
+            if _enough(times, min_reps, rel_spread, deadline):
                 break
     return summarize(times, "cuda_graph")
 
@@ -206,10 +215,7 @@ def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], N
     buf = _l2_flush_buffer(device) if flush_l2 else None
     dev = torch.device(device)
     with torch.cuda.device(dev):
-        for _ in range(warmup):
-            if setup:
-                setup()
-            fn()
+        _warm_up(fn, setup, warmup)
         times: list[float] = []
         deadline = time.monotonic() + budget_s
         while len(times) < max_reps:
@@ -225,7 +231,7 @@ def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], N
                 fn()
                 torch.cuda.synchronize()
                 times.append((time.perf_counter_ns() - t0) / 1e6)
-            if _settled(times, min_reps, rel_spread) or (time.monotonic() > deadline and len(times) >= 3):
+            if _enough(times, min_reps, rel_spread, deadline):
                 break
     return summarize(times, "host_wall")
 

@@ -24,6 +24,13 @@ def sm_count(t: torch.Tensor) -> int:
     return aot.device_sm_count(t, OFF_GPU_SMS)
 
 
+def rows2d(t: torch.Tensor, C: int) -> torch.Tensor:
+    """t as (rows, C) with unit column stride and a row stride of whole 8 elements, as the row-wise kernels
+    load it (TMA included): a view where it can be, a copy where it must."""
+    t2 = t.reshape(-1, C)
+    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
+
+
 # --- compile hints and the launch ------------------------------------------------------------------
 
 _HINTED: dict = {}

@@ -227,3 +227,18 @@ def table(device: str = "cpu") -> list[dict]:
 
 class Unsupported(ValueError):
     """Raised by an impl for an input it cannot take (shape, dtype, layout): recorded as `unsupported`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RowLimit:
+    """The widest row C an impl takes that holds a whole row in one program (Triton) or block (cuTile)."""
+    max_c: int
+    unit: str   # "program" | "block": what a row must fit
+
+    def check(self, C: int) -> None:
+        if C > self.max_c:
+            raise Unsupported(f"C={C} > {self.max_c}: a row must fit one {self.unit}")
+
+    def supports(self, shape, dtype, device):
+        """KernelImpl.supports for a spec with a C key: why a point is too wide, else None."""
+        return f"C={shape['C']} > {self.max_c}" if shape.get("C", 0) > self.max_c else None

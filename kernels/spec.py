@@ -151,6 +151,30 @@ class OpSpec:
         return {}
 
 
+class RowSpec(OpSpec):
+    """A memory-bound op over M rows of C elements (the last shape key: C, or V for a vocabulary) whose cost
+    is so much per element: each op states its FLOPs and traffic as (fwd, fwd+bwd) tables, not the arithmetic."""
+    shape_keys = ("M", "C")
+    bound = "memory"
+    FLOPS: tuple[float, float] = (0.0, 0.0)        # per element of the (M, C) input
+    # (M x C tensors, C-vectors) moved in the point's dtype; the fewest an impl must move, small stats left out
+    TRAFFIC: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
+
+    def rows(self, shape: dict) -> tuple[int, int]:
+        s = self.full_shape(shape)
+        return s["M"], s[self.shape_keys[-1]]
+
+    def flops(self, shape, pass_):
+        M, C = self.rows(shape)
+        fwd, both = self.FLOPS
+        return M * C * (fwd if pass_ == "fwd" else both)
+
+    def bytes(self, shape, dtype, pass_):
+        M, C = self.rows(shape)
+        tensors, vectors = self.TRAFFIC[0 if pass_ == "fwd" else 1]
+        return (tensors * M * C + vectors * C) * elt_size(dtype)
+
+
 def gen_for(seed: int, device: str) -> torch.Generator:
     g = torch.Generator(device=device if device.startswith("cuda") else "cpu")
     g.manual_seed(seed)

@@ -11,12 +11,12 @@ from kernels import poison
 from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.cutile import colsum, colsum_aot
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 
 ConstInt = ct.Constant[int]
 ConstBool = ct.Constant[bool]
 ZERO = ct.PaddingMode.ZERO
-MAX_C = 8192   # a (rows, C) fp32 tile lives in registers
+ROW_LIMIT = RowLimit(8192, "block")   # a (rows, C) fp32 tile lives in registers
 
 
 @ct.kernel
@@ -104,11 +104,6 @@ def _config(arch: str, C: int, cfg: dict) -> dict:
     return aot.fill({**{q.name: None for q in PARAMS}, **cfg}, p)
 
 
-def _rows(t, C):
-    t2 = t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 def _forward(x2, y2, bias, w, b, eps, h_dtype, c):
     M, C = x2.shape
     s = poison.empty(M, C, dtype=x2.dtype, device=x2.device) if y2 is not None else x2
@@ -145,8 +140,8 @@ class _AddLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, bias, w, b, eps, h_dtype, cfg):
         C = x.shape[-1]
-        s, h, mean, rstd = _forward(_rows(x, C), _rows(y, C) if y is not None else None, bias, w, b, eps,
-                                    h_dtype, cfg)
+        s, h, mean, rstd = _forward(aot.rows2d(x, C), aot.rows2d(y, C) if y is not None else None, bias, w, b,
+                                    eps, h_dtype, cfg)
         ctx.save_for_backward(s, w, mean, rstd)
         spec.save_meta(ctx, x, y, bias, cfg)
         return spec.outputs(x, y, s, h)
@@ -156,27 +151,19 @@ class _AddLayerNorm(torch.autograd.Function):
         s2, w, mean, rstd = ctx.saved_tensors
         C = s2.shape[1]
         ds, dh, dy_dtype, need_dbias = spec.upstream(ctx, grads, s2.device)
-        dx, dy, dw, db, dbias = _backward(s2, w, _rows(dh, C), _rows(ds, C) if ds is not None else None, mean,
-                                          rstd, dy_dtype, need_dbias, ctx.cfg)
+        dx, dy, dw, db, dbias = _backward(s2, w, aot.rows2d(dh, C), aot.rows2d(ds, C) if ds is not None else None,
+                                          mean, rstd, dy_dtype, need_dbias, ctx.cfg)
         return spec.input_grads(ctx, dx, dy, dbias, dw, db)
 
 
 def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     check_args(x, y, bias)
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one block")
+    ROW_LIMIT.check(C)
     full = _config(aot.arch_of(x), C, cfg)
-    if ln_bias is None:   # nanoGPT's bias=False LayerNorm
-        ln_bias = torch.zeros_like(weight)
-    weight, ln_bias = weight.contiguous(), ln_bias.contiguous()
-    bias = bias.contiguous() if bias is not None else None
+    bias, weight, ln_bias = spec.kernel_params(bias, weight, ln_bias)
     out = _AddLayerNorm.apply(x, y, bias, weight, ln_bias, eps, out_dtype_of(out_dtype, x), full)
     return (x, out) if y is None else out
-
-
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
 
 
 def _aot(config, arch, C=768, dtype="bf16"):
@@ -193,6 +180,7 @@ def _aot(config, arch, C=768, dtype="bf16"):
     return rows
 
 
-IMPL = KernelImpl(fn=add_layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
+IMPL = KernelImpl(fn=add_layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
+                  aot=_aot,
                   doc="residual add + LayerNorm, h in the matmul dtype; persistent bwd writes dx (fp32) and dy, "
                       "dW/dB/dbias as per-block partials")

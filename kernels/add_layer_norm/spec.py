@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.registry import DTYPES
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.spec import Inputs, RowSpec, elt_size, randn
 
 EPS = 1e-5
 
@@ -14,12 +14,11 @@ def out_dtype_of(out_dtype, x):
     return DTYPES[out_dtype] if isinstance(out_dtype, str) else out_dtype
 
 
-class AddLayerNormSpec(OpSpec):
+class AddLayerNormSpec(RowSpec):
     """The model's case: x is the fp32 residual stream, y a branch output in the point's dtype, bias and the
     LayerNorm parameters fp32 (autocast keeps parameters fp32), h comes out in the point's dtype."""
     name = "add_layer_norm"
-    shape_keys = ("M", "C")
-    bound = "memory"
+    FLOPS = (10.0, 24.0)
 
     def test_shapes(self):
         return [dict(M=37, C=65)]
@@ -38,13 +37,9 @@ class AddLayerNormSpec(OpSpec):
         s = x + y + bias
         return s, F.layer_norm(s, (s.shape[-1],), w, b, eps)
 
-    def flops(self, shape, pass_):
-        s = self.full_shape(shape)
-        return s["M"] * s["C"] * (10.0 if pass_ == "fwd" else 24.0)
-
-    def bytes(self, shape, dtype, pass_):
-        s = self.full_shape(shape)
-        mc, e = s["M"] * s["C"], elt_size(dtype)
+    def bytes(self, shape, dtype, pass_):   # not one dtype: x, s and their gradients are fp32
+        M, C = self.rows(shape)
+        mc, e = M * C, elt_size(dtype)
         fwd = (4 + e + 4 + e) * mc                 # read x, y; write s, h
         bwd = (4 + e + 4 + 4 + e) * mc             # read s, dh, ds; write dx, dy (params and row stats are small)
         return fwd if pass_ == "fwd" else fwd + bwd
@@ -64,6 +59,13 @@ def check_args(x, y, bias):
         raise ValueError("add_layer_norm: a bias needs a branch y to add it to")
     if y is not None and y.shape != x.shape:
         raise ValueError(f"add_layer_norm: y shape {tuple(y.shape)} != x shape {tuple(x.shape)}")
+
+
+def kernel_params(bias, weight, ln_bias):
+    """(bias, weight, ln_bias) as both kernel impls take them: contiguous, ln_bias zeros where None."""
+    if ln_bias is None:   # nanoGPT's bias=False LayerNorm
+        ln_bias = torch.zeros_like(weight)
+    return (bias.contiguous() if bias is not None else None), weight.contiguous(), ln_bias.contiguous()
 
 
 # --- the autograd bookkeeping both kernel impls share ------------------------------------------------------

@@ -13,10 +13,10 @@ from kernels.add_layer_norm import spec
 from kernels.add_layer_norm.spec import EPS, check_args, out_dtype_of
 from kernels.layer_norm.triton import PRESETS as LN_PRESETS
 from kernels.layer_norm.triton import normalize_rows, normalize_rows_grad
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 from kernels.triton_rows import colsum, row_preset, rows2d, split_rows
 
-MAX_C = 16384   # a row of s lives in registers (fp32)
+ROW_LIMIT = RowLimit(16384, "program")   # a row of s lives in registers (fp32)
 
 
 @triton.jit
@@ -157,14 +157,10 @@ class _AddLayerNorm(torch.autograd.Function):
 def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     check_args(x, y, bias)
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one program")
+    ROW_LIMIT.check(C)
     h_dtype = out_dtype_of(out_dtype, x)
     full = CONFIGS.get(aot.arch_of(x), C, cfg)
-    if ln_bias is None:   # nanoGPT's bias=False LayerNorm
-        ln_bias = torch.zeros_like(weight)
-    weight, ln_bias = weight.contiguous(), ln_bias.contiguous()
-    bias = bias.contiguous() if bias is not None else None
+    bias, weight, ln_bias = spec.kernel_params(bias, weight, ln_bias)
     if aot.needs_grad(x, y, bias, weight, ln_bias):
         out = _AddLayerNorm.apply(x, y, bias, weight, ln_bias, eps, h_dtype, full)
         return (x, out) if y is None else out
@@ -172,10 +168,6 @@ def add_layer_norm(x, y, bias, weight, ln_bias, eps=EPS, out_dtype=None, **cfg):
     s, h, _ = _forward(x2, rows2d(y, C) if y is not None else None, bias, weight, ln_bias, eps, h_dtype, full,
                        stats=False)
     return (x if y is None else s.view(x.shape)), h.view(x.shape)
-
-
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
 
 
 def _aot(config, arch, C=768, dtype="bf16"):
@@ -198,7 +190,7 @@ def _aot(config, arch, C=768, dtype="bf16"):
 
 
 TEST_CONFIG = {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1}   # CPU tests: several blocks per test shape
-IMPL = KernelImpl(fn=add_layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
-                  test_config=TEST_CONFIG,
+IMPL = KernelImpl(fn=add_layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
+                  aot=_aot, test_config=TEST_CONFIG,
                   doc="residual add + LayerNorm, h in the matmul dtype; bwd writes dx (fp32) and dy, "
                       "dW/dB/dbias as per-program partials")

@@ -111,15 +111,10 @@ def gelu_backward(x2, bias, dy2, c, need_db):
     return dx, db
 
 
-def _flat(t, C):
-    t2 = t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 class _Gelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bias, cfg):
-        x2 = _flat(x, x.shape[-1])
+        x2 = aot.rows2d(x, x.shape[-1])
         b = bias.contiguous() if bias is not None else None
         ctx.save_for_backward(x2, b)
         ctx.cfg, ctx.shape = cfg, x.shape
@@ -129,7 +124,7 @@ class _Gelu(torch.autograd.Function):
     def backward(ctx, dy):
         x2, b = ctx.saved_tensors
         need_db = b is not None and ctx.needs_input_grad[1]
-        dx, db = gelu_backward(x2, b, _flat(dy, x2.shape[1]), ctx.cfg, need_db)
+        dx, db = gelu_backward(x2, b, aot.rows2d(dy, x2.shape[1]), ctx.cfg, need_db)
         return dx.view(ctx.shape), db, None
 
 
@@ -137,7 +132,7 @@ def gelu(x, bias=None, **cfg):
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), cfg)
     if auto:
-        x2 = _flat(x, x.shape[-1])
+        x2 = aot.rows2d(x, x.shape[-1])
         b = bias.contiguous() if bias is not None else None
         y = torch.empty_like(x2)
         full = TUNER.choose((tuple(x2.shape), x.dtype, str(x.device), bias is None),

@@ -1,12 +1,12 @@
 import torch.nn.functional as F
 
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.spec import Inputs, RowSpec, randn
 
 
-class GeluSpec(OpSpec):
+class GeluSpec(RowSpec):
     name = "gelu"
-    shape_keys = ("M", "C")
-    bound = "memory"
+    FLOPS = (10.0, 30.0)
+    TRAFFIC = ((2, 1), (5, 3))
 
     def test_shapes(self):
         return [dict(M=33, C=65), dict(M=17, C=41)]
@@ -19,15 +19,6 @@ class GeluSpec(OpSpec):
 
     def math(self, x, bias=None):
         return F.gelu(x if bias is None else x + bias, approximate="tanh")
-
-    def flops(self, shape, pass_):
-        s = self.full_shape(shape)
-        return s["M"] * s["C"] * (10.0 if pass_ == "fwd" else 30.0)
-
-    def bytes(self, shape, dtype, pass_):
-        s = self.full_shape(shape)
-        mc, e = s["M"] * s["C"], elt_size(dtype)
-        return (2 * mc + s["C"]) * e if pass_ == "fwd" else (5 * mc + 3 * s["C"]) * e
 
     def grad_names(self):
         return {0: "dx", 1: "dbias"}

@@ -8,11 +8,11 @@ import cuda.tile as ct
 from kernels import cutile_aot as aot
 from kernels import poison
 from kernels.layer_norm.spec import EPS
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 
 ConstInt = ct.Constant[int]
 ZERO = ct.PaddingMode.ZERO
-MAX_C = 16384   # a row tile lives in registers
+ROW_LIMIT = RowLimit(16384, "block")   # a row tile lives in registers
 
 
 @ct.kernel
@@ -158,15 +158,10 @@ def _backward(x2, w, dy, mean, rstd, c):
     return dx, colsum(dwp, w.dtype), colsum(dbp, w.dtype)
 
 
-def _rows(t, C):
-    t2 = t.reshape(-1, C)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, eps, cfg):
-        x2 = _rows(x, x.shape[-1])
+        x2 = aot.rows2d(x, x.shape[-1])
         w, b = w.contiguous(), b.contiguous()
         y, mean, rstd = _forward(x2, w, b, eps, cfg)
         ctx.save_for_backward(x2, w, mean, rstd)
@@ -176,7 +171,7 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x2, w, mean, rstd = ctx.saved_tensors
-        dx, dw, db = _backward(x2, w, _rows(dy, x2.shape[1]), mean, rstd, ctx.cfg)
+        dx, dw, db = _backward(x2, w, aot.rows2d(dy, x2.shape[1]), mean, rstd, ctx.cfg)
         return dx.view(ctx.shape), dw, db, None, None
 
 
@@ -186,12 +181,11 @@ CANDIDATES = [{"ROWS": r, "num_worker_warps": w, "occupancy": o} for r in (1, 2,
 
 def layer_norm(x, weight, bias, eps=EPS, **cfg):
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one block")
+    ROW_LIMIT.check(C)
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), C, cfg)
     if auto:
-        x2 = _rows(x, C)
+        x2 = aot.rows2d(x, C)
         M = x2.shape[0]
         y = torch.empty_like(x2)
         mean = torch.empty(M, dtype=torch.float32, device=x.device)
@@ -204,10 +198,6 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
                             lambda c: _fwd_args(x2, w, b, y, mean, rstd, eps, c), _hints)
     TUNER.note(full)
     return _LayerNorm.apply(x, weight, bias, eps, full)
-
-
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
 
 
 def _aot(config, arch, C=768, dtype="bf16"):
@@ -224,6 +214,6 @@ def _aot(config, arch, C=768, dtype="bf16"):
     return rows
 
 
-IMPL = KernelImpl(fn=layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=_supports, aot=_aot,
-                  picked=TUNER.picked,
+IMPL = KernelImpl(fn=layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
+                  aot=_aot, picked=TUNER.picked,
                   doc="rows-per-block fwd; persistent bwd with per-block dW/dB partials, then a column sum")

@@ -1,14 +1,15 @@
 import torch.nn.functional as F
 
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.spec import Inputs, RowSpec, randn
 
 EPS = 1e-5
 
 
-class LayerNormSpec(OpSpec):
+class LayerNormSpec(RowSpec):
     name = "layer_norm"
-    shape_keys = ("M", "C")
-    bound = "memory"
+    FLOPS = (8.0, 20.0)
+    # fwd reads x, writes y; bwd reads x and dy, writes dx (weights and per-row stats are small)
+    TRAFFIC = ((2, 2), (5, 4))
 
     def test_shapes(self):
         return [dict(M=37, C=65)]
@@ -22,16 +23,6 @@ class LayerNormSpec(OpSpec):
 
     def math(self, x, w, b, eps=EPS):
         return F.layer_norm(x, (x.shape[-1],), w, b, eps)
-
-    def flops(self, shape, pass_):
-        s = self.full_shape(shape)
-        return s["M"] * s["C"] * (8.0 if pass_ == "fwd" else 20.0)
-
-    def bytes(self, shape, dtype, pass_):
-        s = self.full_shape(shape)
-        mc, e = s["M"] * s["C"], elt_size(dtype)
-        # fwd reads x, writes y; bwd reads x and dy, writes dx (weights and per-row stats are small)
-        return (2 * mc + 2 * s["C"]) * e if pass_ == "fwd" else (5 * mc + 4 * s["C"]) * e
 
     def grad_names(self):
         return {0: "dx", 1: "dw", 2: "db"}

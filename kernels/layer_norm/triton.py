@@ -7,10 +7,10 @@ import triton.language as tl
 from kernels import poison
 from kernels import triton_aot as aot
 from kernels.layer_norm.spec import EPS
-from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.registry import KernelImpl, RowLimit, TileParam
 from kernels.triton_rows import colsum, colsum_aot, row_preset, rows2d, split_rows
 
-MAX_C = 32768   # one row lives in registers
+ROW_LIMIT = RowLimit(32768, "program")   # one row lives in registers
 
 
 @triton.jit
@@ -166,8 +166,7 @@ CONFIGS = aot.Configs(PARAMS, lambda arch, C: _preset(arch, C))
 
 def layer_norm(x, weight, bias, eps=EPS, **cfg):
     C = x.shape[-1]
-    if C > MAX_C:
-        raise Unsupported(f"C={C} > {MAX_C}: a row must fit one program")
+    ROW_LIMIT.check(C)
     auto = cfg.pop("autotune", False)
     full = CONFIGS.get(aot.arch_of(x), C, cfg)
     if not weight.is_contiguous() or not bias.is_contiguous():
@@ -181,10 +180,6 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
         return _LayerNorm.apply(x, weight, bias, eps, full, auto)
     y = _forward(rows2d(x, C), weight, bias, eps, full, stats=False)[0]
     return y if x.dim() == 2 else y.view(x.shape)
-
-
-def _supports(shape, dtype, device):
-    return f"C={shape['C']} > {MAX_C}" if shape.get("C", 0) > MAX_C else None
 
 
 def _aot(config, arch):
@@ -205,7 +200,7 @@ def _aot(config, arch):
 
 
 TEST_CONFIG = {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1}   # CPU tests: several blocks per test shape
-IMPL = KernelImpl(fn=layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=_supports,
+IMPL = KernelImpl(fn=layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
                   aot=_aot, picked=TUNER.picked,
                   test_config=TEST_CONFIG,
                   doc="row-per-program LayerNorm; bwd sums dW/dB per program, then a column-sum kernel")

@@ -171,16 +171,11 @@ def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None):
     return out, z
 
 
-def _flat(t, K):
-    t2 = t.reshape(-1, K)
-    return t2 if t2.stride(-1) == 1 and t2.stride(0) % 8 == 0 else t2.contiguous()
-
-
 class _Linear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bias, gelu, cfg):
         K = x.shape[-1]
-        x2, w = _flat(x, K), w.contiguous()
+        x2, w = aot.rows2d(x, K), w.contiguous()
         b = bias.contiguous() if bias is not None else None
         y, z = matmul(x2, w, False, True, cfg, bias=b, gelu=gelu)
         ctx.save_for_backward(x2, w, z)
@@ -193,7 +188,7 @@ class _Linear(torch.autograd.Function):
         from kernels.gelu.cutile import _config as gelu_config, gelu_backward
         from kernels.layer_norm.cutile import colsum
         x2, w, z = ctx.saved_tensors
-        dy2 = _flat(dy, w.shape[0])
+        dy2 = aot.rows2d(dy, w.shape[0])
         if z is not None:   # through the activation: dz = dy * gelu'(z)
             dy2, _ = gelu_backward(z, None, dy2, gelu_config(aot.arch_of(z), {}), need_db=False)
         cfg = ctx.cfg
@@ -215,7 +210,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
     full = _config(aot.arch_of(x), cfg)
     if auto:
         K = x.shape[-1]
-        x2, w = _flat(x, K), weight.contiguous()
+        x2, w = aot.rows2d(x, K), weight.contiguous()
         M, N = x2.shape[0], w.shape[0]
         out = torch.empty(M, N, dtype=x.dtype, device=x.device)
         z = torch.empty_like(out) if activation else None
