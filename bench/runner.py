@@ -90,7 +90,7 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
-    graphed = device.startswith("cuda") and point.get("timer", "graph" if opts.cuda_graph else "") == "graph"
+    graphed = device.startswith("cuda") and point.get("timer", "cuda_graph" if opts.cuda_graph else "") == "cuda_graph"
     why = impl.timer_refusal(cfg, "graph" if graphed else "events") if impl.timer_refusal else None
     if why:
         return _finish(row, "unsupported", why, t_start)

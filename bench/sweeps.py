@@ -235,14 +235,15 @@ def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
 
 
 # Every axis that changes a measurement: a launch-timed and a graph-timed row of one point are two points.
-ID_AXES = ("op", "impl", "shape", "dtype", "pass", "config", "config_label", "timer")
+ID_AXES = ("op", "impl", "shape", "dtype", "pass", "config", "config_label", "timer", "extra")
 
 
 def timer_of(device: str, cuda_graph: bool) -> str:
-    """How a point's kernel time is taken: "graph" (CUDA-graph replays), "events" (CUDA events) or "cpu"."""
+    """How a point's kernel time is taken, in the words its row's `timer` uses (bench/timing.py):
+    "cuda_graph" (graph replays), "cuda_events" (CUDA events) or "cpu_clock"."""
     if not device.startswith("cuda"):
-        return "cpu"
-    return "graph" if cuda_graph else "events"
+        return "cpu_clock"
+    return "cuda_graph" if cuda_graph else "cuda_events"
 
 
 def point_id(p: dict) -> str:

@@ -1,4 +1,4 @@
-"""What an op is, independent of how it is implemented: inputs, a high-precision reference, tolerances,
+"""What an op is, independent of how it is implemented: inputs, a high-precision reference, error floors,
 and the work it does (FLOPs and the fewest bytes it must move) for TFLOP/s, GB/s and roofline fractions."""
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
 Each case (every `ok` row of a run_bench.py results file with --results, else a fixed list of GPT-2 cases
 timed by the harness here) is timed again with the same op, impl, shape, dtype, pass and tile config by
   - triton.testing.do_bench (CUDA events, L2 flushed; median) for event-timed rows,
-  - triton.testing.do_bench_cudagraph (median) for graph-timed rows,
+  - triton.testing.do_bench_cudagraph (median) for graph-timed rows (it does not flush the L2 between replays,
+    the harness does: an L2-resident case reads lower there),
   - with --nvbench, NVIDIA's nvbench (the `cuda-bench` wheel: its "cold" GPU time, L2 flushed, launches queued
     behind a blocking kernel; median of its samples), when it imports.
 Exit 1 if any ratio to the reference timer (nvbench where it ran, else do_bench) is off by more than --tol.
@@ -36,22 +37,24 @@ def call_of(op, name, shape, dtype, pass_, cfg):
     """(fn, setup, grad_to_none): the call the harness times, built the same way."""
     spec, impl = registry.spec_of(op), registry.get(op, name, "cuda")
     gen = gen_for(0, "cuda")
-    inputs = spec.make_inputs(spec.full_shape(shape), dtype, "cuda", gen)
+    shape = spec.full_shape(shape)
+    inputs = spec.make_inputs(shape, dtype, "cuda", gen)
     cfg = impl.config(cfg)
+    fn = spec.wrap(impl.fn, shape)      # as the harness calls it (fmha qkv: true: the model's layouts)
     if pass_ == "fwd":
         args = inputs.args
 
         def f():
             with torch.no_grad():
-                return impl.fn(*args, **inputs.kwargs, **cfg)
+                return fn(*args, **inputs.kwargs, **cfg)
         return f, None, None
     inp = inputs.detached(True)
     leaves = [inp.args[i] for i in inputs.grad_args]
     with torch.no_grad():
-        g = checking.grad_out_for(impl.fn(*inputs.args, **inputs.kwargs, **cfg), gen)
+        g = checking.grad_out_for(fn(*inputs.args, **inputs.kwargs, **cfg), gen)
 
     def f():
-        checking.backward(impl.fn(*inp.args, **inp.kwargs, **cfg), g)
+        checking.backward(fn(*inp.args, **inp.kwargs, **cfg), g)
 
     def setup():
         for t in leaves:
@@ -115,7 +118,7 @@ def main():
             theirs = triton.testing.do_bench(f, warmup=50, rep=200, grad_to_none=leaves, return_mode="median")
         label = f"{op}/{name} {dtype} {pass_} {registry.spec_of(op).label(registry.spec_of(op).full_shape(shape))}"
         table.append([label + (" +graph" if graphed else ""), harness_ms, theirs, None, graphed])
-        built.append((f, setup) if not graphed else None)
+        built.append((f, setup) if a.nvbench and not graphed else None)   # inputs kept alive only for nvbench
     if a.nvbench:
         try:
             nv = nvbench_ms([f for f in built if f is not None], a.nvbench_json)
