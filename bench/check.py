@@ -18,7 +18,8 @@ from kernels.spec import Inputs, gen_for
 
 # An impl may be at most K times as far from the reference as eager is, in the same dtype on the same inputs.
 # 4: our kernels round where eager does (fp32 accumulation, one rounding of the output), so a right kernel sits
-# near 1x; a dropped tile, a scale error or a missing mask lands at 10x and beyond.
+# near 1x; a dropped tile or a missing mask lands far beyond. Where the dtype's floor rules (bf16: 8e-3, about two
+# rounding units) a systematic scale error under ~0.8 % passes: below what bf16 itself resolves.
 K = 4.0
 
 
