@@ -1,4 +1,5 @@
 import contextlib
+import textwrap
 
 from kernels import registry
 
@@ -24,3 +25,20 @@ def fake_gelu_impls():
 def _clear():
     registry.resolve.cache_clear()
     registry._import_impl.cache_clear()
+
+
+def gelu_sweeps_file(tmp_path, impls=("eager",), ms=(11, 12, 13, 14, 15, 16), C=33):
+    """A sweeps file with one sweep `g`: gelu fp32 fwd at M in ms, C columns, for the given impls."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(f"""
+        sweeps:
+          g:
+            op: gelu
+            impls: [{', '.join(impls)}]
+            dtypes: [fp32]
+            passes: [fwd]
+            shapes:
+              - {{M: [{', '.join(map(str, ms))}], C: {C}}}
+    """))
+    return path

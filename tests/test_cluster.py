@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from bench import cli, cluster, sweeps
 from bench.shard_task import ShardTask, shard_dir
 from bench.store import read_rows
+from tests.helpers import gelu_sweeps_file
 
 needs_submitit = pytest.mark.skipif(not cluster._submitit(), reason="submitit not installed (pip install submitit)")
 REPO = Path(__file__).resolve().parents[1]
@@ -23,19 +23,7 @@ TIMEOUT_S = 300     # generous: each task imports torch on a loaded 2-CPU machin
 
 
 def sweep_file(tmp_path, impls=("eager",), ms=(11, 12, 13, 14, 15, 16)):
-    tmp_path.mkdir(exist_ok=True)
-    path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent(f"""
-        sweeps:
-          g:
-            op: gelu
-            impls: [{', '.join(impls)}]
-            dtypes: [fp32]
-            passes: [fwd]
-            shapes:
-              - {{M: [{', '.join(map(str, ms))}], C: 33}}
-    """))
-    return path
+    return gelu_sweeps_file(tmp_path, impls, ms)
 
 
 def expected_ids(path, also_impls=()):

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import types
 
 import pytest
 
 from bench import progress, sweeps, tunecap
+from tests.helpers import gelu_sweeps_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGINS = "gelu:chatty=tests.plugin_impls:CHATTY,gelu:slow=tests.plugin_impls:SLOW"
@@ -106,18 +106,7 @@ TILEBENCH_PLUGINS_ENV = "TILEBENCH_PLUGINS"
 
 
 def _sweeps_file(tmp_path, impls, Ms):
-    f = tmp_path / "s.yaml"
-    f.write_text(textwrap.dedent(f"""
-        sweeps:
-          g:
-            op: gelu
-            impls: [{", ".join(impls)}]
-            dtypes: [fp32]
-            passes: [fwd]
-            shapes:
-              - {{M: [{", ".join(map(str, Ms))}], C: 64}}
-    """))
-    return f
+    return gelu_sweeps_file(tmp_path, impls, Ms, C=64)
 
 
 def test_third_party_prints_go_to_the_rows_log(tmp_path):
