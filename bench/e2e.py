@@ -188,7 +188,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     ctx = autocast(device, dtype)
     clip = float(point.get("grad_clip", 1.0))
     step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=COMPILE_BACKENDS.get(impl) == "reduce-overhead")
-    gstep = None
+    gstep, eager_step = None, step
     if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
         gstep = cuda_graph.GraphedStep(model, opt, model.parameters(), B, T, 1, clip, dtype, device,
                                        warmup=max(1, min(3, warmup)))
@@ -237,9 +237,13 @@ def _run(point: dict, device: str, state: dict) -> dict:
 
     if n_prof > 0:
         try:
-            # graph replays launch no ops from Python: their kernels show up as "unattributed" (top_kernels
-            # still lists them); the same point without cuda_graph gives the per-op split
-            out.update(_breakdown(step, n_prof, device, backend, ms, annotate=not (compiled or graphed)))
+            # graph replays launch no ops from Python, so a graphed point's split by op comes from the same
+            # model's eager steps (the same kernels; breakdown_source says so), its idle from the replays
+            prof_step = eager_step if graphed and backend is not None else step
+            out.update(_breakdown(prof_step, n_prof, device, backend, ms, annotate=not compiled))
+            if prof_step is not step:
+                out["breakdown_source"] += " (eager steps of the graphed model: the split by op)"
+                out["breakdown"].pop("idle", None)
         except Exception as e:  # noqa: BLE001 - the timing stands without the breakdown, which says why
             out["breakdown"], out["breakdown_error"] = None, classify(e)[1]
     fallbacks = list(backend.fallbacks) if backend else []
