@@ -97,5 +97,12 @@ def backward_range_inputs(op: str, args) -> tuple[_RangeState, list]:
 
 
 def backward_range_outputs(state: _RangeState, out):
-    """out (one tensor) with the opening node on it."""
-    return _Mark.apply(state, True, out)[0]
+    """out (a tensor, or a tuple of them: add_layer_norm's (sum, normed)) with the opening node on its tensors
+    that carry gradients."""
+    if isinstance(out, torch.Tensor):
+        return _Mark.apply(state, True, out)[0]
+    out = list(out)
+    idx = [i for i, t in enumerate(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+    for i, m in zip(idx, _Mark.apply(state, True, *(out[i] for i in idx))):
+        out[i] = m
+    return tuple(out)

@@ -354,3 +354,17 @@ def test_rejected_measured_tile_config_runs_defaults_and_is_reported(tmp_path):
     _run(b, steps=1)
     assert b.used["fmha"] == {"sdpa_math"}
     assert any(f.startswith("fmha: sdpa_math measured tile config") and "NO_SUCH" in f for f in b.fallbacks), b.fallbacks
+
+
+def test_backward_ranges_take_an_op_with_two_outputs():
+    """add_layer_norm's fused impls return (sum, normed): the range's opening node goes on both (the GPU
+    e2e breakdown of triton and cutile failed on the tuple before)."""
+    from torch.profiler import ProfilerActivity, profile
+    x = torch.randn(4, 8, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        state, (xm,) = ranges.backward_range_inputs("add_layer_norm", [x])
+        s, n = ranges.backward_range_outputs(state, (xm * 2, torch.nn.functional.layer_norm(xm, (8,))))
+        (s.sum() + n.sum()).backward()
+    assert "op:add_layer_norm:bwd" in {e.name for e in prof.events()}
+    assert torch.allclose(x.grad, torch.full_like(x, 2.0), atol=1e-5)   # layer norm's rows sum to a constant
+    assert not ranges._open_ranges
