@@ -46,6 +46,18 @@ class Sweep:
     extra: dict
 
 
+def _backend_error(b) -> str | None:
+    """None for a known backend or a per-op mix such as "cutile,linear=eager" (model/ops.py's syntax)."""
+    if b in E2E_BACKENDS:
+        return None
+    from model.ops import parse_choice
+    try:
+        parse_choice(str(b))
+    except ValueError as e:
+        return f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)}, or a mix like 'cutile,linear=eager'): {e}"
+    return None
+
+
 def _err(path, sweep, key, msg):
     where = f"{os.path.basename(path)}: sweep '{sweep}'" if sweep else os.path.basename(path)
     return SweepError(f"{where}: key '{key}': {msg}" if key else f"{where}: {msg}")
@@ -174,8 +186,9 @@ def _validate(path, name, body) -> Sweep:
             raise _err(path, name, "quick", f"{k!r}: known keys shapes (int), dtypes (int), passes (list)")
     if op == "e2e":
         for b in body.get("backends", []):
-            if b not in E2E_BACKENDS:
-                raise _err(path, name, "backends", f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)})")
+            why = _backend_error(b)
+            if why:
+                raise _err(path, name, "backends", why)
     if "cuda_graph" in body and op != "e2e":
         raise _err(path, name, "cuda_graph", "only e2e sweeps capture whole steps (kernel sweeps: --cuda-graph)")
     extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters", "cuda_graph") if k in body}

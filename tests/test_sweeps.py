@@ -65,6 +65,9 @@ def test_expansion(tmp_path):
     ("sweeps:\n  x:\n    op: gelu\n    passes: [backward]\n    shapes: [{M: 1, C: 2}]\n", "unknown pass 'backward'"),
     ("sweeps:\n  x:\n    op: gelu\n    configs: {triton: {BLOCK: 64}}\n    shapes: [{M: 1, C: 2}]\n", "key 'configs'"),
     ("sweeps:\n  x:\n    include: [y]\n", "key 'include': unknown sweep 'y'"),
+    ("sweeps:\n  x:\n    op: e2e\n    backends: [tritn]\n    shapes: [{model: tiny, B: 1, T: 8}]\n", "unknown backend 'tritn'"),
+    ("sweeps:\n  x:\n    op: e2e\n    backends: ['cutile,linear=cublas9']\n    shapes: [{model: tiny, B: 1, T: 8}]\n",
+     "unknown impl ['cublas9']"),
     ("sweeps: [1, 2]\n", "'sweeps' mapping"),
     ("sweeps:\n  x: {op: gelu\n", "not valid YAML"),
     ("extra: 1\nsweeps: {}\n", "unknown top-level key"),
@@ -74,6 +77,13 @@ def test_malformed_files_give_one_clear_line(tmp_path, bad, needle):
         sw.load(write(tmp_path, bad))
     msg = str(e.value)
     assert needle in msg and "\n" not in msg and msg.startswith("sweeps.yaml")
+
+
+def test_e2e_backends_take_a_per_op_mix(tmp_path):
+    """The model's backend syntax (model/ops.py): a default plus per-op overrides, as one e2e point."""
+    s = sw.load(write(tmp_path, "sweeps:\n  x:\n    op: e2e\n    backends: [triton, 'cutile,linear=eager']\n"
+                                "    shapes: [{model: tiny, B: 1, T: 8}]\n"))
+    assert {p["impl"] for p in sw.points(s["x"], "cpu")} == {"triton", "cutile,linear=eager"}
 
 
 def test_unknown_sweep_lists_known(tmp_path):
