@@ -2,6 +2,8 @@
 for by torch versions of the same math, block by block over the launch grid, and the impl (chunk loop,
 in-place dlogits, the backward's scale, ignored rows) goes through the correctness gate and against
 eager with a grad_output != 1; its kernels compile for every generation."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ OP = "linear_cross_entropy"
 def _fake_launch(mod):
     def launch(kernel, grid, args, **hints):
         if kernel is mod._ce_rows:
-            L, tgt, loss, nv, ignore, grad, ROWS, _, _ = args
+            L, tgt, loss, lse2, ignore, ROWS, _, _ = args
             for b in range(grid[0]):          # each block its ROWS rows: a short grid leaves rows poisoned
                 r = slice(b * ROWS, min((b + 1) * ROWS, L.shape[0]))
                 x = L[r].float()
@@ -25,9 +27,17 @@ def _fake_launch(mod):
                 valid = tgt[r] != ignore
                 safe = torch.where(valid, tgt[r], 0)
                 loss[r] = torch.where(valid, lse - x.gather(1, safe[:, None])[:, 0], 0.0)
-                if grad:
-                    p = torch.softmax(x, 1) - F.one_hot(safe, x.shape[1]).float()
-                    L[r] = (p * torch.where(valid, 1.0 / nv.float(), 0.0)[:, None]).to(L.dtype)
+                lse2[r] = lse / math.log(2)
+        elif kernel is mod._ce_grad:
+            L, tgt, lse2, nv, ignore, ROWS, BV, _ = args
+            for b in range(grid[0]):          # each block one (ROWS, BV) tile
+                r = slice(b * ROWS, min((b + 1) * ROWS, L.shape[0]))
+                valid = tgt[r] != ignore
+                for c in range(grid[1]):
+                    v = slice(c * BV, min((c + 1) * BV, L.shape[1]))
+                    p = torch.exp(L[r, v].float() - lse2[r, None] * math.log(2))
+                    onehot = (torch.arange(v.start, v.stop)[None, :] == tgt[r, None]).float()
+                    L[r, v] = ((p - onehot) * torch.where(valid, 1.0 / nv.float(), 0.0)[:, None]).to(L.dtype)
         elif kernel is mod._scale:
             T, G, BLOCK = args
             assert grid[0] * BLOCK >= T.numel()
@@ -51,7 +61,7 @@ def cutile_lce(monkeypatch):
 def test_gate_with_kernels_stood_in(cutile_lce, dtype, pass_, rows):
     spec = registry.spec_of(OP)
     r = check(spec, cutile_lce.fn, {"M": 37, "K": 24, "V": 1003}, dtype, pass_, "cpu",
-              cutile_lce.config({"CHUNK_ROWS": 16, "ROWS": rows}), seed=4)
+              cutile_lce.config({"CHUNK_ROWS": 16, "ROWS": rows, "BWD_BV": 256}), seed=4)
     assert r.ok, r.message
 
 
@@ -63,5 +73,6 @@ def test_grad_output_scales_and_3d_input(cutile_lce):
 def test_kernels_compile(arch):
     impl = registry._import_impl(OP, "cutile")[0]
     rows = impl.aot(impl.config(), arch)
-    assert [r["kernel"] for r in rows] == ["linear_cross_entropy_ce_rows", "linear_cross_entropy_scale"]
+    assert [r["kernel"] for r in rows] == ["linear_cross_entropy_ce_rows", "linear_cross_entropy_ce_grad",
+                                           "linear_cross_entropy_scale"]
     assert all(r["status"] == "ok" and r["cubin_bytes"] for r in rows), rows
