@@ -165,3 +165,21 @@ def test_every_op_has_cutile_impl_with_presets():
         assert "autotune" in {p.name for p in impl.params}
         for preset in impl.presets.values():
             impl.config(preset)                      # every preset value is a valid choice
+
+
+@needs_cutile
+def test_gelu_backward_grid(monkeypatch):
+    """BWD_PROGS=0: one block per row tile, with or without the bias gradient's partials; else a bounded
+    grid walking the row tiles."""
+    import torch
+    from kernels.gelu import cutile as g
+    grids = []
+    monkeypatch.setattr(g.aot, "launch", lambda kernel, grid, args, **h: grids.append(grid))
+    monkeypatch.setattr(g.aot, "sm_count", lambda t: 132)
+    monkeypatch.setattr("kernels.layer_norm.cutile.colsum", lambda p, dtype: p.sum(0).to(dtype))
+    x = torch.randn(1000, 3072)
+    c = {**g._config("sm_90", {}), "BWD_PROGS": 0, "BWD_BM": 8, "BWD_BC": 256}
+    g.gelu_backward(x, None, x, c, need_db=False)
+    g.gelu_backward(x, torch.zeros(3072), x, c, need_db=True)
+    g.gelu_backward(x, torch.zeros(3072), x, {**c, "BWD_PROGS": 4}, need_db=True)
+    assert grids == [(125, 12), (125, 12), (44, 12)]

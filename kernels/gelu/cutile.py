@@ -65,7 +65,9 @@ PARAMS = (
     TileParam("TMA", bool, None, doc="let the forward's loads/stores use TMA"),
     TileParam("BWD_BM", int, None, (1, 2, 4, 8, 16, 32)),
     TileParam("BWD_BC", int, None, (64, 128, 256, 512)),
-    TileParam("BWD_PROGS", int, None, (1, 2, 4, 8, 16), "backward blocks per SM"),
+    TileParam("BWD_PROGS", int, None, (0, 1, 2, 4, 8, 16),
+              "backward blocks per SM, each walking row tiles; 0: one block per row tile (its bias-gradient partial "
+              "a row of M / BWD_BM)"),
     TileParam("autotune", bool, False, doc="cuda.tile.tune.exhaustive_search over forward candidates, per shape"),
 )
 _BWD = {"LATENCY": 4, "BWD_BM": 8, "BWD_BC": 256, "BWD_PROGS": 4, "TMA": True}
@@ -102,7 +104,10 @@ def gelu_backward(x2, bias, dy2, c, need_db):
     BM, BC = c["BWD_BM"], c["BWD_BC"]
     nc = aot.cdiv(C, BC)
     n_tiles = aot.cdiv(M, BM)
-    G = max(1, min(n_tiles, aot.cdiv(aot.sm_count(x2) * c["BWD_PROGS"], nc)))
+    if c["BWD_PROGS"] == 0:   # every tile its own block (a block walking ~47 8x256 tiles ran at ~half the bandwidth)
+        G = n_tiles
+    else:
+        G = max(1, min(n_tiles, aot.cdiv(aot.sm_count(x2) * c["BWD_PROGS"], nc)))
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     dbp = poison.empty(G, C, dtype=torch.float32, device=x2.device) if need_db else dx
     aot.launch(_gelu_bwd, (G, nc), (x2, bias if bias is not None else x2, dy2, dx, dbp, n_tiles, bias is not None,
