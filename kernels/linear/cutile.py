@@ -96,6 +96,9 @@ PARAMS = (
     TileParam("LATENCY", int, None, tuple(range(1, 11)), "latency hint for the A/B loads"),
     TileParam("occupancy", int, None, (1, 2, 4)),
     TileParam("num_ctas", int, None, (1, 2, 4)),
+    TileParam("num_worker_warps", int, None, (4, 8),
+              "math warps of the warp-specialized kernel (None: the compiler's 4); 8 = two warpgroups sharing "
+              "the accumulator, so a 128x256 or 256x128 fp32 tile fits in registers"),
     TileParam("PERSISTENT", bool, None, doc="about one block per SM slot (SMs x occupancy) striding over the tiles"),
     TileParam("SPLIT_K", int, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
               "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model"),
@@ -112,13 +115,19 @@ PRESETS = {
     "consumer": {"TILE_M": 128, "TILE_N": 64, "TILE_K": 32, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1,
                  "num_ctas": 1, "PERSISTENT": False, "SPLIT_K": 0},
 }
-# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there
+# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
+# None may spill (tests/test_cutile_linear.py): with tileiras 13.4 for sm_90, 128x256 on the default 4 math
+# warps took 255 registers + 1.8 KB/thread of stack (ran 0.07-0.3x cuBLAS), and the persistent loop at
+# occupancy 2 spilled 152 B of its accumulator per tile; 8 math warps (168 registers) and occupancy 1 do not.
 _H = {**PRESETS["hopper"], "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
-    "persistent_128x128": {**_H, "PERSISTENT": True},
-    "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "PERSISTENT": True},
-    "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1},
+    "persistent_128x128": {**_H, "PERSISTENT": True, "occupancy": 1},
+    "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8, "PERSISTENT": True},
+    "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8},
+    "tile_256x128": {**_H, "TILE_M": 256, "occupancy": 1, "num_worker_warps": 8},
+    "tile_128x128x128": {**_H, "TILE_K": 128},     # half the K steps (6 at K=768); 2 x 107 KB still fit
 })
+HOPPER_VARIANTS = ("persistent_128x128", "persistent_128x256", "tile_128x256", "tile_256x128", "tile_128x128x128")
 PARAMS += parts.part_params(PRESETS)
 CANDIDATES = [{"TILE_M": m, "TILE_N": n, "TILE_K": k, "occupancy": o}
               for m, n, k in ((128, 128, 64), (128, 256, 64), (256, 128, 64), (128, 64, 64), (64, 128, 64))
@@ -145,7 +154,7 @@ def _args(a, b, bias, out, z, ta, tb, gelu, c, split=1, kt_per=0):
 
 
 def _hints(c):
-    return {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"]}
+    return {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"], "num_worker_warps": c.get("num_worker_warps")}
 
 
 def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None):
