@@ -35,11 +35,16 @@ def test_the_old_128x256_config_is_seen_spilling():
 @needs_cuobjdump
 @pytest.mark.parametrize("name", ["hopper", *m.HOPPER_VARIANTS])
 def test_hopper_variant_exports_for_sm90_without_spills(name):
-    rows = m._aot(m.IMPL.config(m.PRESETS[name]), "sm_90")
-    bad = [f"{r['kernel']}: {r['status']} {r['message']} spills={r['spills']}" for r in rows
-           if r["status"] != "ok" or r["spills"]]
-    assert rows and not bad, f"{name}: " + "; ".join(bad)
-    assert all(r["smem_bytes"] <= aot.SMEM_LIMIT["hopper"] for r in rows)
+    """Each variant as preset, and the non-persistent ones with the dW options too (fused bias gradient,
+    split-K summed in the kernel): every kernel they run compiles for sm_90 and keeps to its registers."""
+    preset = m.PRESETS[name]
+    dw_options = [] if preset["PERSISTENT"] else [{**preset, "DB_FUSED": True, "SPLIT_FIXUP": True}]
+    for cfg in [preset, *dw_options]:
+        rows = m._aot(m.IMPL.config(cfg), "sm_90")
+        bad = [f"{r['kernel']}: {r['status']} {r['message']} spills={r['spills']}" for r in rows
+               if r["status"] != "ok" or r["spills"]]
+        assert rows and not bad, f"{name} {cfg}: " + "; ".join(bad)
+        assert all(r["smem_bytes"] <= aot.SMEM_LIMIT["hopper"] for r in rows)
 
 
 def test_variants_are_few_and_leave_the_default_alone():
@@ -62,3 +67,121 @@ def test_launcher_passes_each_variants_hints_and_grid(monkeypatch, name):
     assert grid == ((min(tiles, 132 * c["occupancy"]),) if c["PERSISTENT"] else (tiles,))
     assert hints == {"occupancy": c["occupancy"], "num_ctas": 1, "num_worker_warps": c.get("num_worker_warps")}
     assert (hints["num_worker_warps"] == 8) == (c["TILE_N"] == 256)
+
+
+# --- the host plumbing through the gate, kernels stood in ------------------------------------------
+
+def _op(x, trans):
+    return x.t() if trans else x
+
+
+def _fake_launch(calls):
+    """aot.launch as torch: _matmul tile by tile over its grid (a tile no block covers stays poisoned), the
+    split-K partials, the fixup's counters and _sum_slices as the kernels define them."""
+    def launch(kernel, grid, args, **hints):
+        calls.append((kernel, grid, args))
+        if kernel is m._sum_slices:
+            P, C, DBP, DB, _, _, has_db = args
+            C.copy_(P.sum(0).to(C.dtype))
+            if has_db:
+                DB.copy_(DBP.sum(0).to(DB.dtype))
+            return
+        assert kernel is m._matmul, kernel
+        (A, B, Bias, C, Z, P, DB, DBP, Cnt, kt_per, ta, tb, has_bias, gelu, TM, TN, TK, _, _, S, persistent,
+         has_db, fixup) = args
+        M, N = C.shape
+        gm, gn = -(-M // TM), -(-N // TN)
+        a, b = _op(A, ta).float(), _op(B, tb).float()
+        blocks = range(grid[0])
+        tiles = [t for blk in blocks for t in (range(blk, gm * gn * S, grid[0]) if persistent else [blk])]
+        for t in tiles:
+            s, u = divmod(t, gm * gn)
+            i, j = divmod(u, gn)
+            rows, cols, ks = slice(i * TM, (i + 1) * TM), slice(j * TN, (j + 1) * TN), \
+                slice(s * kt_per * TK, (s + 1) * kt_per * TK)
+            acc = a[rows, ks] @ b[ks, cols]
+            db = a[rows, ks].sum(1)
+            if S > 1:
+                P[s, rows, cols] = acc
+                if has_db and j == 0:
+                    DBP[s, rows] = db
+                if fixup:
+                    Cnt[u] += 1
+                    if Cnt[u] == S:
+                        C[rows, cols] = P[:, rows, cols].sum(0).to(C.dtype)
+                        if has_db and j == 0:
+                            DB[rows] = DBP[:, rows].sum(0).to(DB.dtype)
+                        Cnt[u] = 0
+                continue
+            if has_bias:
+                acc = acc + Bias[cols].float()
+            if gelu:
+                Z[rows, cols] = acc.to(Z.dtype)
+                acc = torch.nn.functional.gelu(acc, approximate="tanh")
+            C[rows, cols] = acc.to(C.dtype)
+            if has_db and j == 0:
+                DB[rows] = db.to(DB.dtype)
+    return launch
+
+
+SMALL = {"TILE_M": 32, "TILE_N": 32, "TILE_K": 16, "GROUP_M": 1, "occupancy": 1}
+
+
+@pytest.mark.parametrize("split,fixup,db_fused,persistent", [
+    (0, False, False, False), (3, False, True, False), (3, True, True, False), (3, True, False, False),
+    (0, False, True, True), (2, False, True, True)])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_linear_fwd_bwd_through_the_gate_kernels_stood_in(monkeypatch, split, fixup, db_fused, persistent, dtype):
+    """The whole op, forward and backward, on CPU: dW split into K slices (summed by a second kernel or by
+    the fixup), the bias gradient from the dW kernel or the column-sum pass, each within eager's error."""
+    from bench.check import check
+    from kernels import registry
+    from kernels.layer_norm import cutile as ln
+    calls = []
+    monkeypatch.setattr(m.aot, "launch", _fake_launch(calls))
+    colsums = []
+    monkeypatch.setattr(ln, "colsum", lambda p, dtype: colsums.append(p) or p.float().sum(0).to(dtype))
+    monkeypatch.setattr(m, "_COUNTERS", {})
+    cfg = m.IMPL.config({**SMALL, "SPLIT_K": split, "SPLIT_FIXUP": fixup, "DB_FUSED": db_fused,
+                         "PERSISTENT": persistent})
+    r = check(registry.spec_of("linear"), m.IMPL.fn, {"M": 100, "N": 47, "K": 65}, dtype, "fwd+bwd", "cpu", cfg)
+    assert r.ok, r.message
+    dw_calls = [c for c in calls if c[0] is m._matmul and c[2][10]]     # TRANS_A: the dW matmul
+    S = dw_calls[-1][2][19]
+    assert S == (split or 1)
+    assert bool(colsums) != db_fused and dw_calls[-1][2][21] == db_fused
+    assert any(c[0] is m._sum_slices for c in calls) == (S > 1 and not fixup)
+    for buf in m._COUNTERS.values():
+        assert not buf.any()          # every tile's counter back at zero for the next call
+
+
+def test_gelu_linear_takes_db_from_the_gelu_backward(monkeypatch):
+    """With GELU the bias gradient is summed by the GELU backward pass it needs anyway, not by a second pass."""
+    from kernels.gelu import cutile as g
+    from kernels.layer_norm import cutile as ln
+    seen = []
+    monkeypatch.setattr(m.aot, "launch", _fake_launch([]))
+    monkeypatch.setattr(ln, "colsum", lambda p, dtype: pytest.fail("a column-sum pass over dY"))
+
+    def gelu_backward(z, bias, dy, c, need_db):
+        seen.append(need_db)
+        d = dy.float() * torch.func.grad(lambda v: torch.nn.functional.gelu(v, approximate="tanh").sum())(z.float())
+        return d.to(dy.dtype), (d.sum(0).to(z.dtype) if need_db else None)
+    monkeypatch.setattr(g, "gelu_backward", gelu_backward)
+    x = torch.randn(40, 24, requires_grad=True)
+    w = torch.randn(33, 24, requires_grad=True)
+    b = torch.randn(33, requires_grad=True)
+    m.IMPL.fn(x, w, b, activation="gelu", **m.IMPL.config({**SMALL, "DB_FUSED": True})).sum().backward()
+    assert seen == [True]
+    dz = torch.func.grad(lambda v: torch.nn.functional.gelu(v, approximate="tanh").sum())(
+        x.detach() @ w.detach().t() + b.detach())
+    torch.testing.assert_close(b.grad, dz.sum(0), rtol=1e-4, atol=1e-4)
+
+
+def test_fixup_with_persistent_is_refused():
+    from kernels.registry import Unsupported
+    x = torch.randn(8, 8)
+    with pytest.raises(Unsupported, match="PERSISTENT"):
+        m.IMPL.fn(x, torch.randn(8, 8), **m.IMPL.config({"SPLIT_FIXUP": True, "PERSISTENT": True}))
+    with pytest.raises(Unsupported, match="PERSISTENT"):
+        m.matmul_part(x, x, 3, **m.IMPL.config({"SPLIT_FIXUP": True, "PERSISTENT": True}))
