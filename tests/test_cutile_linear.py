@@ -54,7 +54,7 @@ def test_variants_are_few_and_leave_the_default_alone():
         m.IMPL.config(m.PRESETS[name])      # every value is a valid choice
 
 
-@pytest.mark.parametrize("name", ["hopper", "tile_128x256", "persistent_128x256"])
+@pytest.mark.parametrize("name", ["hopper", "tile_128x256", "persistent_128x256", "cluster_256x256"])
 def test_launcher_passes_each_variants_hints_and_grid(monkeypatch, name):
     """The forward at GPT-2's c_fc shape on an H100-sized GPU (132 SMs off a GPU), kernels stood in."""
     calls = []
@@ -64,8 +64,10 @@ def test_launcher_passes_each_variants_hints_and_grid(monkeypatch, name):
     m.matmul(x, w, False, True, c)
     (k, grid, hints), = calls
     tiles = (16384 // c["TILE_M"]) * (3072 // c["TILE_N"])
-    assert grid == ((min(tiles, 132 * c["occupancy"]),) if c["PERSISTENT"] else (tiles,))
-    assert hints == {"occupancy": c["occupancy"], "num_ctas": 1, "num_worker_warps": c.get("num_worker_warps")}
+    # a block is a cluster of num_ctas SMs: a persistent grid fills the SMs with clusters
+    assert grid == ((min(tiles, 132 * c["occupancy"] // c["num_ctas"]),) if c["PERSISTENT"] else (tiles,))
+    assert hints == {"occupancy": c["occupancy"], "num_ctas": c["num_ctas"],
+                     "num_worker_warps": c.get("num_worker_warps")}
     assert (hints["num_worker_warps"] == 8) == (c["TILE_N"] == 256)
 
 

@@ -188,9 +188,13 @@ PRESETS.update({
     "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8, "PERSISTENT": True},
     "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8},
     "tile_256x128": {**_H, "TILE_M": 256, "occupancy": 1, "num_worker_warps": 8},
-    "tile_128x128x128": {**_H, "TILE_K": 128},     # half the K steps (6 at K=768); 2 x 107 KB still fit
+    # a tile per pair of SMs (a cluster: num_ctas=2) sharing operand loads by TMA multicast: each SM 128x128
+    # at occupancy 2 as `hopper`, or 128x256 on 8 math warps
+    "cluster_256x128": {**_H, "TILE_M": 256, "num_ctas": 2},
+    "cluster_256x256": {**_H, "TILE_M": 256, "TILE_N": 256, "occupancy": 1, "num_ctas": 2, "num_worker_warps": 8},
 })
-HOPPER_VARIANTS = ("persistent_128x128", "persistent_128x256", "tile_128x256", "tile_256x128", "tile_128x128x128")
+HOPPER_VARIANTS = ("persistent_128x128", "persistent_128x256", "tile_128x256", "tile_256x128", "cluster_256x128",
+                   "cluster_256x256")
 PARAMS += parts.part_params(PRESETS)
 CANDIDATES = [{"TILE_M": m, "TILE_N": n, "TILE_K": k, "occupancy": o}
               for m, n, k in ((128, 128, 64), (128, 256, 64), (256, 128, 64), (128, 64, 64), (64, 128, 64))
@@ -324,7 +328,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
         raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), cfg)
-    why = _refusal(full) or _refusal(parts.config_for_part(full, 3, PRESETS))
+    why = next(filter(None, (_refusal(parts.config_for_part(full, p, PRESETS)) for p in parts.PARTS)), None)
     if why:
         raise Unsupported(why)
     if auto:
