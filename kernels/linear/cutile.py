@@ -203,7 +203,7 @@ TUNER = aot.Tuner()
 
 
 def _config(arch, cfg):
-    return aot.fill({**{p.name: None for p in PARAMS}, **cfg}, PRESETS[aot.family(arch)])
+    return aot.fill({**{p.name: p.default for p in PARAMS}, **cfg}, PRESETS[aot.family(arch)])
 
 
 def _grid(M, N, c, split=1, sms=None):
@@ -233,16 +233,15 @@ _COUNTERS: dict = {}
 
 
 def _counters(device, n):
-    """n int32 tile counters for SPLIT_FIXUP, zero between calls (the tile's last slice resets its own): one
-    buffer per device and stream, so two matmuls in flight on two streams never share one. Made during a
-    CUDA graph capture, it is the graph's own (zeroed at each replay) and not kept."""
-    # the raw stream handle: one C call (torch.cuda.current_stream() costs tens of microseconds per launch)
-    key = (str(device), torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else None)
-    buf = _COUNTERS.get(key)
+    """n int32 tile counters for SPLIT_FIXUP, zero between calls (the tile's last slice resets its own), one
+    buffer per device: fixup matmuls on one device must not run concurrently (a training step's backward is
+    one stream). Kept from outside a CUDA graph capture, so a graph replays no memset; one made during a
+    capture is the graph's own (zeroed at each replay) and not kept."""
+    buf = _COUNTERS.get(str(device))
     if buf is None or buf.numel() < n:
         buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
         if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
-            _COUNTERS[key] = buf
+            _COUNTERS[str(device)] = buf
     return buf
 
 
