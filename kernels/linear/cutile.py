@@ -151,7 +151,7 @@ PARAMS = (
     TileParam("TILE_M", int, None, (32, 64, 128, 256)),
     TileParam("TILE_N", int, None, (32, 64, 128, 256)),
     TileParam("TILE_K", int, None, (16, 32, 64, 128)),
-    TileParam("GROUP_M", int, None, (1, 4, 8, 16), "block rows per L2 group"),
+    TileParam("GROUP_M", int, None, (1, 4, 8, 16, 32), "block rows per L2 group"),
     TileParam("LATENCY", int, None, tuple(range(1, 11)), "latency hint for the A/B loads"),
     TileParam("occupancy", int, None, (1, 2, 4)),
     TileParam("num_ctas", int, None, (1, 2, 4)),
