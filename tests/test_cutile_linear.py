@@ -187,3 +187,27 @@ def test_fixup_with_persistent_is_refused():
         m.IMPL.fn(x, torch.randn(8, 8), **m.IMPL.config({"SPLIT_FIXUP": True, "PERSISTENT": True}))
     with pytest.raises(Unsupported, match="PERSISTENT"):
         m.matmul_part(x, x, 3, **m.IMPL.config({"SPLIT_FIXUP": True, "PERSISTENT": True}))
+
+
+def test_gpu_fixup_check_runs_and_sees_a_race(monkeypatch, capsys):
+    """tests/gpu/cutile_fixup_check.py with the kernels stood in (no graph replays off a GPU): ok as they
+    are, FAIL once the stand-in's fixup sums a slice short (what a race would leave)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent / "gpu" / "cutile_fixup_check.py"
+    spec = importlib.util.spec_from_file_location("cutile_fixup_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(m, "_COUNTERS", {})
+    calls = []
+    monkeypatch.setattr(m.aot, "launch", _fake_launch(calls))
+    small = {**SMALL, "SPLIT_K": 3}
+    assert script.check(100, 47, 65, "hopper", 2, device="cpu", overrides=small)
+    assert "ok   dW 47x65 over 100 hopper" in capsys.readouterr().out and any(c[2][-1] for c in calls)
+
+    def short_fixup(kernel, grid, args, **hints):
+        _fake_launch([])(kernel, grid, args, **hints)
+        if kernel is m._matmul and args[-1]:            # FIXUP: one row summed before a slice's partial landed
+            args[3][0] -= args[5][0, 0].to(args[3].dtype)
+    monkeypatch.setattr(m.aot, "launch", short_fixup)
+    assert not script.check(100, 47, 65, "hopper", 2, device="cpu", overrides=small)

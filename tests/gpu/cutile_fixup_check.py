@@ -24,30 +24,19 @@ def dw(dy, x, c):
     return out, db
 
 
-def check(M, N, K, preset, reps):
-    g = torch.Generator(device="cuda").manual_seed(M + N + K)
-    dy = torch.randn(M, N, device="cuda", generator=g).bfloat16()
-    x = torch.randn(M, K, device="cuda", generator=g).bfloat16()
-    c = {**L._config(L.aot.arch_of(dy), L.PRESETS[preset]), "DB_FUSED": True, "SPLIT_FIXUP": False}
+def check(M, N, K, preset, reps, device="cuda", overrides=None):
+    """One shape and preset (plus overrides); off a GPU (kernels stood in) without the graph replays."""
+    g = torch.Generator(device=device).manual_seed(M + N + K)
+    dy = torch.randn(M, N, device=device, generator=g).bfloat16()
+    x = torch.randn(M, K, device=device, generator=g).bfloat16()
+    c = {**L._config(L.aot.arch_of(dy), {**L.PRESETS[preset], **(overrides or {})}), "DB_FUSED": True,
+         "SPLIT_FIXUP": False}
     S = slices(N, K, M, c["TILE_M"], c["TILE_N"], c["TILE_K"], L.aot.sm_count(dy), c["SPLIT_K"])[0]
     ref, db_ref = dw(dy, x, c)
     fix = {**c, "SPLIT_FIXUP": True}
     eager_bad = sum(not (torch.equal(o, ref) and torch.equal(d, db_ref)) for o, d in (dw(dy, x, fix)
                                                                                       for _ in range(reps)))
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        dw(dy, x, fix)                      # warm-up on the capture's stream, as a graphed step does
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out_g, db_g = dw(dy, x, fix)
-    graph_bad = 0
-    for _ in range(reps):
-        out_g.fill_(float("nan"))
-        graph.replay()
-        graph_bad += not (torch.equal(out_g, ref) and torch.equal(db_g, db_ref))
-    torch.cuda.synchronize()
+    graph_bad = replays(dy, x, fix, ref, db_ref, reps) if device == "cuda" else 0
     stuck = sum(int(b.count_nonzero()) for b in L._COUNTERS.values())
     ref64 = dy.double().t() @ x.double()
     err = ((ref.double() - ref64).norm() / ref64.norm()).item()
@@ -57,6 +46,26 @@ def check(M, N, K, preset, reps):
           f"{eager_bad}/{reps} calls, {graph_bad}/{reps} replays; counters left non-zero {stuck}; "
           f"rel err vs fp64 {err:.1e}, db {db_err:.1e}")
     return ok
+
+
+def replays(dy, x, fix, ref, db_ref, reps):
+    """How many of reps replays of the fixup captured in a CUDA graph differ from ref, db_ref."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        dw(dy, x, fix)                      # warm-up on the capture's stream, as a graphed step does
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out_g, db_g = dw(dy, x, fix)
+    bad = 0
+    for _ in range(reps):
+        out_g.fill_(float("nan"))
+        db_g.fill_(float("nan"))
+        graph.replay()
+        bad += not (torch.equal(out_g, ref) and torch.equal(db_g, db_ref))
+    torch.cuda.synchronize()
+    return bad
 
 
 def main(argv=None):
