@@ -211,3 +211,17 @@ def test_gpu_fixup_check_runs_and_sees_a_race(monkeypatch, capsys):
             args[3][0] -= args[5][0, 0].to(args[3].dtype)
     monkeypatch.setattr(m.aot, "launch", short_fixup)
     assert not script.check(100, 47, 65, "hopper", 2, device="cpu", overrides=small)
+
+
+@pytest.mark.parametrize("N,K,want", [(2304, 768, 2), (768, 768, 7), (3072, 768, 3), (768, 3072, 3),
+                                      (50304, 768, 1)])
+def test_dw_split_counts_resident_blocks(monkeypatch, N, K, want):
+    """The default (128x128 at occupancy 2) splits GPT-2's dW as the hand-timed SPLIT_K sweep found best
+    (2/6/3/3 on an H200): the model's waves are of 2 x 132 resident blocks, not of 132 SMs (it chose 1/3/4/4)."""
+    calls = []
+    monkeypatch.setattr(m.aot, "launch", lambda k, grid, args, **hints: calls.append((k, grid, args)))
+    c = m._config("sm_90", {})
+    dy, x = torch.empty(16384, N, dtype=torch.bfloat16), torch.empty(16384, K, dtype=torch.bfloat16)
+    m.matmul(dy, x, True, False, c)
+    assert calls[0][2][19] == want       # SPLIT
+    assert calls[0][1] == ((N // 128) * (K // 128) * want,)

@@ -262,8 +262,11 @@ def matmul(a, b, ta, tb, c, bias=None, gelu=False, out_dtype=None, db_dtype=None
         raise ValueError("matmul: db (row sums of op(a)) is dW's, whose a is transposed")
     dtype = out_dtype or a.dtype
     sms = aot.sm_count(a)
+    # the split model's waves are of resident blocks, occupancy per SM, num_ctas SMs each: SMs alone (132 at
+    # occupancy 2) chose 1/3/4/4 slices for GPT-2's four dW where the hand-timed best was 2/6/3/3 (264: 2/7/3/3)
+    slots = sms * c["occupancy"] // c["num_ctas"]
     S, k_split = (1, K) if (bias is not None or gelu) else \
-        slices(M, N, K, c["TILE_M"], c["TILE_N"], c["TILE_K"], sms, c["SPLIT_K"])
+        slices(M, N, K, c["TILE_M"], c["TILE_N"], c["TILE_K"], slots, c["SPLIT_K"])
     kt_per = k_split // c["TILE_K"] if S > 1 else aot.cdiv(K, c["TILE_K"])
     out = poison.empty(M, N, dtype=dtype, device=a.device)
     z = poison.empty(M, N, dtype=out.dtype, device=a.device) if gelu else None
