@@ -184,6 +184,7 @@ PRESETS = {
 # occupancy 2 spilled 152 B of its accumulator per tile; 8 math warps (168 registers) and occupancy 1 do not.
 _H = {**PRESETS["hopper"], "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
 PRESETS.update({
+    "tile_128x128": _H,     # today's `hopper` by a name a part can keep (DX_CONFIG / DW_CONFIG) if `hopper` moves
     "persistent_128x128": {**_H, "PERSISTENT": True, "occupancy": 1},
     "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8, "PERSISTENT": True},
     "tile_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8},
