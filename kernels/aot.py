@@ -188,8 +188,9 @@ def cuobjdump_path() -> str | None:
 
 
 def resource_usage(cubin: bytes) -> dict:
-    """registers, smem_bytes (static shared memory) and spills (local bytes per thread) as cuobjdump reads
-    them from a cubin, the largest over its functions; {} without cuobjdump, a message if it fails."""
+    """registers, smem_bytes (static shared memory) and spills (local + stack bytes per thread: register
+    spills land in the stack frame, LOCAL alone read 0 for a cuTile kernel spilling 1.8 KB) as cuobjdump
+    reads them from a cubin, the largest over its functions; {} without cuobjdump, a message if it fails."""
     tool = cuobjdump_path()
     if tool is None:
         return {}
@@ -201,9 +202,18 @@ def resource_usage(cubin: bytes) -> dict:
                                  timeout=60).stdout
         except (OSError, subprocess.SubprocessError) as e:
             return {"message": f"cuobjdump failed: {type(e).__name__}: {e}"[:300]}
+    return parse_resource_usage(out)
+
+
+def parse_resource_usage(text: str) -> dict:
+    """cuobjdump --dump-resource-usage's lines (one per function) as resource_usage's dict."""
     got = {}
-    for tok in out.split():
-        for key, name in (("REG:", "registers"), ("SHARED:", "smem_bytes"), ("LOCAL:", "spills")):
-            if tok.startswith(key) and tok[len(key):].isdigit():
-                got[name] = max(got.get(name, 0), int(tok[len(key):]))
+    for line in text.splitlines():
+        vals = {k: int(v) for k, v in (t.split(":", 1) for t in line.split() if t.count(":") == 1)
+                if v.isdigit()}
+        if "REG" not in vals:
+            continue
+        for name, value in (("registers", vals["REG"]), ("smem_bytes", vals.get("SHARED", 0)),
+                            ("spills", vals.get("LOCAL", 0) + vals.get("STACK", 0))):
+            got[name] = max(got.get(name, 0), value)
     return got
