@@ -114,6 +114,8 @@ PRESETS.update({
     # (its split-K dW would need 262 KB of shared memory: dW runs hopper's config)
     "tma_128x256_s4": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 4, "WARP_SPEC": False,
                        "DW_CONFIG": "hopper"},
+    "tma_128x256_whole": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False,
+                          "SUBTILE": False, "DW_CONFIG": "hopper"},   # the tile stored in one piece (K = 768: 12 steps)
     "tma_128x256_g16": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 16},
     "tma_256x128": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False},
     "tma_256x128_w16": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False, "num_warps": 16},
