@@ -354,8 +354,8 @@ def test_interp(case, interp_results):
 # the Hopper matmul variants where they are meant to run (sm_80 shows their pointer-kernel fallback)
 AOT_PRESETS = [f"linear:{p}|{a}" for p in ("tma_128x256", "tma_128x128", "tma_128x256_ws")
                for a in ("sm_80", "sm_90", "sm_100")] + \
-    [f"linear:{p}|sm_90" for p in ("tma_128x256_s4", "tma_128x256_whole", "tma_128x256_g16", "tma_256x128",
-                                   "tma_256x128_w16", "tma_streamk", "tma_128x128_streamk")]
+    [f"linear:{p}|sm_90" for p in ("tma_128x256_s4", "tma_128x256_whole", "tma_128x256_g16", "tma_128x256_g64",
+                                   "tma_256x128", "tma_256x128_w16", "tma_streamk", "tma_128x128_streamk")]
 
 
 @pytest.mark.slow

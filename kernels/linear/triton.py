@@ -73,7 +73,7 @@ PARAMS = (
     TileParam("BLOCK_M", int, None, (16, 32, 64, 128, 256)),
     TileParam("BLOCK_N", int, None, (16, 32, 64, 128, 256)),
     TileParam("BLOCK_K", int, None, (16, 32, 64, 128)),
-    TileParam("GROUP_M", int, None, (1, 4, 8, 16)),
+    TileParam("GROUP_M", int, None, (1, 4, 8, 16, 32, 64, 128)),
     TileParam("num_warps", int, None, (2, 4, 8, 16)),
     TileParam("num_stages", int, None, (1, 2, 3, 4, 5)),
     TileParam("KERNEL", str, None, ("blocked", "tma"),
@@ -117,6 +117,9 @@ PRESETS.update({
     "tma_128x256_whole": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False,
                           "SUBTILE": False, "DW_CONFIG": "hopper"},   # the tile stored in one piece (K = 768: 12 steps)
     "tma_128x256_g16": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 16},
+    # lm_head's W (50304 x 768, 77 MB) outgrows the L2: GROUP_M 8 streams it once per 8 row tiles (16 times,
+    # 1.2 GB), 64 twice, while those 64 row tiles of X (12.6 MB) stay in L2
+    "tma_128x256_g64": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 64},
     "tma_256x128": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False},
     "tma_256x128_w16": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False, "num_warps": 16},
     # for the dW matmuls (N = 768: 54-72 tiles of 128x256 on 132 SMs): stream-K, via DW_CONFIG
