@@ -80,6 +80,17 @@ def test_triton_split_k_matmul_sums_every_slice():
         assert r["err"] < 1e-5, f"{shape}: split into {r['S']}, rel err {r['err']:.3g}"
 
 
+# Which stream-K tiles two or more programs share (the owner's fix-up runs for those), by the kernel's own split:
+# whole waves data-parallel, the rest's (tile, K step) work cut evenly over the programs.
+SPLIT_TILES = r"""
+from kernels.linear.triton_tma import dp_tiles
+def triton_tma_split_tiles(tiles, kt, sms):
+    P = min(sms, tiles * kt); dp = dp_tiles(tiles, P); work = (tiles - dp) * kt
+    starts = {p * work // P for p in range(P)}
+    return sum(any(u * kt < a < (u + 1) * kt for a in starts) for u in range(tiles - dp))
+"""
+
+
 # dW = dY^T X through the TMA kernel (the interpreter emulates descriptors and atomics; 4 programs): stream-K,
 # split-K and one slice, each with dY's column sums (db) on the way. `split` counts the tiles whose K steps
 # span programs, so the owners' fix-up really runs.
@@ -90,9 +101,7 @@ from kernels.linear import triton as L, triton_tma
 cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4, "num_stages": 2,
        "KERNEL": "tma", "WARP_SPEC": False, "SUBTILE": True, "_family": "hopper"}
 def split_tiles(T, N, K):   # tiles of the (N, K) output whose K steps two or more programs share
-    kt = -(-T // 16); work = -(-N // 16) * -(-K // 16) * kt; P = min(4, work)
-    starts = {p * work // P for p in range(P)}
-    return sum(any(t * kt < a < (t + 1) * kt for a in starts) for t in range(work // kt))
+    return triton_tma_split_tiles(-(-N // 16) * -(-K // 16), -(-T // 16), 4)
 out = {}
 for sk in (-1, 0, 3):
     for T, N, K in ((200, 40, 24), (333, 48, 16), (37, 40, 72), (500, 24, 40)):
@@ -111,13 +120,43 @@ print("RESULT " + json.dumps(out))
 
 
 def test_triton_tma_dw_stream_k_split_k_and_row_sums():
-    res = _interp(DW_SCRIPT)
+    res = _interp(SPLIT_TILES + DW_SCRIPT)
     assert len(res) == 24, res
     assert all(r["split"] for k, r in res.items() if k.startswith("-1 ")), res   # the fix-up ran every time
     for key, r in res.items():
         tol = 1e-5 if "float32" in key else 8e-3
         assert r["dw"] < tol and r["db"] < tol, f"{key}: {r}"
         assert r["dtypes"] == [key.split()[-1]] * 2, f"{key}: {r}"
+
+
+# The forward through stream-K: whole waves data-parallel, then split tiles, with the bias + GELU epilogue and the
+# pre-activation kept (the owner applies it after the fix-up); 4 programs, 16 x 16 tiles.
+FWD_SCRIPT = r"""
+import json, torch
+import torch.nn.functional as F
+from kernels.linear import triton as L
+cfg = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4, "num_stages": 2,
+       "KERNEL": "tma", "WARP_SPEC": False, "SUBTILE": True, "_family": "hopper", "SPLIT_K": -1}
+out = {}
+for M, N, K in ((100, 48, 40), (37, 40, 72), (150, 48, 24)):
+    g = torch.Generator().manual_seed(M)
+    x, w, b = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g) / K ** 0.5, torch.randn(N, generator=g)
+    y, pre, _ = L.matmul(x, w.t(), cfg, bias=b, gelu=True, store_pre=True)
+    pref = x.double() @ w.double().t() + b.double()
+    yref = F.gelu(pref, approximate="tanh")
+    tiles = -(-M // 16) * -(-N // 16)
+    out[f"{M}x{N}x{K}"] = {"y": ((y.double() - yref).norm() / yref.norm()).item(),
+                           "pre": ((pre.double() - pref).norm() / pref.norm()).item(),
+                           "dp": L.triton_tma.dp_tiles(tiles, 4), "split": triton_tma_split_tiles(tiles, -(-K // 16), 4)}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_triton_stream_k_forward_with_epilogue():
+    res = _interp(SPLIT_TILES + FWD_SCRIPT)
+    assert res["100x48x40"]["dp"] > 0 and all(r["split"] for r in res.values()), res
+    for shape, r in res.items():
+        assert r["y"] < 1e-5 and r["pre"] < 1e-5, f"{shape}: {r}"
 
 
 # Poisoned-safety of stream-K: (1) a partial whose flag never rises (the atomic patched out) makes its owner's

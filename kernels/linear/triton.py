@@ -81,8 +81,9 @@ PARAMS = (
     TileParam("WARP_SPEC", bool, None, doc="tma kernel: warp-specialize the K loop (producer/consumer warps)"),
     TileParam("SUBTILE", bool, None, doc="tma kernel: store each output tile as two halves (half the staging smem)"),
     TileParam("SPLIT_K", int, None, (STREAM_K, 0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
-              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model; "
-              "-1: stream-K (tma kernel; the pointer kernel takes the model)"),
+              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model; -1: stream-K on "
+              "the tma kernel for every matmul (whole waves, then the last 1-2 split evenly by K steps; the "
+              "pointer kernel takes the model)"),
     TileParam("FUSE_DB", bool, None, doc="the bias gradient summed inside the dW matmul (tma kernel); "
                                          "False: a standalone column sum of dY"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
@@ -122,7 +123,8 @@ PRESETS.update({
     "tma_128x256_g64": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 64},
     "tma_256x128": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False},
     "tma_256x128_w16": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False, "num_warps": 16},
-    # for the dW matmuls (N = 768: 54-72 tiles of 128x256 on 132 SMs): stream-K, via DW_CONFIG
+    # stream-K: for the dW matmuls (N = 768: 18-72 tiles of 128x256 on 132 SMs; via DW_CONFIG), and the forward
+    # and dX's partial last waves (384 tiles of 128x256 = 2.91 waves at N or K = 768)
     "tma_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "SPLIT_K": STREAM_K},
     "tma_128x128_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False,
                             "SPLIT_K": STREAM_K},
@@ -152,7 +154,7 @@ DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, row_sums=False):
     """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None, row sums of a or None).
     Few output tiles and a long K (the dW matmul) split K across programs: fp32 partials summed after
-    (kernels.linear.splitk), or stream-K (SPLIT_K -1, TMA kernel only). row_sums asks for a's rows summed in
+    (kernels.linear.splitk), or stream-K (SPLIT_K -1, TMA kernel only, any matmul: its partial last wave too). row_sums asks for a's rows summed in
     out's dtype along the way (db of dW = dY^T X); only the TMA kernel fuses them: None elsewhere."""
     M, K = a.shape
     N = b.shape[1]
@@ -168,11 +170,12 @@ def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, ro
     epilogue = bias is not None or gelu or store_pre
     # Triton 3.9 fails to compile the row sums inside a warp-specialized loop for sm_100
     row_sums = row_sums and tma and not epilogue and not (cfg["WARP_SPEC"] and cfg["SPLIT_K"] != STREAM_K)
-    if tma and not epilogue and cfg["SPLIT_K"] == STREAM_K:
+    if tma and cfg["SPLIT_K"] == STREAM_K:
         out = poison.empty(M, N, dtype=dtype, device=a.device)
+        pre = poison.empty(M, N, dtype=dtype, device=a.device) if store_pre else None
         sums = poison.empty(M, dtype=dtype, device=a.device) if row_sums else None
-        triton_tma.launch_streamk(a, b, out, cfg, sms, sums)
-        return out, None, sums
+        triton_tma.launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, sums)
+        return out, pre, sums
     want = max(cfg["SPLIT_K"], 0)   # stream-K asked of the pointer kernel: the split-K model decides
     S, k_split = (1, K) if epilogue else slices(M, N, K, BM, BN, BK, sms, want)
     # partials are poisoned too: a slice that writes nothing must fail the gate, not sum stale memory

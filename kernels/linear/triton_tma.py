@@ -1,8 +1,8 @@
 """Hopper+ matmul in Triton: TMA tensor descriptors built on the host, a persistent grid (one program per
 SM) walking the output tiles in grouped order, optional warp specialization of the K loop, and split-K
 slices as extra tiles of the same walk (fp32 partials into an (S, M, N) workspace). `_matmul_streamk`
-splits the (tile, K step) work evenly over the programs instead (stream-K, for the dW matmuls whose few
-output tiles leave SMs idle). Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY
+runs whole waves of tiles and splits the (tile, K step) work of the last one or two evenly over the programs
+(stream-K: for the dW matmuls, whose few output tiles leave SMs idle, and any partial last wave). Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY
 rides along the dW = dY^T X matmul, whose A tiles are dY^T).
 
 Descriptors need 16-byte aligned rows and a unit-stride last dimension: `usable()` says whether the
@@ -82,6 +82,20 @@ def _k_steps(A, B, off_m, off_n, k_first, steps, acc, asum, TRANS_A: tl.constexp
 
 
 @triton.jit
+def _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+              STORE_PRE: tl.constexpr, SUBTILE: tl.constexpr):
+    """Store a finished fp32 tile: + bias, Pre keeps the pre-activation, then GELU, in C's dtype."""
+    if HAS_BIAS:
+        rn = off_n + tl.arange(0, acc.shape[1])
+        acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if STORE_PRE:
+        _store(Pre, off_m, off_n, 0, acc.to(Pre.dtype), False, SUBTILE)
+    if GELU:
+        acc = gelu_tanh(acc)
+    _store(C, off_m, off_n, 0, acc.to(C.dtype), False, SUBTILE)
+
+
+@triton.jit
 def _matmul_tma(A, B, C, Bias, Pre, DB, M, N, K, K_SPLIT, NUM_PROGS,
                 TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
                 STORE_PRE: tl.constexpr, SPLIT: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -113,46 +127,53 @@ def _matmul_tma(A, B, C, Bias, Pre, DB, M, N, K, K_SPLIT, NUM_PROGS,
         if SPLIT:
             _store(C, off_m, off_n, s, acc, True, SUBTILE)
         else:
-            if HAS_BIAS:
-                rn = off_n + tl.arange(0, BLOCK_N)
-                acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-            if STORE_PRE:
-                _store(Pre, off_m, off_n, s, acc.to(Pre.dtype), False, SUBTILE)
-            if GELU:
-                acc = gelu_tanh(acc)
-            _store(C, off_m, off_n, s, acc.to(C.dtype), False, SUBTILE)
+            _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
 
 
 @triton.jit
-def _matmul_streamk(A, B, C, DB, Part, PartSums, Flags, M, N, K, NUM_PROGS, MAX_POLLS,
-                    TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUBTILE: tl.constexpr):
-    """C = op(A) @ op(B) with the (tile, K step) work split evenly over NUM_PROGS programs (stream-K):
-    program p takes steps [p W / P, (p+1) W / P) of the W = tiles x K steps, tile after tile in grouped order.
-    A tile whose K range spans programs is finished by the one holding its last K step (its owner): every
-    other program leaves its fp32 partial in its own slot of Part (P, BM, BN) and raises Flags[p]; the owner
-    waits for those flags and adds the partials in program order, so the result is deterministic.
-    A program holds at most one partial (its last tile) and does that one first, so owners never wait long.
+def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_TILES, NUM_PROGS, MAX_POLLS,
+                    TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+                    STORE_PRE: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUBTILE: tl.constexpr):
+    """C = op(A) @ op(B) (+ bias, GELU, Pre as in _matmul_tma) as data-parallel waves of whole tiles (the first
+    DP_TILES in grouped order, round robin as in _matmul_tma), then stream-K over the rest: its
+    (tile, K step) work split evenly over the NUM_PROGS programs, program p taking steps [p W / P, (p+1) W / P)
+    of those W, tile after tile. A tile whose K range spans programs is finished by the one holding its last
+    K step (its owner): every other program leaves its fp32 partial in its own slot of Part (P, BM, BN) and
+    raises Flags[p]; the owner waits for those flags and adds the partials in program order, so the result is
+    deterministic. A program holds at most one partial (its last tile) and does that one first, so owners
+    never wait long; only lower programs are waited for, so the interpreter (programs in order) runs it too.
     A flag that never comes (after MAX_POLLS polls) turns the owner's tile (and row sums) into NaN rather
-    than hanging.
-    ROW_SUMS as in _matmul_tma (DB (M,) in its own dtype)."""
+    than hanging. ROW_SUMS as in _matmul_tma (DB (M,) in its own dtype)."""
     pid = tl.program_id(0)
     n_m = tl.cdiv(M, BLOCK_M)
     n_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    work = (n_m * n_n).to(tl.int64) * k_tiles
+    rm_l = tl.arange(0, BLOCK_M)
+    for t in tl.range(pid, DP_TILES, NUM_PROGS, flatten=True):
+        pid_m, pid_n = _grouped(t, n_m, n_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc, asum = _k_steps(A, B, off_m, off_n, 0, k_tiles, acc, asum, TRANS_A, TRANS_B, ROW_SUMS, BLOCK_K)
+        if ROW_SUMS:
+            if pid_n == 0:
+                tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
+        _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
+
+    work = (n_m * n_n - DP_TILES).to(tl.int64) * k_tiles   # stream-K tiles are u = t - DP_TILES
     start = pid * work // NUM_PROGS
     end = (pid + 1) * work // NUM_PROGS
-    first_t = start // k_tiles
-    last_t = (end - 1) // k_tiles
-    rm_l = tl.arange(0, BLOCK_M)
+    first_u = start // k_tiles
+    last_u = (end - 1) // k_tiles
     rn_l = tl.arange(0, BLOCK_N)
     slot = rm_l[:, None] * BLOCK_N + rn_l[None, :]
-    for j in range(0, (last_t - first_t + 1).to(tl.int32)):
-        t = last_t - j   # the last tile (perhaps partial) first
-        k_lo = (tl.maximum(start, t * k_tiles) - t * k_tiles).to(tl.int32)
-        k_hi = (tl.minimum(end, (t + 1) * k_tiles) - t * k_tiles).to(tl.int32)
-        pid_m, pid_n = _grouped(t.to(tl.int32), n_m, n_n, GROUP_M)
+    for j in range(0, (last_u - first_u + 1).to(tl.int32)):
+        u = last_u - j   # the last tile (perhaps partial) first
+        k_lo = (tl.maximum(start, u * k_tiles) - u * k_tiles).to(tl.int32)
+        k_hi = (tl.minimum(end, (u + 1) * k_tiles) - u * k_tiles).to(tl.int32)
+        pid_m, pid_n = _grouped(DP_TILES + u.to(tl.int32), n_m, n_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -167,7 +188,7 @@ def _matmul_streamk(A, B, C, DB, Part, PartSums, Flags, M, N, K, NUM_PROGS, MAX_
             tl.atomic_xchg(Flags + pid, 1, sem="release")
         else:
             # programs q0 .. pid-1 hold the tile's earlier K steps (q0 = the one holding step 0)
-            q0 = ((t * k_tiles + 1) * NUM_PROGS - 1) // work
+            q0 = ((u * k_tiles + 1) * NUM_PROGS - 1) // work
             for q in range(q0.to(tl.int32), pid):
                 polls = 0
                 while (tl.atomic_cas(Flags + q, 1, 1, sem="acquire") != 1) & (polls < MAX_POLLS):
@@ -180,7 +201,7 @@ def _matmul_streamk(A, B, C, DB, Part, PartSums, Flags, M, N, K, NUM_PROGS, MAX_
             if ROW_SUMS:
                 if pid_n == 0:
                     tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
-            _store(C, off_m, off_n, 0, acc.to(C.dtype), False, SUBTILE)
+            _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
 
 
 def stages(cfg, row_sums: bool, family: str) -> int:
@@ -251,33 +272,43 @@ def launch(a, b, out, bias, pre, k_split, cfg, sms, gelu, row_sums=None):
 MAX_POLLS_GPU, MAX_POLLS_INTERP = 1 << 20, 4
 
 
-def launch_streamk(a, b, out, cfg, sms, row_sums=None):
-    """out (M, N) = a (M, K) @ b (K, N), stream-K over min(sms, K steps) programs; row_sums (M,) as in launch.
-    Workspace: one fp32 (BM, BN) partial per program (17 MB at 128x256 on 132 SMs, mostly L2) and
-    fresh zeroed flags (one small memset per call), so no state carries from one call to the next."""
+def dp_tiles(tiles: int, progs: int) -> int:
+    """Tiles the stream-K kernel runs whole (data-parallel): every full wave but the last, so stream-K evens
+    out one to two waves' worth (the partial last wave's idle SMs are what it recovers) and the rest keeps the
+    cross-tile pipelining of the flattened persistent loop."""
+    return max(0, tiles // progs - 1) * progs
+
+
+def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, row_sums=None):
+    """out (M, N) = a (M, K) @ b (K, N) (+ bias, GELU, pre as in launch), data-parallel waves then stream-K
+    over min(sms, K steps) programs; row_sums (M,) as in launch. Workspace: one fp32 (BM, BN) partial per
+    program (17 MB at 128x256 on 132 SMs, mostly L2) and fresh zeroed flags (one small memset per call), so no
+    state carries from one call to the next."""
     M, K = a.shape
     N = b.shape[1]
     BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     SN = BN // 2 if cfg["SUBTILE"] else BN
-    work = aot.cdiv(M, BM) * aot.cdiv(N, BN) * aot.cdiv(K, BK)
-    progs = min(sms, work)   # every program gets at least one K step, so every partial's flag is raised
+    tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN)
+    progs = min(sms, tiles * aot.cdiv(K, BK))   # every program gets at least one K step: every partial's flag rises
     part = torch.empty(progs, BM, BN, dtype=torch.float32, device=out.device)   # read only behind a raised flag
     part_sums = torch.empty(progs, BM, dtype=torch.float32, device=out.device) if row_sums is not None else part
     flags = torch.zeros(progs, dtype=torch.int32, device=out.device)
     c = TensorDescriptor(out, list(out.shape), list(out.stride()), [BM, SN])
-    _matmul_streamk[(progs,)](_desc(a, BM, BK), _desc(b, BK, BN), c, row_sums if row_sums is not None else out,
-                              part, part_sums, flags, M, N, K, progs,
-                              MAX_POLLS_INTERP if aot.interpreting() else MAX_POLLS_GPU,
-                              TRANS_A=layout(a) == "t", TRANS_B=layout(b) == "t", ROW_SUMS=row_sums is not None,
+    p = TensorDescriptor(pre, list(pre.shape), list(pre.stride()), [BM, SN]) if pre is not None else c
+    _matmul_streamk[(progs,)](_desc(a, BM, BK), _desc(b, BK, BN), c, bias if bias is not None else out, p,
+                              row_sums if row_sums is not None else out, part, part_sums, flags, M, N, K,
+                              dp_tiles(tiles, progs), progs, MAX_POLLS_INTERP if aot.interpreting() else MAX_POLLS_GPU,
+                              TRANS_A=layout(a) == "t", TRANS_B=layout(b) == "t", HAS_BIAS=bias is not None,
+                              GELU=gelu, STORE_PRE=pre is not None, ROW_SUMS=row_sums is not None,
                               BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], SUBTILE=cfg["SUBTILE"],
                               num_warps=cfg["num_warps"],
                               num_stages=stages(cfg, row_sums is not None, cfg.get("_family")))
 
 
 def aot_rows(cfg_of, arch):
-    """Compile the kernel's uses for `arch`: the forward with bias, with bias + GELU (part 1), dX (part 2),
-    and dW (part 3) split-K, with the bias gradient's row sums, and stream-K with them; cfg_of(part) is the
-    full tile config that part runs with."""
+    """Compile the kernels' uses for `arch`: the forward with bias, with bias + GELU (part 1), dX (part 2),
+    and dW (part 3) split-K and with the bias gradient's row sums; stream-K's forward with bias + GELU and dW
+    with row sums. cfg_of(part) is the full tile config that part runs with."""
     def desc(dt, shape):
         return f"tensordesc<{dt}[{', '.join(map(str, shape))}]>"
     ints = {k: "i32" for k in ("M", "N", "K", "K_SPLIT", "NUM_PROGS")}
@@ -305,14 +336,19 @@ def aot_rows(cfg_of, arch):
                  "SUBTILE": cfg["SUBTILE"]}
         rows.append(aot.compile_kernel(_matmul_tma, name, sig, const, arch, cfg["num_warps"],
                                        stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
-    cfg = cfg_of(3)
-    BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    sig = {"A": desc("bf16", [BK, BM]), "B": desc("bf16", [BK, BN]),
-           "C": desc("bf16", [BM, BN // 2 if cfg["SUBTILE"] else BN]), "DB": "*bf16", "Part": "*fp32",
-           "PartSums": "*fp32", "Flags": "*i32", "M": "i32", "N": "i32", "K": "i32", "NUM_PROGS": "i32",
-           "MAX_POLLS": "i32"}
-    const = {"TRANS_A": True, "TRANS_B": False, "ROW_SUMS": True, "BLOCK_M": BM, "BLOCK_N": BN, "BLOCK_K": BK,
-             "GROUP_M": cfg["GROUP_M"], "SUBTILE": cfg["SUBTILE"]}
-    rows.append(aot.compile_kernel(_matmul_streamk, "linear_tma_bwd_dw_db_streamk", sig, const, arch,
-                                   cfg["num_warps"], stages(cfg, True, aot.family(arch))))
+    for name, part, a_dims, b_dims, flags in (
+            ("linear_tma_fwd_bias_gelu_streamk", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True,
+                                                                     STORE_PRE=True)),
+            ("linear_tma_bwd_dw_db_streamk", 3, "km", "kn", dict(TRANS_A=True, ROW_SUMS=True))):
+        cfg = cfg_of(part)
+        dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
+        c = desc("bf16", [cfg["BLOCK_M"], cfg["BLOCK_N"] // 2 if cfg["SUBTILE"] else cfg["BLOCK_N"]])
+        sig = {"A": desc("bf16", [dims[d] for d in a_dims]), "B": desc("bf16", [dims[d] for d in b_dims]), "C": c,
+               "Bias": "*bf16", "Pre": c, "DB": "*bf16", "Part": "*fp32", "PartSums": "*fp32", "Flags": "*i32",
+               **{k: "i32" for k in ("M", "N", "K", "DP_TILES", "NUM_PROGS", "MAX_POLLS")}}
+        const = {"TRANS_A": False, "TRANS_B": False, "HAS_BIAS": False, "GELU": False, "STORE_PRE": False,
+                 "ROW_SUMS": False, **flags, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
+                 "SUBTILE": cfg["SUBTILE"]}
+        rows.append(aot.compile_kernel(_matmul_streamk, name, sig, const, arch, cfg["num_warps"],
+                                       stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
     return rows
