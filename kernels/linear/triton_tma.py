@@ -1,9 +1,10 @@
 """Hopper+ matmul in Triton: TMA tensor descriptors built on the host, a persistent grid (one program per
 SM) walking the output tiles in grouped order, optional warp specialization of the K loop, and split-K
 slices as extra tiles of the same walk (fp32 partials into an (S, M, N) workspace). `_matmul_streamk`
-runs whole waves of tiles and splits the (tile, K step) work of the last one or two evenly over the programs
-(stream-K: for the dW matmuls, whose few output tiles leave SMs idle, and any partial last wave). Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY
-rides along the dW = dY^T X matmul, whose A tiles are dY^T).
+runs whole waves of tiles and splits the (tile, K step) work of the last one or two evenly over the
+programs (stream-K: for the dW matmuls, whose few output tiles leave SMs idle, and any partial last wave).
+Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY rides along the dW = dY^T X
+matmul, whose A tiles are dY^T).
 
 Descriptors need 16-byte aligned rows and a unit-stride last dimension: `usable()` says whether the
 operands qualify; the caller takes the pointer kernel when they do not. A transposed operand (dY^T in
