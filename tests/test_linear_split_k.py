@@ -147,7 +147,8 @@ for M, N, K in ((100, 48, 40), (37, 40, 72), (150, 48, 24)):
     tiles = -(-M // 16) * -(-N // 16)
     out[f"{M}x{N}x{K}"] = {"y": ((y.double() - yref).norm() / yref.norm()).item(),
                            "pre": ((pre.double() - pref).norm() / pref.norm()).item(),
-                           "dp": L.triton_tma.dp_tiles(tiles, 4), "split": triton_tma_split_tiles(tiles, -(-K // 16), 4)}
+                           "dp": L.triton_tma.dp_tiles(tiles, 4),
+                           "split": triton_tma_split_tiles(tiles, -(-K // 16), 4)}
 print("RESULT " + json.dumps(out))
 """
 

@@ -154,8 +154,9 @@ DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, row_sums=False):
     """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None, row sums of a or None).
     Few output tiles and a long K (the dW matmul) split K across programs: fp32 partials summed after
-    (kernels.linear.splitk), or stream-K (SPLIT_K -1, TMA kernel only, any matmul: its partial last wave too). row_sums asks for a's rows summed in
-    out's dtype along the way (db of dW = dY^T X); only the TMA kernel fuses them: None elsewhere."""
+    (kernels.linear.splitk), or stream-K (SPLIT_K -1, TMA kernel only, any matmul: its partial last wave
+    too). row_sums asks for a's rows summed in out's dtype along the way (db of dW = dY^T X); only the TMA
+    kernel fuses them: None elsewhere."""
     M, K = a.shape
     N = b.shape[1]
     dtype = out_dtype or a.dtype
