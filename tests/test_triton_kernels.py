@@ -97,11 +97,22 @@ def _cases():
     add("linear-tma-gelu-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd", tma,
         build="linear_gelu")
     add("linear-tma-unaligned-bf16-fwd+bwd", "linear", _first("linear"), "bf16", "fwd+bwd", tma)
+    # stream-K dW (the bias gradient summed inside it), and the bias gradient with no dW wanted (standalone sums)
+    for dtype in ("fp32", "bf16"):
+        add(f"linear-tma-streamk-{dtype}-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, dtype, "fwd+bwd",
+            {**tma, "SPLIT_K": -1})
+    for kernel in ("blocked", "tma"):
+        add(f"linear-frozen-w-{kernel}-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
+            {"KERNEL": kernel}, build="linear_frozen_w")
+    add("linear-tma-standalone-db-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
+        {**tma, "FUSE_DB": False})
     # each matmul alone (kernels.linear.parts), both kernels
     for part in (1, 2, 3):
         for kernel in ("blocked", "tma"):
             add(f"linear-part{part}-{kernel}-bf16-fwd", "linear", {"M": 37, "N": 40, "K": 72, "part": part}, "bf16",
                 "fwd", {"KERNEL": kernel, "SPLIT_K": 2})
+    add("linear-part3-tma-streamk-bf16-fwd", "linear", {"M": 37, "N": 40, "K": 72, "part": 3}, "bf16", "fwd",
+        {**tma, "SPLIT_K": -1})
     # the gate must catch a kernel that leaves outputs unwritten, or gets the mask wrong
     add("broken-half-unwritten", "gelu", _first("gelu"), "bf16", "fwd", build="broken_unwritten", expect_ok=False)
     add("broken-wrong-mask", "fmha", {**_first("fmha"), "causal": True}, "bf16", "fwd", build="broken_mask",
@@ -205,6 +216,9 @@ def _build(kind, spec, c, impl, gen, torch, Inputs, poison):
     if kind == "linear_3d":
         x, w, b = base.args
         return impl.fn, Inputs((x.view(3, 11, -1), w, b), {}, grad_args=(0, 1, 2)), spec
+    if kind == "linear_frozen_w":   # db without dW: the standalone column sums
+        x, w, b = base.args
+        return impl.fn, Inputs((x, w, b), {}, grad_args=(0, 2)), spec
     if kind == "linear_nobias":
         x, w, _ = base.args
         return (lambda x, w, **cfg: impl.fn(x, w, None, **cfg)), Inputs((x, w), {}, grad_args=(0, 1)), _no_bias(spec)
@@ -339,7 +353,9 @@ def test_interp(case, interp_results):
 
 # the Hopper matmul variants where they are meant to run (sm_80 shows their pointer-kernel fallback)
 AOT_PRESETS = [f"linear:{p}|{a}" for p in ("tma_128x256", "tma_128x128", "tma_128x256_ws")
-               for a in ("sm_80", "sm_90", "sm_100")]
+               for a in ("sm_80", "sm_90", "sm_100")] + \
+    [f"linear:{p}|sm_90" for p in ("tma_128x256_s4", "tma_128x256_whole", "tma_128x256_g16", "tma_128x256_g64",
+                                   "tma_256x128", "tma_256x128_w16", "tma_streamk", "tma_128x128_streamk")]
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Linear in Triton: one strided matmul kernel (fp32 accumulation, grouped tile order for L2 reuse) with a
-bias and optional tanh-GELU epilogue. The backward reuses it through strides: dX = dY W and dW = dY^T X;
-db is a column sum of dY (or of dpre, which the GELU backward kernel sums on the way)."""
+bias and optional tanh-GELU epilogue, and on sm_90+ the TMA persistent kernel (kernels.linear.triton_tma).
+The backward reuses them through strides: dX = dY W and dW = dY^T X. db is the column sums of dY: summed by
+the TMA dW matmul from the dY^T tiles it loads anyway, else by a standalone column sum (no dW wanted, the
+pointer kernel); with GELU, the column sums of dpre, which the GELU backward kernel adds up on the way."""
 import torch
 import triton
 import triton.language as tl
@@ -11,6 +13,7 @@ from kernels.gelu.triton import gelu_backward, gelu_tanh
 from kernels.linear import parts, triton_tma
 from kernels.linear.splitk import slices
 from kernels.registry import KernelImpl, TileParam, Unsupported
+from kernels.triton_rows import colsum, colsum_aot, split_rows
 
 # Triton 3.9's CPU interpreter gets bf16 tl.dot wrong; under it (only) the operands go up to fp32 first.
 INTERP = tl.constexpr(aot.interpreting())
@@ -65,19 +68,24 @@ def _matmul(A, B, C, Bias, Pre, M, N, K, s_am, s_ak, s_bk, s_bn, s_cm, s_cn, K_S
     tl.store(C + offs, acc.to(C.dtype.element_ty), mask=mask)
 
 
+STREAM_K = -1   # the SPLIT_K value that asks for stream-K (kernels.linear.triton_tma._matmul_streamk)
 PARAMS = (
     TileParam("BLOCK_M", int, None, (16, 32, 64, 128, 256)),
     TileParam("BLOCK_N", int, None, (16, 32, 64, 128, 256)),
     TileParam("BLOCK_K", int, None, (16, 32, 64, 128)),
-    TileParam("GROUP_M", int, None, (1, 4, 8, 16)),
-    TileParam("num_warps", int, None, (2, 4, 8)),
+    TileParam("GROUP_M", int, None, (1, 4, 8, 16, 32, 64, 128)),
+    TileParam("num_warps", int, None, (2, 4, 8, 16)),
     TileParam("num_stages", int, None, (1, 2, 3, 4, 5)),
     TileParam("KERNEL", str, None, ("blocked", "tma"),
               "blocked: pointer loads, one program per tile; tma: TMA descriptors on a persistent grid (sm_90+)"),
     TileParam("WARP_SPEC", bool, None, doc="tma kernel: warp-specialize the K loop (producer/consumer warps)"),
     TileParam("SUBTILE", bool, None, doc="tma kernel: store each output tile as two halves (half the staging smem)"),
-    TileParam("SPLIT_K", int, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
-              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model"),
+    TileParam("SPLIT_K", int, None, (STREAM_K, 0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16),
+              "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model; -1: stream-K on "
+              "the tma kernel for every matmul (whole waves, then the last 1-2 split evenly by K steps; the "
+              "pointer kernel takes the model)"),
+    TileParam("FUSE_DB", bool, None, doc="the bias gradient summed inside the dW matmul (tma kernel); "
+                                         "False: a standalone column sum of dY"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
@@ -103,10 +111,28 @@ PRESETS.update({
     "hopper": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
+    # for the forward at lm_head / mlp c_proj (0.92 / 0.95x): a 4th stage, wider L2 groups, the tile turned
+    # (its split-K dW would need 262 KB of shared memory: dW runs hopper's config)
+    "tma_128x256_s4": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 4, "WARP_SPEC": False,
+                       "DW_CONFIG": "hopper"},
+    "tma_128x256_whole": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False,
+                          "SUBTILE": False, "DW_CONFIG": "hopper"},   # the tile stored in one piece (K = 768: 12 steps)
+    "tma_128x256_g16": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 16},
+    # lm_head's W (50304 x 768, 77 MB) outgrows the L2: GROUP_M 8 streams it once per 8 row tiles (16 times,
+    # 1.2 GB), 64 twice, while those 64 row tiles of X (12.6 MB) stay in L2
+    "tma_128x256_g64": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "GROUP_M": 64},
+    "tma_256x128": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False},
+    "tma_256x128_w16": {**_TMA, "BLOCK_M": 256, "BLOCK_N": 128, "num_stages": 3, "WARP_SPEC": False, "num_warps": 16},
+    # stream-K: for the dW matmuls (N = 768: 18-72 tiles of 128x256 on 132 SMs; via DW_CONFIG), and the forward
+    # and dX's partial last waves (384 tiles of 128x256 = 2.91 waves at N or K = 768)
+    "tma_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "SPLIT_K": STREAM_K},
+    "tma_128x128_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False,
+                            "SPLIT_K": STREAM_K},
 })
 for _p in PRESETS.values():   # every preset names its backward matmuls' configs: an autotuned pick reports them too
     _p.setdefault("DX_CONFIG", parts.SAME)
     _p.setdefault("DW_CONFIG", parts.SAME)
+    _p.setdefault("FUSE_DB", True)
 PARAMS += parts.part_params(PRESETS)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
@@ -125,9 +151,12 @@ TUNER = aot.Tuner()
 DOT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
-    """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None). Few output tiles and a
-    long K (the dW matmul) split K across programs into fp32 partials, summed after (kernels.linear.splitk)."""
+def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, row_sums=False):
+    """a (M, K) @ b (K, N), any strides; returns (out, pre-activation or None, row sums of a or None).
+    Few output tiles and a long K (the dW matmul) split K across programs: fp32 partials summed after
+    (kernels.linear.splitk), or stream-K (SPLIT_K -1, TMA kernel only, any matmul: its partial last wave
+    too). row_sums asks for a's rows summed in out's dtype along the way (db of dW = dY^T X); only the TMA
+    kernel fuses them: None elsewhere."""
     M, K = a.shape
     N = b.shape[1]
     dtype = out_dtype or a.dtype
@@ -140,13 +169,26 @@ def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
         while BM > 64 and aot.cdiv(M, BM) * aot.cdiv(N, BN) < sms:
             BM //= 2
     epilogue = bias is not None or gelu or store_pre
-    S, k_split = (1, K) if epilogue else slices(M, N, K, BM, BN, BK, sms, cfg["SPLIT_K"])
+    # Triton 3.9 fails to compile the row sums inside a warp-specialized loop for sm_100
+    row_sums = row_sums and tma and not epilogue and not (cfg["WARP_SPEC"] and cfg["SPLIT_K"] != STREAM_K)
+    if tma and cfg["SPLIT_K"] == STREAM_K:
+        out = poison.empty(M, N, dtype=dtype, device=a.device)
+        pre = poison.empty(M, N, dtype=dtype, device=a.device) if store_pre else None
+        sums = poison.empty(M, dtype=dtype, device=a.device) if row_sums else None
+        triton_tma.launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, sums)
+        return out, pre, sums
+    want = max(cfg["SPLIT_K"], 0)   # stream-K asked of the pointer kernel: the split-K model decides
+    S, k_split = (1, K) if epilogue else slices(M, N, K, BM, BN, BK, sms, want)
     # partials are poisoned too: a slice that writes nothing must fail the gate, not sum stale memory
     out = poison.empty(M, N, dtype=dtype, device=a.device) if S == 1 else \
         poison.empty(S, M, N, dtype=torch.float32, device=a.device)
     pre = poison.empty(M, N, dtype=out.dtype, device=a.device) if store_pre else None
+    sums = None
+    if row_sums:   # per-slice fp32 partials when K is split
+        sums = poison.empty(M, dtype=dtype, device=a.device) if S == 1 else \
+            poison.empty(S, M, dtype=torch.float32, device=a.device)
     if tma:
-        triton_tma.launch(a, b, out, bias, pre, k_split, {**cfg, "BLOCK_M": BM}, sms, gelu)
+        triton_tma.launch(a, b, out, bias, pre, k_split, {**cfg, "BLOCK_M": BM}, sms, gelu, sums)
     else:
         grid = (aot.cdiv(M, BM) * aot.cdiv(N, BN), S)
         _matmul[grid](a, b, out, bias if bias is not None else out, pre if store_pre else out, M, N, K,
@@ -158,7 +200,9 @@ def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None):
                       num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     if S > 1:
         out = sum_slices(out, dtype)
-    return out, pre
+        if sums is not None:
+            sums = colsum(sums, dtype)
+    return out, pre, sums
 
 
 @triton.jit
@@ -196,7 +240,7 @@ class _Linear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         gelu = activation == "gelu"
         keep_pre = gelu and grad     # the GELU backward needs the pre-activation
-        y, pre = matmul(x2, w.t(), cfg, bias=bias, gelu=gelu, store_pre=keep_pre)
+        y, pre, _ = matmul(x2, w.t(), cfg, bias=bias, gelu=gelu, store_pre=keep_pre)
         ctx.save_for_backward(x2, w, pre)
         ctx.has_bias, ctx.gelu, ctx.cfg, ctx.shape = bias is not None, gelu, cfg, x.shape
         return y.view(*x.shape[:-1], w.shape[0])
@@ -209,32 +253,44 @@ class _Linear(torch.autograd.Function):
         need_db = ctx.has_bias and ctx.needs_input_grad[2]
         if ctx.gelu:    # d pre = dy * gelu'(pre); its column sums are db
             dy2, db = gelu_backward(pre, None, dy2.contiguous(), _bwd_cfg(ctx.cfg), need_db=need_db)
-        elif need_db:
-            db = _colsum_rows(dy2, w.dtype)
+            need_db = False
         dx = dw = None
         if ctx.needs_input_grad[0]:
             dx = matmul(dy2, w, parts.config_for_part(ctx.cfg, 2, PRESETS))[0].view(ctx.shape)
         if ctx.needs_input_grad[1]:
-            dw = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, PRESETS), out_dtype=w.dtype)[0]
+            # db = the column sums of dY = the row sums of dY^T, the dW matmul's A: the TMA kernel adds them up
+            # from the tiles it loads anyway
+            dw, _, db_fused = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, PRESETS), out_dtype=w.dtype,
+                                     row_sums=need_db and ctx.cfg["FUSE_DB"])
+            db = db_fused if need_db else db
+        if need_db and db is None:   # no dW wanted, or the pointer kernel ran it
+            db = column_sums(dy2, w.dtype)
         return dx, dw, db, None, None, None
 
 
-def _colsum_rows(t, dtype):
-    """db = column sums of dY: partial sums over row blocks, folded by layer_norm's colsum."""
-    from kernels.layer_norm.triton import colsum
+# the standalone bias gradient reads (32, 256) blocks (16 KB of bf16) per step, 4 programs per SM (with the old
+# 8 x 128 blocks c_fc's op without GELU took 0.597 ms on an H200 where its three matmuls sum to ~0.36)
+COLSUM_BLOCK_M, COLSUM_BLOCK_N, COLSUM_WARPS, COLSUM_STAGES, COLSUM_PROGS_PER_SM = 32, 256, 8, 3, 4
+
+
+def column_sums(t, dtype):
+    """db = the column sums of dY (M, N) where the dW matmul cannot fuse them: programs over row blocks leave
+    fp32 partials, folded by triton_rows.colsum. Memory-bound: 16384 x 3072 bf16 is 100 MB, ~30 us at an H200's
+    4.8 TB/s."""
     M, N = t.shape
     if t.stride(1) != 1:
         t = t.contiguous()
-    G = max(1, min(M, 256))
-    rows = aot.cdiv(M, G)
-    G = aot.cdiv(M, rows)
-    part = torch.empty(G, N, dtype=torch.float32, device=t.device)
-    _rowblock_sum[(G, aot.cdiv(N, 128))](t, part, M, N, t.stride(0), rows, BLOCK_M=8, BLOCK_N=128, num_warps=4)
+    n_cols = aot.cdiv(N, COLSUM_BLOCK_N)
+    G, rows = split_rows(M, COLSUM_BLOCK_M, aot.cdiv(COLSUM_PROGS_PER_SM * aot.sm_count(t), n_cols))
+    part = torch.empty(G, N, dtype=torch.float32, device=t.device)   # every element written by _rowblock_sum
+    _rowblock_sum[(G, n_cols)](t, part, M, N, t.stride(0), rows, BLOCK_M=COLSUM_BLOCK_M, BLOCK_N=COLSUM_BLOCK_N,
+                               num_warps=COLSUM_WARPS, num_stages=COLSUM_STAGES)
     return colsum(part, dtype)
 
 
 @triton.jit
 def _rowblock_sum(T, P, M, N, stride_t, rows_per_prog, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """P[g, cols] = the column sums of rows [g * rows_per_prog, (g+1) * rows_per_prog) of T, in fp32."""
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -289,13 +345,14 @@ def config_for(x, cfg):
 
 
 def _aot(config, arch):
-    """The kernels this config runs on `arch`: the TMA kernel's four uses where it runs (sm_90+), else the
-    pointer kernel's; then the split-K fold and the bias-gradient column sums."""
+    """The kernels this config runs on `arch`: the TMA kernel's uses where it runs (sm_90+; dX and dW under
+    their DX_CONFIG / DW_CONFIG), else the pointer kernel's; then the split-K fold and the bias-gradient column
+    sums."""
     fam = aot.family(arch)
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[fam])
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
     if cfg["KERNEL"] == "tma" and fam in TMA_FAMILIES:
-        rows = triton_tma.aot_rows(cfg, arch, tiles)
+        rows = triton_tma.aot_rows(lambda part: parts.config_for_part(cfg, part, PRESETS), arch)
     else:
         rows = [aot.unsupported("linear_tma", arch, "TMA descriptors need sm_90+: the blocked kernel runs here")] \
             if cfg["KERNEL"] == "tma" else []
@@ -311,7 +368,9 @@ def _aot(config, arch):
                                                                       "S": "i32"}, {"BLOCK": SUM_BLOCK}, arch, 4, 1))
     rows.append(aot.compile_kernel(_rowblock_sum, "linear_bwd_rowblock_sum",
                                    {"T": "*bf16", "P": "*fp32", "M": "i32", "N": "i32", "stride_t": "i32",
-                                    "rows_per_prog": "i32"}, {"BLOCK_M": 8, "BLOCK_N": 128}, arch, 4, 1))
+                                    "rows_per_prog": "i32"}, {"BLOCK_M": COLSUM_BLOCK_M, "BLOCK_N": COLSUM_BLOCK_N},
+                                   arch, COLSUM_WARPS, COLSUM_STAGES))
+    rows.append(colsum_aot(arch))
     return rows
 
 

@@ -1,6 +1,10 @@
 """Hopper+ matmul in Triton: TMA tensor descriptors built on the host, a persistent grid (one program per
 SM) walking the output tiles in grouped order, optional warp specialization of the K loop, and split-K
-slices as extra tiles of the same walk (fp32 partials into an (S, M, N) workspace).
+slices as extra tiles of the same walk (fp32 partials into an (S, M, N) workspace). `_matmul_streamk`
+runs whole waves of tiles and splits the (tile, K step) work of the last one or two evenly over the
+programs (stream-K: for the dW matmuls, whose few output tiles leave SMs idle, and any partial last wave).
+Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY rides along the dW = dY^T X
+matmul, whose A tiles are dY^T).
 
 Descriptors need 16-byte aligned rows and a unit-stride last dimension: `usable()` says whether the
 operands qualify; the caller takes the pointer kernel when they do not. A transposed operand (dY^T in
@@ -53,13 +57,56 @@ def _store(desc, off_m, off_n, s, val, SPLIT: tl.constexpr, SUBTILE: tl.constexp
 
 
 @triton.jit
-def _matmul_tma(A, B, C, Bias, Pre, M, N, K, K_SPLIT, NUM_PROGS,
+def _k_steps(A, B, off_m, off_n, k_first, steps, acc, asum, TRANS_A: tl.constexpr, TRANS_B: tl.constexpr,
+             ROW_SUMS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += A[off_m tile, K from k_first, `steps` blocks] @ B[..., off_n tile]; with ROW_SUMS also asum += the
+    rows of that A block summed over K in fp32 (from the tile already loaded for the mma: no extra traffic)."""
+    for kk in range(steps):
+        k = k_first + kk * BLOCK_K
+        if TRANS_A:
+            a_kt = A.load([k, off_m])
+            a = a_kt.T
+            if ROW_SUMS:
+                asum += tl.sum(a_kt.to(tl.float32), axis=0)
+        else:
+            a = A.load([off_m, k])
+            if ROW_SUMS:
+                asum += tl.sum(a.to(tl.float32), axis=1)
+        if TRANS_B:
+            b = B.load([off_n, k]).T
+        else:
+            b = B.load([k, off_n])
+        if INTERP:   # the CPU interpreter's bf16 dot is wrong (see triton.py)
+            a, b = a.to(tl.float32), b.to(tl.float32)
+        acc = tl.dot(a, b, acc)
+    return acc, asum
+
+
+@triton.jit
+def _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+              STORE_PRE: tl.constexpr, SUBTILE: tl.constexpr):
+    """Store a finished fp32 tile: + bias, Pre keeps the pre-activation, then GELU, in C's dtype."""
+    if HAS_BIAS:
+        rn = off_n + tl.arange(0, acc.shape[1])
+        acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    if STORE_PRE:
+        _store(Pre, off_m, off_n, 0, acc.to(Pre.dtype), False, SUBTILE)
+    if GELU:
+        acc = gelu_tanh(acc)
+    _store(C, off_m, off_n, 0, acc.to(C.dtype), False, SUBTILE)
+
+
+@triton.jit
+def _matmul_tma(A, B, C, Bias, Pre, DB, M, N, K, K_SPLIT, NUM_PROGS,
                 TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
-                STORE_PRE: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, WARP_SPEC: tl.constexpr, SUBTILE: tl.constexpr):
+                STORE_PRE: tl.constexpr, SPLIT: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, WARP_SPEC: tl.constexpr,
+                SUBTILE: tl.constexpr):
     """C = op(A) @ op(B) (+ bias, GELU; Pre keeps the pre-activation). A is described as (M, K), or
     (K, M) with TRANS_A; B as (K, N), or (N, K) with TRANS_B. SPLIT: C is an (S, M, N) fp32 workspace
-    and tile t covers K rows [s*K_SPLIT, (s+1)*K_SPLIT) of slice s = t // (tiles per slice)."""
+    and tile t covers K rows [s*K_SPLIT, (s+1)*K_SPLIT) of slice s = t // (tiles per slice).
+    ROW_SUMS: DB[s, m] = sum over the slice's K of op(A)[m, :], written by the first column of tiles
+    (DB is (S, M) fp32 with SPLIT, else (M,) in its own dtype)."""
     n_m = tl.cdiv(M, BLOCK_M)
     n_n = tl.cdiv(N, BLOCK_N)
     per_slice = n_m * n_n
@@ -71,30 +118,99 @@ def _matmul_tma(A, B, C, Bias, Pre, M, N, K, K_SPLIT, NUM_PROGS,
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for kk in range(k_tiles):
-            k = s * K_SPLIT + kk * BLOCK_K
-            if TRANS_A:
-                a = A.load([k, off_m]).T
-            else:
-                a = A.load([off_m, k])
-            if TRANS_B:
-                b = B.load([off_n, k]).T
-            else:
-                b = B.load([k, off_n])
-            if INTERP:   # the CPU interpreter's bf16 dot is wrong (see triton.py)
-                a, b = a.to(tl.float32), b.to(tl.float32)
-            acc = tl.dot(a, b, acc)
+        asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc, asum = _k_steps(A, B, off_m, off_n, s * K_SPLIT, k_tiles, acc, asum, TRANS_A, TRANS_B, ROW_SUMS,
+                             BLOCK_K)
+        if ROW_SUMS:
+            if pid_n == 0:
+                rm = off_m + tl.arange(0, BLOCK_M)
+                tl.store(DB + s * M + rm, asum.to(DB.dtype.element_ty), mask=rm < M)
         if SPLIT:
             _store(C, off_m, off_n, s, acc, True, SUBTILE)
         else:
-            if HAS_BIAS:
-                rn = off_n + tl.arange(0, BLOCK_N)
-                acc += tl.load(Bias + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
-            if STORE_PRE:
-                _store(Pre, off_m, off_n, s, acc.to(Pre.dtype), False, SUBTILE)
-            if GELU:
-                acc = gelu_tanh(acc)
-            _store(C, off_m, off_n, s, acc.to(C.dtype), False, SUBTILE)
+            _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
+
+
+@triton.jit
+def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_TILES, NUM_PROGS, MAX_POLLS,
+                    TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
+                    STORE_PRE: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUBTILE: tl.constexpr):
+    """C = op(A) @ op(B) (+ bias, GELU, Pre as in _matmul_tma) as data-parallel waves of whole tiles (the first
+    DP_TILES in grouped order, round robin as in _matmul_tma), then stream-K over the rest: its
+    (tile, K step) work split evenly over the NUM_PROGS programs, program p taking steps [p W / P, (p+1) W / P)
+    of those W, tile after tile. A tile whose K range spans programs is finished by the one holding its last
+    K step (its owner): every other program leaves its fp32 partial in its own slot of Part (P, BM, BN) and
+    raises Flags[p]; the owner waits for those flags and adds the partials in program order, so the result is
+    deterministic. A program holds at most one partial (its last tile) and does that one first, so owners
+    never wait long; only lower programs are waited for, so the interpreter (programs in order) runs it too.
+    A flag that never comes (after MAX_POLLS polls) turns the owner's tile (and row sums) into NaN rather
+    than hanging. ROW_SUMS as in _matmul_tma (DB (M,) in its own dtype)."""
+    pid = tl.program_id(0)
+    n_m = tl.cdiv(M, BLOCK_M)
+    n_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    rm_l = tl.arange(0, BLOCK_M)
+    for t in tl.range(pid, DP_TILES, NUM_PROGS, flatten=True):
+        pid_m, pid_n = _grouped(t, n_m, n_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc, asum = _k_steps(A, B, off_m, off_n, 0, k_tiles, acc, asum, TRANS_A, TRANS_B, ROW_SUMS, BLOCK_K)
+        if ROW_SUMS:
+            if pid_n == 0:
+                tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
+        _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
+
+    work = (n_m * n_n - DP_TILES).to(tl.int64) * k_tiles   # stream-K tiles are u = t - DP_TILES
+    start = pid * work // NUM_PROGS
+    end = (pid + 1) * work // NUM_PROGS
+    first_u = start // k_tiles
+    last_u = (end - 1) // k_tiles
+    rn_l = tl.arange(0, BLOCK_N)
+    slot = rm_l[:, None] * BLOCK_N + rn_l[None, :]
+    for j in range(0, (last_u - first_u + 1).to(tl.int32)):
+        u = last_u - j   # the last tile (perhaps partial) first
+        k_lo = (tl.maximum(start, u * k_tiles) - u * k_tiles).to(tl.int32)
+        k_hi = (tl.minimum(end, (u + 1) * k_tiles) - u * k_tiles).to(tl.int32)
+        pid_m, pid_n = _grouped(DP_TILES + u.to(tl.int32), n_m, n_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc, asum = _k_steps(A, B, off_m, off_n, k_lo * BLOCK_K, k_hi - k_lo, acc, asum, TRANS_A, TRANS_B, ROW_SUMS,
+                             BLOCK_K)
+        if k_hi < k_tiles:   # not the tile's end: a partial for its owner
+            tl.store(Part + pid * (BLOCK_M * BLOCK_N) + slot, acc)
+            if ROW_SUMS:
+                tl.store(PartSums + pid * BLOCK_M + rm_l, asum)
+            tl.debug_barrier()   # every thread's partial stored before the flag goes up
+            tl.atomic_xchg(Flags + pid, 1, sem="release")
+        else:
+            # programs q0 .. pid-1 hold the tile's earlier K steps (q0 = the one holding step 0)
+            q0 = ((u * k_tiles + 1) * NUM_PROGS - 1) // work
+            for q in range(q0.to(tl.int32), pid):
+                polls = 0
+                while (tl.atomic_cas(Flags + q, 1, 1, sem="acquire") != 1) & (polls < MAX_POLLS):
+                    polls += 1
+                late = polls >= MAX_POLLS
+                part = tl.load(Part + q * (BLOCK_M * BLOCK_N) + slot, cache_modifier=".cg")
+                acc += tl.where(late, float("nan"), part)
+                if ROW_SUMS:
+                    asum += tl.where(late, float("nan"), tl.load(PartSums + q * BLOCK_M + rm_l, cache_modifier=".cg"))
+            if ROW_SUMS:
+                if pid_n == 0:
+                    tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
+            _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
+
+
+def stages(cfg, row_sums: bool, family: str) -> int:
+    """Pipeline stages to compile with. Summing A's rows reads its tiles outside the mma too, and Triton's
+    pipeliner on sm_90 then keeps one A buffer fewer (2 of 3 at num_stages 3: A fetched one K step ahead
+    instead of two); one more stage gives A its depth back (128x256x64 dW: 166 -> 215 KB of shared memory).
+    sm_100 buffers differently (246 KB there, over its limit): unchanged."""
+    return cfg["num_stages"] + (1 if row_sums and family == "hopper" else 0)
 
 
 def _aligned(t) -> bool:
@@ -131,8 +247,9 @@ def _desc(t, block_rows, block_cols):
     return TensorDescriptor(t, [t.shape[1], t.shape[0]], [t.stride(1), 1], [block_cols, block_rows])
 
 
-def launch(a, b, out, bias, pre, k_split, cfg, sms, gelu):
-    """out (M, N), or (S, M, N) fp32 partials, = a (M, K) @ b (K, N) on a persistent grid."""
+def launch(a, b, out, bias, pre, k_split, cfg, sms, gelu, row_sums=None):
+    """out (M, N), or (S, M, N) fp32 partials, = a (M, K) @ b (K, N) on a persistent grid; row_sums (M,),
+    or (S, M) fp32 partials, gets the rows of a summed (over each slice's K)."""
     M, K = a.shape
     N = b.shape[1]
     BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
@@ -143,33 +260,96 @@ def launch(a, b, out, bias, pre, k_split, cfg, sms, gelu):
     tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN) * aot.cdiv(K, k_split)
     progs = min(sms, tiles)
     _matmul_tma[(progs,)](_desc(a, BM, BK), _desc(b, BK, BN), c, bias if bias is not None else out, p,
-                          M, N, K, k_split, progs,
+                          row_sums if row_sums is not None else out, M, N, K, k_split, progs,
                           TRANS_A=layout(a) == "t", TRANS_B=layout(b) == "t", HAS_BIAS=bias is not None,
-                          GELU=gelu, STORE_PRE=pre is not None, SPLIT=split, BLOCK_M=BM, BLOCK_N=BN,
-                          BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], WARP_SPEC=cfg["WARP_SPEC"], SUBTILE=cfg["SUBTILE"],
-                          num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+                          GELU=gelu, STORE_PRE=pre is not None, SPLIT=split, ROW_SUMS=row_sums is not None,
+                          BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], WARP_SPEC=cfg["WARP_SPEC"],
+                          SUBTILE=cfg["SUBTILE"], num_warps=cfg["num_warps"],
+                          num_stages=stages(cfg, row_sums is not None, cfg.get("_family")))
 
 
-def aot_rows(cfg, arch, tiles):
-    """Compile the kernel's four uses (forward with bias, with bias + GELU, dX, split-K dW) for `arch`."""
+# polls of a missing partial's flag before its owner gives up (NaN tile): ~1 s on a GPU; the interpreter
+# runs programs in order, so a flag it has to poll for at all is a bug
+MAX_POLLS_GPU, MAX_POLLS_INTERP = 1 << 20, 4
+
+
+def dp_tiles(tiles: int, progs: int) -> int:
+    """Tiles the stream-K kernel runs whole (data-parallel): every full wave but the last, so stream-K evens
+    out one to two waves' worth (the partial last wave's idle SMs are what it recovers) and the rest keeps the
+    cross-tile pipelining of the flattened persistent loop."""
+    return max(0, tiles // progs - 1) * progs
+
+
+def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, row_sums=None):
+    """out (M, N) = a (M, K) @ b (K, N) (+ bias, GELU, pre as in launch), data-parallel waves then stream-K
+    over min(sms, K steps) programs; row_sums (M,) as in launch. Workspace: one fp32 (BM, BN) partial per
+    program (17 MB at 128x256 on 132 SMs, mostly L2) and fresh zeroed flags (one small memset per call), so no
+    state carries from one call to the next."""
+    M, K = a.shape
+    N = b.shape[1]
     BM, BN, BK = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     SN = BN // 2 if cfg["SUBTILE"] else BN
+    tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN)
+    progs = min(sms, tiles * aot.cdiv(K, BK))   # every program gets at least one K step: every partial's flag rises
+    part = torch.empty(progs, BM, BN, dtype=torch.float32, device=out.device)   # read only behind a raised flag
+    part_sums = torch.empty(progs, BM, dtype=torch.float32, device=out.device) if row_sums is not None else part
+    flags = torch.zeros(progs, dtype=torch.int32, device=out.device)
+    c = TensorDescriptor(out, list(out.shape), list(out.stride()), [BM, SN])
+    p = TensorDescriptor(pre, list(pre.shape), list(pre.stride()), [BM, SN]) if pre is not None else c
+    _matmul_streamk[(progs,)](_desc(a, BM, BK), _desc(b, BK, BN), c, bias if bias is not None else out, p,
+                              row_sums if row_sums is not None else out, part, part_sums, flags, M, N, K,
+                              dp_tiles(tiles, progs), progs, MAX_POLLS_INTERP if aot.interpreting() else MAX_POLLS_GPU,
+                              TRANS_A=layout(a) == "t", TRANS_B=layout(b) == "t", HAS_BIAS=bias is not None,
+                              GELU=gelu, STORE_PRE=pre is not None, ROW_SUMS=row_sums is not None,
+                              BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], SUBTILE=cfg["SUBTILE"],
+                              num_warps=cfg["num_warps"],
+                              num_stages=stages(cfg, row_sums is not None, cfg.get("_family")))
 
+
+def aot_rows(cfg_of, arch):
+    """Compile the kernels' uses for `arch`: the forward with bias, with bias + GELU (part 1), dX (part 2),
+    and dW (part 3) split-K and with the bias gradient's row sums; stream-K's forward with bias + GELU and dW
+    with row sums. cfg_of(part) is the full tile config that part runs with."""
     def desc(dt, shape):
         return f"tensordesc<{dt}[{', '.join(map(str, shape))}]>"
     ints = {k: "i32" for k in ("M", "N", "K", "K_SPLIT", "NUM_PROGS")}
-    uses = (  # name, A block, B block, C, flags
-        ("linear_tma_fwd_bias", [BM, BK], [BN, BK], desc("bf16", [BM, SN]), dict(TRANS_B=True, HAS_BIAS=True)),
-        ("linear_tma_fwd_bias_gelu", [BM, BK], [BN, BK], desc("bf16", [BM, SN]),
-         dict(TRANS_B=True, HAS_BIAS=True, GELU=True, STORE_PRE=True)),
-        ("linear_tma_bwd_dx", [BM, BK], [BK, BN], desc("bf16", [BM, SN]), {}),
-        ("linear_tma_bwd_dw_splitk", [BK, BM], [BK, BN], desc("fp32", [1, BM, SN]), dict(TRANS_A=True, SPLIT=True)),
+    uses = (  # name, part, A block, B block, C (as [dtype, split]), flags
+        ("linear_tma_fwd_bias", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True)),
+        ("linear_tma_fwd_bias_gelu", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True, STORE_PRE=True)),
+        ("linear_tma_bwd_dx", 2, "mk", "kn", {}),
+        ("linear_tma_bwd_dw_splitk", 3, "km", "kn", dict(TRANS_A=True, SPLIT=True)),
+        ("linear_tma_bwd_dw_db", 3, "km", "kn", dict(TRANS_A=True, ROW_SUMS=True)),
     )
     rows = []
-    for name, ab, bb, c, flags in uses:
-        sig = {"A": desc("bf16", ab), "B": desc("bf16", bb), "C": c, "Bias": "*bf16",
-               "Pre": desc("bf16", [BM, SN]) if flags.get("STORE_PRE") else c, **ints}
+    for name, part, a_dims, b_dims, flags in uses:
+        cfg = cfg_of(part)
+        if flags.get("ROW_SUMS") and cfg["WARP_SPEC"]:   # not run: the standalone column sum takes db there
+            continue
+        tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
+        dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
+        SN = cfg["BLOCK_N"] // 2 if cfg["SUBTILE"] else cfg["BLOCK_N"]
+        c = desc("fp32", [1, cfg["BLOCK_M"], SN]) if flags.get("SPLIT") else desc("bf16", [cfg["BLOCK_M"], SN])
+        sig = {"A": desc("bf16", [dims[d] for d in a_dims]), "B": desc("bf16", [dims[d] for d in b_dims]), "C": c,
+               "Bias": "*bf16", "Pre": desc("bf16", [cfg["BLOCK_M"], SN]) if flags.get("STORE_PRE") else c,
+               "DB": "*bf16", **ints}
         const = {"TRANS_A": False, "TRANS_B": False, "HAS_BIAS": False, "GELU": False, "STORE_PRE": False,
-                 "SPLIT": False, **flags, **tiles, "WARP_SPEC": cfg["WARP_SPEC"], "SUBTILE": cfg["SUBTILE"]}
-        rows.append(aot.compile_kernel(_matmul_tma, name, sig, const, arch, cfg["num_warps"], cfg["num_stages"]))
+                 "SPLIT": False, "ROW_SUMS": False, **flags, **tiles, "WARP_SPEC": cfg["WARP_SPEC"],
+                 "SUBTILE": cfg["SUBTILE"]}
+        rows.append(aot.compile_kernel(_matmul_tma, name, sig, const, arch, cfg["num_warps"],
+                                       stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
+    for name, part, a_dims, b_dims, flags in (
+            ("linear_tma_fwd_bias_gelu_streamk", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True,
+                                                                     STORE_PRE=True)),
+            ("linear_tma_bwd_dw_db_streamk", 3, "km", "kn", dict(TRANS_A=True, ROW_SUMS=True))):
+        cfg = cfg_of(part)
+        dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
+        c = desc("bf16", [cfg["BLOCK_M"], cfg["BLOCK_N"] // 2 if cfg["SUBTILE"] else cfg["BLOCK_N"]])
+        sig = {"A": desc("bf16", [dims[d] for d in a_dims]), "B": desc("bf16", [dims[d] for d in b_dims]), "C": c,
+               "Bias": "*bf16", "Pre": c, "DB": "*bf16", "Part": "*fp32", "PartSums": "*fp32", "Flags": "*i32",
+               **{k: "i32" for k in ("M", "N", "K", "DP_TILES", "NUM_PROGS", "MAX_POLLS")}}
+        const = {"TRANS_A": False, "TRANS_B": False, "HAS_BIAS": False, "GELU": False, "STORE_PRE": False,
+                 "ROW_SUMS": False, **flags, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
+                 "SUBTILE": cfg["SUBTILE"]}
+        rows.append(aot.compile_kernel(_matmul_streamk, name, sig, const, arch, cfg["num_warps"],
+                                       stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
     return rows

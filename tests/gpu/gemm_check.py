@@ -2,7 +2,11 @@
 - which GELU cuBLASLt's epilogue computes (kernels.linear.cublaslt assumes tanh, as F.gelu(approximate="tanh")):
   fp32 inputs, max |difference| from each flavour;
 - whether the Triton TMA kernel runs and takes the TMA path on this triton (KERNEL=tma), and what
-  warp specialization does to its compile (status per preset).
+  warp specialization does to its compile (status per preset);
+- whether the Triton stream-K dW (SPLIT_K -1) and the db summed inside it are right at GPT-2's dW shapes and
+  bitwise the same from run to run (its fix-up adds partials in a fixed order);
+- what the standalone bias gradient (column sums of dY, where the dW matmul cannot take it) costs against
+  torch's sum and the bandwidth bound.
 
     python tests/gpu/gemm_check.py
 """
@@ -46,6 +50,37 @@ def triton_tma():
     triton_tma.launch = launch
 
 
+def triton_streamk():
+    from kernels.linear import triton as lt
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n_out, n_in in ((2304, 768), (768, 768), (3072, 768), (768, 3072), (50304, 768)):
+        dy = torch.randn(16384, n_out, device="cuda", generator=g).bfloat16()
+        x = torch.randn(16384, n_in, device="cuda", generator=g).bfloat16()
+        cfg = lt.config_for(x, lt.PRESETS["tma_streamk"])
+        runs = [lt.matmul(dy.t(), x, cfg, row_sums=True) for _ in range(3)]
+        ref, dref = dy.float().t() @ x.float(), dy.float().sum(0)
+        dw, _, db = runs[0]
+        same = all(torch.equal(r[0], dw) and torch.equal(r[2], db) for r in runs[1:])
+        print(f"stream-K dW {n_out}x{n_in}: rel err {((dw.float() - ref).norm() / ref.norm()).item():.2e}, "
+              f"db {((db.float() - dref).norm() / dref.norm()).item():.2e}, bitwise repeatable: {same}")
+
+
+def triton_column_sums():
+    import triton.testing
+
+    from kernels.linear import triton as lt
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n in (768, 2304, 3072):
+        dy = torch.randn(16384, n, device="cuda", generator=g).bfloat16()
+        ours = triton.testing.do_bench(lambda: lt.column_sums(dy, dy.dtype), return_mode="median")
+        ref = triton.testing.do_bench(lambda: dy.sum(0), return_mode="median")
+        err = ((lt.column_sums(dy, torch.float32) - dy.float().sum(0)).norm() / dy.float().sum(0).norm()).item()
+        print(f"column sums 16384x{n}: ours {ours * 1e3:.1f} us, torch {ref * 1e3:.1f} us, "
+              f"{dy.numel() * 2 / ours / 1e9:.2f} TB/s, rel err {err:.1e}")
+
+
 if __name__ == "__main__":
     cublaslt_gelu_flavour()
     triton_tma()
+    triton_streamk()
+    triton_column_sums()
