@@ -67,10 +67,15 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
 @triton.jit
 def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, H, T, qk_scale,
               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-              EVEN_T: tl.constexpr):
-    # heaviest (last) query blocks first: under a causal mask they have the most keys
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
+              EVEN_T: tl.constexpr, LPT: tl.constexpr):
+    # heaviest (last) query blocks first: under a causal mask they have the most keys. LPT: the grid is
+    # (B*H, query blocks), so every head's heaviest block goes before any lighter one and the last wave is short
+    if LPT:
+        pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
+        bh = tl.program_id(0)
+    else:
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+        bh = tl.program_id(1)
     b, h = bh // H, bh % H
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
     k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
@@ -284,6 +289,7 @@ PARAMS = (
     TileParam("BWD_BLOCK_N2", int, None, (16, 32, 64, 128), "dQ kernel: key block"),
     TileParam("bwd_num_warps", int, None, (2, 4, 8)),
     TileParam("bwd_num_stages", int, None, (1, 2, 3, 4, 5)),
+    TileParam("LPT", bool, False, doc="forward grid in (head, query block) order, heaviest blocks first"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 _BWD = {"BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 32}
@@ -311,6 +317,10 @@ PRESETS = {
                       "BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 64, "BWD_BLOCK_M2": 64, "BWD_BLOCK_N2": 32,
                       "bwd_num_warps": 4, "bwd_num_stages": 1},
 }
+# Variants for the fmha_tune sweep (GPT-2's shape on an H200): LPT order, and autotune mode over the candidates
+# below with it (the row's picked_config says which won)
+PRESETS.update({"tune_lpt": {**PRESETS["hopper"], "LPT": True},
+                "tune_lpt_autotune": {**PRESETS["hopper"], "LPT": True, "autotune": True}})
 FWD_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 BWD_KEYS = ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2", "bwd_num_warps", "bwd_num_stages")
 FWD_CANDIDATES = [dict(zip(FWD_KEYS, c)) for c in (
@@ -349,9 +359,10 @@ def _forward(q, k, v, causal, sm_scale, cfg):
     o = layout.out_like(q)
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    _fmha_fwd[(aot.cdiv(T, BM), B * H)](
+    grid = (B * H, aot.cdiv(T, BM)) if cfg["LPT"] else (aot.cdiv(T, BM), B * H)
+    _fmha_fwd[grid](
         q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o), H, T, sm_scale * LOG2E,
-        D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0),
+        D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0), LPT=cfg["LPT"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return o, lse
 
@@ -447,7 +458,7 @@ def _aot(config, arch, D=64):
                                   "sdb", "sdh", "sdt", "sgb", "sgh", "sgt")}
     sig = {**ptrs, **strides, "H": "i32", "T": "i32", "qk_scale": "fp32", "sm_scale": "fp32"}
     rows = [aot.compile_kernel(_fmha_fwd, "fmha_fwd", sig, dict(D=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-                                                              CAUSAL=True, EVEN_T=True),
+                                                              CAUSAL=True, EVEN_T=True, LPT=cfg["LPT"]),
                                arch, cfg["num_warps"], cfg["num_stages"]),
             aot.compile_kernel(_bwd_delta, "fmha_bwd_delta", sig, dict(D=D, BLOCK=64), arch, 4, 1)]
     bw, bs = cfg["bwd_num_warps"], cfg["bwd_num_stages"]
