@@ -1,6 +1,11 @@
 """Flash attention in cuTile: an online-softmax forward that keeps the log-sum-exp per row, and a
 FlashAttention-2 style backward (Delta = rowsum(O * dO), then one kernel for dK/dV per key tile and
-one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones at the finite floor."""
+one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones at the finite floor.
+
+Switches (off by default; the tune_* presets turn them on for the fmha_tune sweep): the forward's unmasked
+key tiles in a loop of their own (SPLIT_LOOPS), its grid heaviest query tiles first (LPT); one backward
+kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED), delta computed inside it (BWD_DELTA_INLINE).
+"""
 import math
 
 import torch
@@ -94,7 +99,17 @@ def _fmha_bwd_delta(O, DO, Delta, H: ConstInt, D: ConstInt, TM: ConstInt):
     ct.store(Delta, index=(bh, mb), tile=d.reshape((1, TM)))
 
 
-def _dkdv_tile(Q, K, V, DO, DK, DV, LSE, Delta, b, h, bh, nb, qk_scale, sm_scale, D, TM, TN, CAUSAL, K_LAT, V_LAT):
+def _delta_rows(O, Delta, do, b, h, bh, mi, TM, D, INLINE):
+    """Delta of query tile mi as a (1, TM) tile: read from the delta kernel's output, or (INLINE) computed
+    here from O and the dO tile already loaded, which saves the pass over O and dO (50 MB at GPT-2's shape)."""
+    if INLINE:
+        o = ct.load(O, index=(b, h, mi, 0), shape=(1, 1, TM, D), padding_mode=ZERO).reshape((TM, D))
+        return ct.sum(o.astype(ct.float32) * do.astype(ct.float32), axis=-1).reshape((1, TM))
+    return ct.load(Delta, index=(bh, mi), shape=(1, TM), padding_mode=ZERO)
+
+
+def _dkdv_tile(Q, K, V, O, DO, DK, DV, LSE, Delta, b, h, bh, nb, qk_scale, sm_scale, D, TM, TN, CAUSAL, K_LAT, V_LAT,
+               DELTA_INLINE):
     """dK, dV of key tile nb: walks the query tiles that see it. Padded query rows load as zeros
     (q, dO, LSE, Delta), so they add exactly nothing to dK and dV."""
     T = Q.shape[2]
@@ -116,7 +131,7 @@ def _dkdv_tile(Q, K, V, DO, DK, DV, LSE, Delta, b, h, bh, nb, qk_scale, sm_scale
         do = ct.load(DO, index=(b, h, mi, 0), shape=(1, 1, TM, D), padding_mode=ZERO,
                      latency=V_LAT).reshape((TM, D))
         lse = ct.load(LSE, index=(bh, mi), shape=(1, TM), padding_mode=ZERO)
-        delta = ct.load(Delta, index=(bh, mi), shape=(1, TM), padding_mode=ZERO)
+        delta = _delta_rows(O, Delta, do, b, h, bh, mi, TM, D, DELTA_INLINE)
         st = ct.mma(k, ct.transpose(q), ct.zeros((TN, TM), dtype=ct.float32))
         pt = ct.exp2(st * qk_scale - lse, flush_to_zero=True)
         if CAUSAL and mi < mask_to:
@@ -129,13 +144,14 @@ def _dkdv_tile(Q, K, V, DO, DK, DV, LSE, Delta, b, h, bh, nb, qk_scale, sm_scale
     ct.store(DV, index=(b, h, nb, 0), tile=dv.reshape((1, 1, TN, D)).astype(DV.dtype))
 
 
-def _dq_tile(Q, K, V, DO, DQ, LSE, Delta, b, h, bh, mb, qk_scale, sm_scale, D, TM, TN, CAUSAL, EVEN_N, K_LAT, V_LAT):
+def _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, b, h, bh, mb, qk_scale, sm_scale, D, TM, TN, CAUSAL, EVEN_N, K_LAT, V_LAT,
+             DELTA_INLINE):
     """dQ of query tile mb: walks the key tiles it sees."""
     T = K.shape[2]
     q = ct.load(Q, index=(b, h, mb, 0), shape=(1, 1, TM, D), padding_mode=ZERO).reshape((TM, D))
     do = ct.load(DO, index=(b, h, mb, 0), shape=(1, 1, TM, D), padding_mode=ZERO).reshape((TM, D))
     lse = ct.load(LSE, index=(bh, mb), shape=(1, TM), padding_mode=ZERO).reshape((TM, 1))
-    delta = ct.load(Delta, index=(bh, mb), shape=(1, TM), padding_mode=ZERO).reshape((TM, 1))
+    delta = _delta_rows(O, Delta, do, b, h, bh, mb, TM, D, DELTA_INLINE).reshape((TM, 1))
     dq = ct.zeros((TM, D), dtype=ct.float32)
     rows = mb * TM + ct.arange(TM, dtype=ct.int32)[:, None]
     cols0 = ct.arange(TN, dtype=ct.int32)[None, :]
@@ -163,26 +179,27 @@ def _dq_tile(Q, K, V, DO, DQ, LSE, Delta, b, h, bh, mb, qk_scale, sm_scale, D, T
 
 
 @ct.kernel
-def _fmha_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt, D: ConstInt,
-                   TM: ConstInt, TN: ConstInt, CAUSAL: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt):
+def _fmha_bwd_dkdv(Q, K, V, O, DO, DK, DV, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt,
+                   D: ConstInt, TM: ConstInt, TN: ConstInt, CAUSAL: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt,
+                   DELTA_INLINE: ConstBool):
     bh = ct.bid(1)
-    _dkdv_tile(Q, K, V, DO, DK, DV, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN,
-               CAUSAL, K_LAT, V_LAT)
+    _dkdv_tile(Q, K, V, O, DO, DK, DV, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN,
+               CAUSAL, K_LAT, V_LAT, DELTA_INLINE)
 
 
 @ct.kernel
-def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt, D: ConstInt,
+def _fmha_bwd_dq(Q, K, V, O, DO, DQ, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt, D: ConstInt,
                  TM: ConstInt, TN: ConstInt, CAUSAL: ConstBool, EVEN_N: ConstBool, K_LAT: ConstInt,
-                 V_LAT: ConstInt):
+                 V_LAT: ConstInt, DELTA_INLINE: ConstBool):
     bh = ct.bid(1)
-    _dq_tile(Q, K, V, DO, DQ, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN, CAUSAL,
-             EVEN_N, K_LAT, V_LAT)
+    _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN, CAUSAL,
+             EVEN_N, K_LAT, V_LAT, DELTA_INLINE)
 
 
 @ct.kernel
-def _fmha_bwd_fused(Q, K, V, DO, DQ, DK, DV, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt,
+def _fmha_bwd_fused(Q, K, V, O, DO, DQ, DK, DV, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt,
                     D: ConstInt, TM: ConstInt, TN: ConstInt, DQ_TM: ConstInt, DQ_TN: ConstInt, CAUSAL: ConstBool,
-                    EVEN_N: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt):
+                    EVEN_N: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt, DELTA_INLINE: ConstBool):
     """Block i does key tile i's dK, dV and then query tile i's dQ (TN == DQ_TM). Under a causal mask the
     first walks the T/TN - i query tiles after the diagonal, the second the i + 1 key tiles before it:
     every block does the same work, so the grid has no long tail, and there is one launch instead of two."""
@@ -190,9 +207,10 @@ def _fmha_bwd_fused(Q, K, V, DO, DQ, DK, DV, LSE, Delta, qk_scale: float, sm_sca
     bh = ct.bid(1)
     b = bh // H
     h = bh % H
-    _dkdv_tile(Q, K, V, DO, DK, DV, LSE, Delta, b, h, bh, i, qk_scale, sm_scale, D, TM, TN, CAUSAL, K_LAT, V_LAT)
-    _dq_tile(Q, K, V, DO, DQ, LSE, Delta, b, h, bh, i, qk_scale, sm_scale, D, DQ_TM, DQ_TN, CAUSAL, EVEN_N,
-             K_LAT, V_LAT)
+    _dkdv_tile(Q, K, V, O, DO, DK, DV, LSE, Delta, b, h, bh, i, qk_scale, sm_scale, D, TM, TN, CAUSAL, K_LAT, V_LAT,
+               DELTA_INLINE)
+    _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, b, h, bh, i, qk_scale, sm_scale, D, DQ_TM, DQ_TN, CAUSAL, EVEN_N,
+             K_LAT, V_LAT, DELTA_INLINE)
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -215,10 +233,12 @@ PARAMS = (
     TileParam("BWD_FUSED", bool, None, doc="one backward kernel: block i does key tile i's dK, dV, then query "
                                            "tile i's dQ (needs BWD_TILE_N == DQ_TILE_M)"),
     TileParam("bwd_num_worker_warps", int, None, (0, 4, 8), "backward warps per block (hint; 0: compiler's)"),
+    TileParam("BWD_DELTA_INLINE", bool, None, doc="backward kernels compute rowsum(O * dO) per query tile themselves "
+                                                  "(no delta kernel, no pass over O and dO)"),
     TileParam("autotune", bool, False, doc="cuda.tile.tune.exhaustive_search over the forward candidates, per shape"),
 )
 _BWD = {"BWD_TILE_M": 64, "BWD_TILE_N": 64, "bwd_occupancy": 1, "DQ_TILE_M": 64, "DQ_TILE_N": 64,
-        "BWD_FUSED": False, "bwd_num_worker_warps": 0}
+        "BWD_FUSED": False, "bwd_num_worker_warps": 0, "BWD_DELTA_INLINE": False}
 _FWD = {"SPLIT_LOOPS": False, "LPT": False, "num_worker_warps": 0}
 # H100 sweep (tests/gpu/cutile_check.py --tune/--sweep): 128x64 at occupancy 2 led the forward at T=1024
 # and 4096, 64x64 at occupancy 4 at T=256; the 64x64 backward gained 30% from occupancy 2.
@@ -235,7 +255,8 @@ PRESETS = {
 }
 # Variants for the fmha_tune sweep (GPT-2's shape on an H200), each the hopper preset plus its changes. Forward:
 # split loops and LPT order, then 8 worker warps (80 registers instead of 128 at 128x64), 128-key tiles,
-# 256-query tiles. Backward: the fused dK/dV + dQ kernel at 64x64, with 8 warps, with 128-key tiles.
+# 256-query tiles. Backward: the fused dK/dV + dQ kernel at 64x64, then with delta computed inline, then with
+# 128-key tiles and 8 warps too.
 _SPLIT_LPT = {"SPLIT_LOOPS": True, "LPT": True}
 _TUNE = {
     "tune_split_lpt": _SPLIT_LPT,
@@ -244,9 +265,9 @@ _TUNE = {
     "tune_128x128_ww8": {**_SPLIT_LPT, "TILE_N": 128, "occupancy": 1, "num_worker_warps": 8},
     "tune_256x64_ww8": {**_SPLIT_LPT, "TILE_M": 256, "occupancy": 1, "num_worker_warps": 8},
     "tune_bwd_fused": {"BWD_FUSED": True},
-    "tune_bwd_fused_ww8": {"BWD_FUSED": True, "bwd_num_worker_warps": 8},
-    "tune_bwd_fused_128": {"BWD_FUSED": True, "BWD_TILE_N": 128, "DQ_TILE_M": 128, "bwd_occupancy": 1,
-                           "bwd_num_worker_warps": 8},
+    "tune_bwd_inline": {"BWD_FUSED": True, "BWD_DELTA_INLINE": True},
+    "tune_bwd_inline_128": {"BWD_FUSED": True, "BWD_DELTA_INLINE": True, "BWD_TILE_N": 128, "DQ_TILE_M": 128,
+                            "bwd_occupancy": 1, "bwd_num_worker_warps": 8},
 }
 PRESETS.update({name: {**PRESETS["hopper"], **changes} for name, changes in _TUNE.items()})
 CANDIDATES = [{"TILE_M": tm, "TILE_N": tn, "occupancy": occ}
@@ -309,21 +330,26 @@ def _check_bwd(c):
 
 def _backward(q, k, v, o, lse, do, causal, scale, c):
     B, H, T, D = q.shape
-    delta = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
-    aot.launch(_fmha_bwd_delta, (aot.cdiv(T, 64), B * H), (o, do, delta, H, D, 64))
+    inline = c["BWD_DELTA_INLINE"]
+    if inline:
+        delta = lse   # a stand-in the kernels never read: they compute delta from O and dO themselves
+    else:
+        delta = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
+        aot.launch(_fmha_bwd_delta, (aot.cdiv(T, 64), B * H), (o, do, delta, H, D, 64))
     dq, dk, dv = layout.grads_like(q, k, v)   # one (B, T, 3, H, D) buffer when q, k, v are a qkv split
     tm, tn, qm, qn = c["BWD_TILE_M"], c["BWD_TILE_N"], c["DQ_TILE_M"], c["DQ_TILE_N"]
     hints = _bwd_hints(c)
     scales = (scale * LOG2E, scale, H, D)
     if c["BWD_FUSED"]:
         aot.launch(_fmha_bwd_fused, (aot.cdiv(T, tn), B * H),
-                   (q, k, v, do, dq, dk, dv, lse, delta, *scales, tm, tn, qm, qn, bool(causal), T % qn == 0, 2, 3),
+                   (q, k, v, o, do, dq, dk, dv, lse, delta, *scales, tm, tn, qm, qn, bool(causal), T % qn == 0, 2, 3,
+                    inline),
                    **hints)
         return dq, dk, dv
     aot.launch(_fmha_bwd_dkdv, (aot.cdiv(T, tn), B * H),
-               (q, k, v, do, dk, dv, lse, delta, *scales, tm, tn, bool(causal), 2, 3), **hints)
+               (q, k, v, o, do, dk, dv, lse, delta, *scales, tm, tn, bool(causal), 2, 3, inline), **hints)
     aot.launch(_fmha_bwd_dq, (aot.cdiv(T, qm), B * H),
-               (q, k, v, do, dq, lse, delta, *scales, qm, qn, bool(causal), T % qn == 0, 2, 3), **hints)
+               (q, k, v, o, do, dq, lse, delta, *scales, qm, qn, bool(causal), T % qn == 0, 2, 3, inline), **hints)
     return dq, dk, dv
 
 
@@ -392,21 +418,22 @@ def _aot(config, arch, D=64, dtype="bf16"):
     f32 = aot.scalar("fp32")
     tm, tn, qm, qn = c["BWD_TILE_M"], c["BWD_TILE_N"], c["DQ_TILE_M"], c["DQ_TILE_N"]
     scales = [f32, f32, 12, D]
+    inline = c["BWD_DELTA_INLINE"]
     rows = [
         aot.compile_kernel(_fmha_fwd, "fmha_fwd", [A4, A4, A4, A4, A2, f32, 12, D, c["TILE_M"], c["TILE_N"], True,
                                                    True, c["K_LATENCY"], c["V_LATENCY"], c["SPLIT_LOOPS"], c["LPT"]],
                            arch, _fwd_hints(c)),
-        aot.compile_kernel(_fmha_bwd_delta, "fmha_bwd_delta", [A4, A4, A2, 12, D, 64], arch),
     ]
+    if not inline:
+        rows.append(aot.compile_kernel(_fmha_bwd_delta, "fmha_bwd_delta", [A4, A4, A2, 12, D, 64], arch))
     if c["BWD_FUSED"]:
-        return rows + [aot.compile_kernel(_fmha_bwd_fused, "fmha_bwd_fused",
-                                          [A4] * 7 + [A2, A2] + scales + [tm, tn, qm, qn, True, True, 2, 3], arch,
-                                          _bwd_hints(c))]
+        return rows + [aot.compile_kernel(_fmha_bwd_fused, "fmha_bwd_fused", [A4] * 8 + [A2, A2] + scales +
+                                          [tm, tn, qm, qn, True, True, 2, 3, inline], arch, _bwd_hints(c))]
     return rows + [
-        aot.compile_kernel(_fmha_bwd_dkdv, "fmha_bwd_dkdv", [A4] * 6 + [A2, A2] + scales + [tm, tn, True, 2, 3],
+        aot.compile_kernel(_fmha_bwd_dkdv, "fmha_bwd_dkdv", [A4] * 7 + [A2, A2] + scales + [tm, tn, True, 2, 3, inline],
                            arch, _bwd_hints(c)),
-        aot.compile_kernel(_fmha_bwd_dq, "fmha_bwd_dq", [A4] * 5 + [A2, A2] + scales + [qm, qn, True, True, 2, 3],
-                           arch, _bwd_hints(c)),
+        aot.compile_kernel(_fmha_bwd_dq, "fmha_bwd_dq",
+                           [A4] * 6 + [A2, A2] + scales + [qm, qn, True, True, 2, 3, inline], arch, _bwd_hints(c)),
     ]
 
 
