@@ -64,7 +64,7 @@ def _cases():
     for causal in (True, False):
         add(f"fmha-qkv-layout-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
             {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd")
-    for causal in (True, False):   # the (B*H, query blocks) grid, heaviest blocks first
+    for causal in (True, False):   # the (B*H, blocks) grids, heaviest blocks first
         add(f"fmha-lpt-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
             {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal}, "bf16", "fwd+bwd", {"LPT": True})
     add("fmha-mixed-layouts-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
