@@ -44,7 +44,7 @@ def test_aot_every_preset_every_arch(op):
     impl = _impl(op)
     assert {"hopper", "blackwell"} <= set(impl.presets)
     for name, preset in impl.presets.items():
-        for arch in ARCHS:
+        for arch in ("sm_90",) if name.startswith("tune_") else ARCHS:   # tuning variants: for Hopper
             _assert_ok(impl.aot(impl.config(preset), arch), f"{op} preset {name} {arch}")
 
 

@@ -147,6 +147,27 @@ def test_fmha_supports_and_params():
 
 
 @needs_cutile
+def test_fmha_tune_variants():
+    """The fmha_tune variants are valid configs; the defaults keep every variant switch off; LPT swaps the
+    grid's axes; a fused backward whose key tile is not its dQ query tile is refused before any launch."""
+    from kernels.fmha import cutile as f
+    impl = registry._import_impl("fmha", "cutile")[0]
+    for name in f._TUNE:
+        impl.config(impl.presets[name])
+    for arch in ("sm_80", "sm_89", "sm_90", "sm_100"):
+        c = f._config(arch, {})
+        assert not (c["SPLIT_LOOPS"] or c["LPT"] or c["BWD_FUSED"] or c["num_worker_warps"])
+        assert (c["DQ_TILE_M"], c["DQ_TILE_N"]) == (c["BWD_TILE_M"], c["BWD_TILE_N"])
+    assert f._fwd_grid(16, 12, 1000, {"TILE_M": 128, "LPT": False}) == (8, 192, 1)
+    assert f._fwd_grid(16, 12, 1000, {"TILE_M": 128, "LPT": True}) == (192, 8, 1)
+    assert f._hints(2, 1, 0) == {"occupancy": 2, "num_ctas": 1}
+    import torch
+    q = torch.randn(1, 2, 16, 64)
+    with pytest.raises(registry.Unsupported, match="BWD_TILE_N .* DQ_TILE_M"):
+        f.fmha(q, q, q, BWD_FUSED=True, BWD_TILE_N=64, DQ_TILE_M=128)
+
+
+@needs_cutile
 def test_layer_norm_wide_rows_config():
     from kernels.layer_norm import cutile as ln
     narrow, wide = ln._config("sm_90", 768, {}), ln._config("sm_90", 4096, {})

@@ -64,6 +64,9 @@ def _cases():
     for causal in (True, False):
         add(f"fmha-qkv-layout-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
             {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal, "qkv": True}, "bf16", "fwd+bwd")
+    for causal in (True, False):   # the (B*H, blocks) grids, heaviest blocks first
+        add(f"fmha-lpt-{'causal' if causal else 'full'}-bf16-fwd+bwd", "fmha",
+            {"B": 2, "H": 3, "T": 37, "D": 64, "causal": causal}, "bf16", "fwd+bwd", {"LPT": True})
     add("fmha-mixed-layouts-bf16-fwd+bwd", "fmha", {"B": 2, "H": 3, "T": 37, "D": 64}, "bf16", "fwd+bwd",
         build="mixed_layouts")
     add("fmha-T64-even-fp16-fwd+bwd", "fmha", {"B": 1, "H": 2, "T": 64, "D": 64}, "fp16", "fwd+bwd")

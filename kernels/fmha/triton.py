@@ -34,6 +34,20 @@ def _dot(a, b, acc):
 
 
 @triton.jit
+def _block_and_head(LPT: tl.constexpr, REVERSE: tl.constexpr):
+    """This program's block index along T and its batch*head. LPT grids are (B*H, blocks): every head's
+    block b goes before any head's block b+1, so with REVERSE (heaviest last blocks first, for query blocks
+    under a causal mask) the grid's last wave holds the lightest blocks."""
+    if LPT:
+        blk, n, bh = tl.program_id(1), tl.num_programs(1), tl.program_id(0)
+    else:
+        blk, n, bh = tl.program_id(0), tl.num_programs(0), tl.program_id(1)
+    if REVERSE:
+        blk = n - 1 - blk
+    return blk, bh
+
+
+@triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, lo, hi, T, qk_scale,
                 D: tl.constexpr, BLOCK_N: tl.constexpr, DIAG: tl.constexpr, EDGE: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
@@ -67,10 +81,8 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
 @triton.jit
 def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, H, T, qk_scale,
               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-              EVEN_T: tl.constexpr):
-    # heaviest (last) query blocks first: under a causal mask they have the most keys
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
+              EVEN_T: tl.constexpr, LPT: tl.constexpr):
+    pid_m, bh = _block_and_head(LPT, True)   # heaviest (last) query blocks first: they have the most keys
     b, h = bh // H, bh % H
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
     k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
@@ -157,9 +169,8 @@ def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, 
 def _fmha_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                    sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                   EVEN_T: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+                   EVEN_T: tl.constexpr, LPT: tl.constexpr):
+    pid_n, bh = _block_and_head(LPT, False)   # first key blocks first: the most queries see them
     b, h = bh // H, bh % H
     q_base = Q + b.to(tl.int64) * sqb + h.to(tl.int64) * sqh
     do_base = DO + b.to(tl.int64) * sdb + h.to(tl.int64) * sdh
@@ -228,9 +239,8 @@ def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, lo, hi, 
 def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                  sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                 EVEN_T: tl.constexpr):
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
+                 EVEN_T: tl.constexpr, LPT: tl.constexpr):
+    pid_m, bh = _block_and_head(LPT, True)
     b, h = bh // H, bh % H
     k_base = K + b.to(tl.int64) * skb + h.to(tl.int64) * skh
     v_base = V + b.to(tl.int64) * svb + h.to(tl.int64) * svh
@@ -284,6 +294,7 @@ PARAMS = (
     TileParam("BWD_BLOCK_N2", int, None, (16, 32, 64, 128), "dQ kernel: key block"),
     TileParam("bwd_num_warps", int, None, (2, 4, 8)),
     TileParam("bwd_num_stages", int, None, (1, 2, 3, 4, 5)),
+    TileParam("LPT", bool, False, doc="grids in (head, block) order, heaviest blocks of every head first"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 _BWD = {"BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 32}
@@ -311,6 +322,10 @@ PRESETS = {
                       "BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 64, "BWD_BLOCK_M2": 64, "BWD_BLOCK_N2": 32,
                       "bwd_num_warps": 4, "bwd_num_stages": 1},
 }
+# Variants for the fmha_tune sweep (GPT-2's shape on an H200): LPT order, and autotune mode over the candidates
+# below with it (the row's picked_config says which won)
+PRESETS.update({"tune_lpt": {**PRESETS["hopper"], "LPT": True},
+                "tune_lpt_autotune": {**PRESETS["hopper"], "LPT": True, "autotune": True}})
 FWD_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 BWD_KEYS = ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2", "bwd_num_warps", "bwd_num_stages")
 FWD_CANDIDATES = [dict(zip(FWD_KEYS, c)) for c in (
@@ -344,14 +359,18 @@ def _last_dim_unit(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _grid(heads, blocks, lpt):
+    return (heads, blocks) if lpt else (blocks, heads)
+
+
 def _forward(q, k, v, causal, sm_scale, cfg):
     B, H, T, D = q.shape
     o = layout.out_like(q)
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    _fmha_fwd[(aot.cdiv(T, BM), B * H)](
+    _fmha_fwd[_grid(B * H, aot.cdiv(T, BM), cfg["LPT"])](
         q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o), H, T, sm_scale * LOG2E,
-        D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0),
+        D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0), LPT=cfg["LPT"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return o, lse
 
@@ -364,12 +383,12 @@ def _backward(q, k, v, o, lse, do, causal, sm_scale, cfg):
     dq, dk, dv = layout.grads_like(q, k, v)   # one (B, T, 3, H, D) buffer when q, k, v are a qkv split
     if dk.stride() != dq.stride() or dv.stride() != dq.stride():
         raise Unsupported("dq, dk, dv must share strides")
-    common = dict(num_warps=cfg["bwd_num_warps"], num_stages=cfg["bwd_num_stages"])
+    common = dict(num_warps=cfg["bwd_num_warps"], num_stages=cfg["bwd_num_stages"], LPT=cfg["LPT"])
     M1, N1, M2, N2 = (cfg[k_] for k_ in ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2"))
-    _fmha_bwd_dkdv[(aot.cdiv(T, N1), B * H)](
+    _fmha_bwd_dkdv[_grid(B * H, aot.cdiv(T, N1), cfg["LPT"])](
         q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk),
         H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M1, BLOCK_N=N1, CAUSAL=causal, EVEN_T=(T % M1 == 0 and T % N1 == 0), **common)
-    _fmha_bwd_dq[(aot.cdiv(T, M2), B * H)](
+    _fmha_bwd_dq[_grid(B * H, aot.cdiv(T, M2), cfg["LPT"])](
         q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
         H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M2, BLOCK_N=N2, CAUSAL=causal, EVEN_T=(T % M2 == 0 and T % N2 == 0), **common)
     return dq, dk, dv
@@ -447,16 +466,16 @@ def _aot(config, arch, D=64):
                                   "sdb", "sdh", "sdt", "sgb", "sgh", "sgt")}
     sig = {**ptrs, **strides, "H": "i32", "T": "i32", "qk_scale": "fp32", "sm_scale": "fp32"}
     rows = [aot.compile_kernel(_fmha_fwd, "fmha_fwd", sig, dict(D=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
-                                                              CAUSAL=True, EVEN_T=True),
+                                                              CAUSAL=True, EVEN_T=True, LPT=cfg["LPT"]),
                                arch, cfg["num_warps"], cfg["num_stages"]),
             aot.compile_kernel(_bwd_delta, "fmha_bwd_delta", sig, dict(D=D, BLOCK=64), arch, 4, 1)]
     bw, bs = cfg["bwd_num_warps"], cfg["bwd_num_stages"]
     rows.append(aot.compile_kernel(_fmha_bwd_dkdv, "fmha_bwd_dkdv", sig,
                                    dict(D=D, BLOCK_M=cfg["BWD_BLOCK_M1"], BLOCK_N=cfg["BWD_BLOCK_N1"], CAUSAL=True,
-                                        EVEN_T=True), arch, bw, bs))
+                                        EVEN_T=True, LPT=cfg["LPT"]), arch, bw, bs))
     rows.append(aot.compile_kernel(_fmha_bwd_dq, "fmha_bwd_dq", sig,
                                    dict(D=D, BLOCK_M=cfg["BWD_BLOCK_M2"], BLOCK_N=cfg["BWD_BLOCK_N2"], CAUSAL=True,
-                                        EVEN_T=True), arch, bw, bs))
+                                        EVEN_T=True, LPT=cfg["LPT"]), arch, bw, bs))
     return rows
 
 
