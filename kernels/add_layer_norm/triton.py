@@ -93,6 +93,9 @@ PARAMS = (
     TileParam("BWD_PROGS", int, None, (1, 2, 4, 8), "programs per SM sharing the backward's rows"),
 )
 PRESETS = {k: dict(v) for k, v in LN_PRESETS.items()}
+# the fp32-residual backward at GPT-2's 16384 x 768 on an H200 (t_aln sweep, graph replays, 2026-12-01): 8 rows
+# per step, 2 programs per SM, 4 warps 0.112 ms fwd+bwd vs layer_norm's 4 / 4 / 4 at 0.137 (24 such calls a step)
+PRESETS["hopper"].update(BWD_ROWS=8, BWD_PROGS=2, bwd_num_warps=4)
 
 
 def _preset(arch: str, C: int) -> dict:

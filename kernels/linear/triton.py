@@ -84,8 +84,9 @@ PARAMS = (
               "K slices when no epilogue runs (the dW matmul); 0: kernels.linear.splitk's model; -1: stream-K on "
               "the tma kernel for every matmul (whole waves, then the last 1-2 split evenly by K steps; the "
               "pointer kernel takes the model)"),
-    TileParam("FUSE_DB", bool, None, doc="the bias gradient summed inside the dW matmul (tma kernel); "
-                                         "False: a standalone column sum of dY"),
+    TileParam("FUSE_DB", bool, None, doc="the bias gradient summed inside the split-K dW matmul (tma kernel); "
+                                         "False (every preset): a standalone column sum of dY. Not yet run on a "
+                                         "GPU at its current shared-memory size (see triton_tma.stages)"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
@@ -132,7 +133,7 @@ PRESETS.update({
 for _p in PRESETS.values():   # every preset names its backward matmuls' configs: an autotuned pick reports them too
     _p.setdefault("DX_CONFIG", parts.SAME)
     _p.setdefault("DW_CONFIG", parts.SAME)
-    _p.setdefault("FUSE_DB", True)
+    _p.setdefault("FUSE_DB", False)
 PARAMS += parts.part_params(PRESETS)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
@@ -170,7 +171,9 @@ def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, ro
             BM //= 2
     epilogue = bias is not None or gelu or store_pre
     # Triton 3.9 fails to compile the row sums inside a warp-specialized loop for sm_100
-    row_sums = row_sums and tma and not epilogue and not (cfg["WARP_SPEC"] and cfg["SPLIT_K"] != STREAM_K)
+    # stream-K never sums them: with ROW_SUMS its dW came out wrong on an H200 (rel-L2 0.29-0.57, gemm_triton_op,
+    # 2026-12-01) where the CPU interpreter, running programs one at a time, got it right
+    row_sums = row_sums and tma and not epilogue and not cfg["WARP_SPEC"] and cfg["SPLIT_K"] != STREAM_K
     if tma and cfg["SPLIT_K"] == STREAM_K:
         out = poison.empty(M, N, dtype=dtype, device=a.device)
         pre = poison.empty(M, N, dtype=dtype, device=a.device) if store_pre else None

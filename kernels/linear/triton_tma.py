@@ -206,11 +206,11 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
 
 
 def stages(cfg, row_sums: bool, family: str) -> int:
-    """Pipeline stages to compile with. Summing A's rows reads its tiles outside the mma too, and Triton's
-    pipeliner on sm_90 then keeps one A buffer fewer (2 of 3 at num_stages 3: A fetched one K step ahead
-    instead of two); one more stage gives A its depth back (128x256x64 dW: 166 -> 215 KB of shared memory).
-    sm_100 buffers differently (246 KB there, over its limit): unchanged."""
-    return cfg["num_stages"] + (1 if row_sums and family == "hopper" else 0)
+    """Pipeline stages to compile with: the config's. Summing A's rows reads its tiles outside the mma too, and
+    Triton's pipeliner on sm_90 then keeps one A buffer fewer (A fetched one K step ahead instead of two); one
+    more stage would give A its depth back, but with triton 3.6 on an H200 the 128x256x64 dW kernel then asked
+    for 249,912 B of shared memory (limit 232,448; gemm_triton_op, 2026-12-01), so it is not added."""
+    return cfg["num_stages"]
 
 
 def _aligned(t) -> bool:
