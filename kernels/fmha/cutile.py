@@ -3,7 +3,7 @@ FlashAttention-2 style backward (Delta = rowsum(O * dO), then one kernel for dK/
 one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones at the finite floor.
 
 Switches (off by default; the tune_* presets turn them on for the fmha_tune sweep): the forward's unmasked
-key tiles in a loop of their own (SPLIT_LOOPS), its grid heaviest query tiles first (LPT); one backward
+key tiles in a loop of their own (SPLIT_LOOPS); grids with the heaviest tiles first (LPT); one backward
 kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED), delta computed inside it (BWD_DELTA_INLINE).
 """
 import math
@@ -22,6 +22,19 @@ LOG2E = 1.4426950408889634
 ConstInt = ct.Constant[int]
 ConstBool = ct.Constant[bool]
 ZERO = ct.PaddingMode.ZERO
+
+
+def _tile_and_head(LPT, REVERSE):
+    """This block's tile index along T and its batch*head. LPT grids are (B*H, tiles): every head's tile t
+    goes before any head's tile t+1, so with the heaviest tiles first (REVERSE for query tiles under a causal
+    mask, whose last tiles see the most keys) the grid's last wave holds the lightest tiles."""
+    if LPT:
+        t, n, bh = ct.bid(1), ct.num_blocks(1), ct.bid(0)
+    else:
+        t, n, bh = ct.bid(0), ct.num_blocks(0), ct.bid(1)
+    if REVERSE:
+        t = n - 1 - t
+    return t, bh
 
 
 def _fwd_step(q, K, V, acc, l_i, m_i, b, h, j, rows, cols0, T, qk_scale, D, TN, CAUSAL, MASK, K_LAT, V_LAT):
@@ -49,12 +62,7 @@ def _fwd_step(q, K, V, acc, l_i, m_i, b, h, j, rows, cols0, T, qk_scale, D, TN, 
 def _fmha_fwd(Q, K, V, O, LSE, qk_scale: float, H: ConstInt, D: ConstInt, TM: ConstInt, TN: ConstInt,
               CAUSAL: ConstBool, EVEN_N: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt, SPLIT: ConstBool,
               LPT: ConstBool):
-    if LPT:   # grid (B*H, query tiles), heaviest tiles of every head first: the last wave is the shortest rows
-        bh = ct.bid(0)
-        mb = ct.num_blocks(1) - 1 - ct.bid(1)
-    else:
-        mb = ct.bid(0)
-        bh = ct.bid(1)
+    mb, bh = _tile_and_head(LPT, LPT)   # without LPT: tiles in order, as before
     b = bh // H
     h = bh % H
     T = K.shape[2]
@@ -181,18 +189,18 @@ def _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, b, h, bh, mb, qk_scale, sm_scale, D
 @ct.kernel
 def _fmha_bwd_dkdv(Q, K, V, O, DO, DK, DV, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt,
                    D: ConstInt, TM: ConstInt, TN: ConstInt, CAUSAL: ConstBool, K_LAT: ConstInt, V_LAT: ConstInt,
-                   DELTA_INLINE: ConstBool):
-    bh = ct.bid(1)
-    _dkdv_tile(Q, K, V, O, DO, DK, DV, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN,
+                   DELTA_INLINE: ConstBool, LPT: ConstBool):
+    nb, bh = _tile_and_head(LPT, False)   # the first key tiles are the heaviest: the most queries see them
+    _dkdv_tile(Q, K, V, O, DO, DK, DV, LSE, Delta, bh // H, bh % H, bh, nb, qk_scale, sm_scale, D, TM, TN,
                CAUSAL, K_LAT, V_LAT, DELTA_INLINE)
 
 
 @ct.kernel
 def _fmha_bwd_dq(Q, K, V, O, DO, DQ, LSE, Delta, qk_scale: float, sm_scale: float, H: ConstInt, D: ConstInt,
                  TM: ConstInt, TN: ConstInt, CAUSAL: ConstBool, EVEN_N: ConstBool, K_LAT: ConstInt,
-                 V_LAT: ConstInt, DELTA_INLINE: ConstBool):
-    bh = ct.bid(1)
-    _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, bh // H, bh % H, bh, ct.bid(0), qk_scale, sm_scale, D, TM, TN, CAUSAL,
+                 V_LAT: ConstInt, DELTA_INLINE: ConstBool, LPT: ConstBool):
+    mb, bh = _tile_and_head(LPT, LPT)
+    _dq_tile(Q, K, V, O, DO, DQ, LSE, Delta, bh // H, bh % H, bh, mb, qk_scale, sm_scale, D, TM, TN, CAUSAL,
              EVEN_N, K_LAT, V_LAT, DELTA_INLINE)
 
 
@@ -226,7 +234,7 @@ PARAMS = (
     TileParam("BWD_TILE_N", int, None, (32, 64, 128), "backward key tile"),
     TileParam("bwd_occupancy", int, None, (1, 2, 3, 4)),
     TileParam("SPLIT_LOOPS", bool, None, doc="forward: one loop over the unmasked key tiles, one over the masked"),
-    TileParam("LPT", bool, None, doc="forward grid in (head, query tile) order, heaviest query tiles first"),
+    TileParam("LPT", bool, None, doc="grids in (head, tile) order, the heaviest tiles of every head first"),
     TileParam("num_worker_warps", int, None, (0, 4, 8), "forward warps per block (compiler hint; 0: its choice)"),
     TileParam("DQ_TILE_M", int, None, (32, 64, 128), "dQ: query tile"),
     TileParam("DQ_TILE_N", int, None, (32, 64, 128), "dQ: key tile"),
@@ -255,19 +263,20 @@ PRESETS = {
 }
 # Variants for the fmha_tune sweep (GPT-2's shape on an H200), each the hopper preset plus its changes. Forward:
 # split loops and LPT order, then 8 worker warps (80 registers instead of 128 at 128x64), 128-key tiles,
-# 256-query tiles. Backward: the fused dK/dV + dQ kernel at 64x64, then with delta computed inline, then with
-# 128-key tiles and 8 warps too.
+# 256-query tiles. Backward (all with the LPT forward and delta computed inline): the two kernels LPT-ordered;
+# the fused dK/dV + dQ kernel at 64x64; at 128-key tiles with 8 warps.
 _SPLIT_LPT = {"SPLIT_LOOPS": True, "LPT": True}
+_LPT_INLINE = {"LPT": True, "BWD_DELTA_INLINE": True}
 _TUNE = {
     "tune_split_lpt": _SPLIT_LPT,
     "tune_ww8": {**_SPLIT_LPT, "num_worker_warps": 8},
     "tune_128x128": {**_SPLIT_LPT, "TILE_N": 128},
     "tune_128x128_ww8": {**_SPLIT_LPT, "TILE_N": 128, "occupancy": 1, "num_worker_warps": 8},
     "tune_256x64_ww8": {**_SPLIT_LPT, "TILE_M": 256, "occupancy": 1, "num_worker_warps": 8},
-    "tune_bwd_fused": {"BWD_FUSED": True},
-    "tune_bwd_inline": {"BWD_FUSED": True, "BWD_DELTA_INLINE": True},
-    "tune_bwd_inline_128": {"BWD_FUSED": True, "BWD_DELTA_INLINE": True, "BWD_TILE_N": 128, "DQ_TILE_M": 128,
-                            "bwd_occupancy": 1, "bwd_num_worker_warps": 8},
+    "tune_bwd_lpt": _LPT_INLINE,
+    "tune_bwd_fused": {**_LPT_INLINE, "BWD_FUSED": True},
+    "tune_bwd_fused_128": {**_LPT_INLINE, "BWD_FUSED": True, "BWD_TILE_N": 128, "DQ_TILE_M": 128, "bwd_occupancy": 1,
+                           "bwd_num_worker_warps": 8},
 }
 PRESETS.update({name: {**PRESETS["hopper"], **changes} for name, changes in _TUNE.items()})
 CANDIDATES = [{"TILE_M": tm, "TILE_N": tn, "occupancy": occ}
@@ -295,9 +304,12 @@ def _fwd_args(q, k, v, o, lse, scale, causal, c):
             T % c["TILE_N"] == 0, c["K_LATENCY"], c["V_LATENCY"], c["SPLIT_LOOPS"], c["LPT"])
 
 
+def _grid(heads, tiles, lpt):
+    return (heads, tiles, 1) if lpt else (tiles, heads, 1)
+
+
 def _fwd_grid(B, H, T, c):
-    tiles = aot.cdiv(T, c["TILE_M"])
-    return (B * H, tiles, 1) if c["LPT"] else (tiles, B * H, 1)
+    return _grid(B * H, aot.cdiv(T, c["TILE_M"]), c["LPT"])
 
 
 def _hints(occupancy, num_ctas=None, num_worker_warps=0):
@@ -346,10 +358,12 @@ def _backward(q, k, v, o, lse, do, causal, scale, c):
                     inline),
                    **hints)
         return dq, dk, dv
-    aot.launch(_fmha_bwd_dkdv, (aot.cdiv(T, tn), B * H),
-               (q, k, v, o, do, dk, dv, lse, delta, *scales, tm, tn, bool(causal), 2, 3, inline), **hints)
-    aot.launch(_fmha_bwd_dq, (aot.cdiv(T, qm), B * H),
-               (q, k, v, o, do, dq, lse, delta, *scales, qm, qn, bool(causal), T % qn == 0, 2, 3, inline), **hints)
+    lpt = c["LPT"]
+    aot.launch(_fmha_bwd_dkdv, _grid(B * H, aot.cdiv(T, tn), lpt),
+               (q, k, v, o, do, dk, dv, lse, delta, *scales, tm, tn, bool(causal), 2, 3, inline, lpt), **hints)
+    aot.launch(_fmha_bwd_dq, _grid(B * H, aot.cdiv(T, qm), lpt),
+               (q, k, v, o, do, dq, lse, delta, *scales, qm, qn, bool(causal), T % qn == 0, 2, 3, inline, lpt),
+               **hints)
     return dq, dk, dv
 
 
@@ -430,10 +444,11 @@ def _aot(config, arch, D=64, dtype="bf16"):
         return rows + [aot.compile_kernel(_fmha_bwd_fused, "fmha_bwd_fused", [A4] * 8 + [A2, A2] + scales +
                                           [tm, tn, qm, qn, True, True, 2, 3, inline], arch, _bwd_hints(c))]
     return rows + [
-        aot.compile_kernel(_fmha_bwd_dkdv, "fmha_bwd_dkdv", [A4] * 7 + [A2, A2] + scales + [tm, tn, True, 2, 3, inline],
-                           arch, _bwd_hints(c)),
+        aot.compile_kernel(_fmha_bwd_dkdv, "fmha_bwd_dkdv",
+                           [A4] * 7 + [A2, A2] + scales + [tm, tn, True, 2, 3, inline, c["LPT"]], arch, _bwd_hints(c)),
         aot.compile_kernel(_fmha_bwd_dq, "fmha_bwd_dq",
-                           [A4] * 6 + [A2, A2] + scales + [qm, qn, True, True, 2, 3, inline], arch, _bwd_hints(c)),
+                           [A4] * 6 + [A2, A2] + scales + [qm, qn, True, True, 2, 3, inline, c["LPT"]], arch,
+                           _bwd_hints(c)),
     ]
 
 

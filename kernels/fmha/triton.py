@@ -322,10 +322,9 @@ PRESETS = {
                       "BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 64, "BWD_BLOCK_M2": 64, "BWD_BLOCK_N2": 32,
                       "bwd_num_warps": 4, "bwd_num_stages": 1},
 }
-# Variants for the fmha_tune sweep (GPT-2's shape on an H200): LPT order, and autotune mode over the candidates
-# below with it (the row's picked_config says which won)
-PRESETS.update({"tune_lpt": {**PRESETS["hopper"], "LPT": True},
-                "tune_lpt_autotune": {**PRESETS["hopper"], "LPT": True, "autotune": True}})
+# the fmha_tune sweep's variants (GPT-2's shape on an H200): LPT order, and with 128-query blocks in 8 warps
+PRESETS["tune_lpt"] = {**PRESETS["hopper"], "LPT": True}
+PRESETS["tune_lpt_128"] = {**PRESETS["tune_lpt"], "BLOCK_M": 128, "num_warps": 8}
 FWD_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 BWD_KEYS = ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2", "bwd_num_warps", "bwd_num_stages")
 FWD_CANDIDATES = [dict(zip(FWD_KEYS, c)) for c in (
