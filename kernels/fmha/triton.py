@@ -294,7 +294,7 @@ PARAMS = (
     TileParam("BWD_BLOCK_N2", int, None, (16, 32, 64, 128), "dQ kernel: key block"),
     TileParam("bwd_num_warps", int, None, (2, 4, 8)),
     TileParam("bwd_num_stages", int, None, (1, 2, 3, 4, 5)),
-    TileParam("LPT", bool, False, doc="grids in (head, block) order, heaviest blocks of every head first"),
+    TileParam("LPT", bool, None, doc="grids in (head, block) order, heaviest blocks of every head first"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 _BWD = {"BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 128, "BWD_BLOCK_M2": 128, "BWD_BLOCK_N2": 32}
@@ -325,6 +325,11 @@ PRESETS = {
 # the fmha_tune sweep's variants (GPT-2's shape on an H200): LPT order, and with 128-query blocks in 8 warps
 PRESETS["tune_lpt"] = {**PRESETS["hopper"], "LPT": True}
 PRESETS["tune_lpt_128"] = {**PRESETS["tune_lpt"], "BLOCK_M": 128, "num_warps": 8}
+for _p in PRESETS.values():
+    _p.setdefault("LPT", False)
+# LPT on Hopper: fwd+bwd 0.388 ms vs 0.406 at B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune, 2026-12-01;
+# the forward alone 0.105 vs 0.103)
+PRESETS["hopper"]["LPT"] = True
 FWD_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages")
 BWD_KEYS = ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2", "bwd_num_warps", "bwd_num_stages")
 FWD_CANDIDATES = [dict(zip(FWD_KEYS, c)) for c in (
