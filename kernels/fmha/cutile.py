@@ -4,7 +4,8 @@ one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones a
 
 Switches (off by default; the tune_* presets turn them on for the fmha_tune sweep): the forward's unmasked
 key tiles in a loop of their own (SPLIT_LOOPS); grids with the heaviest tiles first (LPT); one backward
-kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED), delta computed inside it (BWD_DELTA_INLINE).
+kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED); delta computed inside the backward
+kernels, not by a kernel of its own (BWD_DELTA_INLINE).
 """
 import math
 
