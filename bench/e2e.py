@@ -443,7 +443,9 @@ def _run_isolated(point, device, timeout) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="shakespeare_6x768,gpt2_124m", help=f"presets: {', '.join(PRESETS)}")
-    ap.add_argument("--backends", default="eager,eager_sdpa,torch_compile,triton,cutile,auto")
+    ap.add_argument("--backends", default="eager,eager_sdpa,torch_compile,triton,cutile,auto",
+                    help="comma-separated; op=impl after a name mixes into it: 'triton,cutile,linear=eager' is "
+                         "two backends, triton and cutile with cuBLAS linears")
     ap.add_argument("--B", type=int, help="default per model: " + str(DEFAULT_BT))
     ap.add_argument("--T", type=int)
     ap.add_argument("--dtype", default="bf16")
@@ -476,7 +478,7 @@ def main(argv=None):
     rows = []
     for m in a.models.split(","):
         B, T = DEFAULT_BT.get(m, (8, 256))
-        for b in a.backends.split(","):
+        for b in split_backends(a.backends):
             point = {"model": m, "backend": b, "B": a.B or B, "T": a.T or T, "dtype": a.dtype}
             for k in ("steps", "warmup", "profile_steps", "converge_iters", "data_dir", "results", "fuse_gelu",
                       "cuda_graph"):
@@ -493,6 +495,18 @@ def main(argv=None):
                     f.write(json.dumps(row, default=str) + "\n")
             _print_row(row)
     return 0
+
+
+def split_backends(text: str) -> list[str]:
+    """"eager,cutile,linear=eager,triton" -> ["eager", "cutile,linear=eager", "triton"]: an op=impl override
+    belongs to the backend before it (model/ops.py's mix syntax), a bare name starts the next backend."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part and out:
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
 
 
 def _print_row(r):

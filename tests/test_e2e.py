@@ -83,3 +83,12 @@ def test_auto_and_convergence(tmp_path):
     assert "fmha=sdpa_math" in r["backend_choice"]
     assert [it for it, _ in r["losses"]] == list(range(12)) and r["converge_status"] == "ok"
     assert r["losses"][-1][1] < r["losses"][0][1]
+
+
+def test_cli_backends_keep_a_mix_together():
+    """--backends "eager,cutile,linear=eager": the override rides with cutile (it once ran as a backend of its
+    own, 'linear=eager', on the GPU)."""
+    from bench.e2e import split_backends
+    assert split_backends("eager,cutile,linear=eager,fmha=sdpa_cudnn,triton") == \
+        ["eager", "cutile,linear=eager,fmha=sdpa_cudnn", "triton"]
+    assert split_backends(" triton , ") == ["triton"]
