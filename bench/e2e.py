@@ -238,7 +238,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     if n_prof > 0:
         try:
             # graph replays launch no ops from Python, so a graphed point's split by op comes from the same
-            # model's eager steps (the same kernels; breakdown_source says so), its idle from the replays
+            # model's eager steps (the same kernels; breakdown_source says so), without their idle time
             prof_step = eager_step if graphed and backend is not None else step
             out.update(_breakdown(prof_step, n_prof, device, backend, ms, annotate=not compiled))
             if prof_step is not step:

@@ -148,15 +148,17 @@ def test_fmha_supports_and_params():
 
 @needs_cutile
 def test_fmha_tune_variants():
-    """The fmha_tune variants are valid configs; the defaults keep every variant switch off; LPT swaps the
-    grid's axes; a fused backward whose key tile is not its dQ query tile is refused before any launch."""
+    """The fmha_tune variants are valid configs; the defaults keep every variant switch off but Hopper's fused
+    backward above T=256 (where it was timed); LPT swaps the grid's axes; a fused backward whose key tile is not
+    its dQ query tile is refused before any launch."""
     from kernels.fmha import cutile as f
     impl = registry._import_impl("fmha", "cutile")[0]
     for name in f._TUNE:
         impl.config(impl.presets[name])
     for arch in ("sm_80", "sm_89", "sm_90", "sm_100"):
         c = f._config(arch, {})
-        assert not (c["SPLIT_LOOPS"] or c["LPT"] or c["BWD_FUSED"] or c["num_worker_warps"])
+        assert not (c["SPLIT_LOOPS"] or c["LPT"] or c["num_worker_warps"])
+        assert c["BWD_FUSED"] == (arch == "sm_90") and not f._config(arch, {}, T=256)["BWD_FUSED"]
         assert (c["DQ_TILE_M"], c["DQ_TILE_N"]) == (c["BWD_TILE_M"], c["BWD_TILE_N"])
     assert f._fwd_grid(16, 12, 1000, {"TILE_M": 128, "LPT": False}) == (8, 192, 1)
     assert f._fwd_grid(16, 12, 1000, {"TILE_M": 128, "LPT": True}) == (192, 8, 1)

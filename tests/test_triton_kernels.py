@@ -100,15 +100,15 @@ def _cases():
     add("linear-tma-gelu-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd", tma,
         build="linear_gelu")
     add("linear-tma-unaligned-bf16-fwd+bwd", "linear", _first("linear"), "bf16", "fwd+bwd", tma)
-    # stream-K dW (the bias gradient summed inside it), and the bias gradient with no dW wanted (standalone sums)
+    # stream-K dW (the bias gradient by the standalone column sum), and the bias gradient with no dW wanted
     for dtype in ("fp32", "bf16"):
         add(f"linear-tma-streamk-{dtype}-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, dtype, "fwd+bwd",
             {**tma, "SPLIT_K": -1})
     for kernel in ("blocked", "tma"):
         add(f"linear-frozen-w-{kernel}-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
             {"KERNEL": kernel}, build="linear_frozen_w")
-    add("linear-tma-standalone-db-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
-        {**tma, "FUSE_DB": False})
+    add("linear-tma-fused-db-bf16-fwd+bwd", "linear", {"M": 37, "N": 40, "K": 72}, "bf16", "fwd+bwd",
+        {**tma, "FUSE_DB": True})    # opt-in; the default is the standalone sum
     # each matmul alone (kernels.linear.parts), both kernels
     for part in (1, 2, 3):
         for kernel in ("blocked", "tma"):

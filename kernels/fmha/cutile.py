@@ -2,7 +2,8 @@
 FlashAttention-2 style backward (Delta = rowsum(O * dO), then one kernel for dK/dV per key tile and
 one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones at the finite floor.
 
-Switches (off by default; the tune_* presets turn them on for the fmha_tune sweep): the forward's unmasked
+Switches (off by default except BWD_FUSED on Hopper at T > 256; the tune_* presets turn them on for the
+fmha_tune sweep): the forward's unmasked
 key tiles in a loop of their own (SPLIT_LOOPS); grids with the heaviest tiles first (LPT); one backward
 kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED); delta computed inside the backward
 kernels, not by a kernel of its own (BWD_DELTA_INLINE).
@@ -280,9 +281,10 @@ _TUNE = {
                            "bwd_num_worker_warps": 8},
 }
 PRESETS.update({name: {**PRESETS["hopper"], **changes} for name, changes in _TUNE.items()})
-# the fused backward on Hopper: fwd+bwd 0.377 ms vs 0.395 at B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune,
-# 2026-12-01; cuDNN 0.360). The forward variants (tune_ww8: 0.092 vs 0.099) also turn LPT on for the backward,
-# which no GPU has run with the fused kernel yet: they stay variants. The tune_* presets keep the old base.
+# The fused backward alone on Hopper (today's forward, delta by its own kernel): fwd+bwd 0.377 ms vs 0.395 at
+# B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune, 2026-12-01, then a variant of exactly these settings),
+# 0.379 in the final run that day (cuDNN 0.362). The forward variants (split loops + LPT: 0.092 vs 0.098) were
+# never timed together with it: they stay variants. The tune_* presets keep the old base.
 PRESETS["hopper"] = {**PRESETS["hopper"], "BWD_FUSED": True}
 CANDIDATES = [{"TILE_M": tm, "TILE_N": tn, "occupancy": occ}
               for tm, tn in ((64, 64), (128, 64), (128, 128), (256, 64), (256, 128)) for occ in (1, 2)]

@@ -325,6 +325,7 @@ PRESETS = {
 # the fmha_tune sweep's variants (GPT-2's shape on an H200): LPT order, and with 128-query blocks in 8 warps
 PRESETS["tune_lpt"] = {**PRESETS["hopper"], "LPT": True}
 PRESETS["tune_lpt_128"] = {**PRESETS["tune_lpt"], "BLOCK_M": 128, "num_warps": 8}
+PRESETS["tune_no_lpt"] = {**PRESETS["hopper"], "LPT": False}   # the old default, now that hopper has LPT
 for _p in PRESETS.values():
     _p.setdefault("LPT", False)
 # LPT on Hopper: fwd+bwd 0.388 ms vs 0.406 at B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune, 2026-12-01;

@@ -231,6 +231,7 @@ def _hints(c):
 
 
 _COUNTERS: dict = {}
+_RETIRED: list = []
 
 
 def _counters(device, n):
@@ -242,6 +243,8 @@ def _counters(device, n):
     if buf is None or buf.numel() < n:
         buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
         if not (device.type == "cuda" and torch.cuda.is_current_stream_capturing()):
+            # the smaller buffer it replaces stays alive: a graph captured earlier replays with its address
+            _RETIRED.append(_COUNTERS.get(str(device)))
             _COUNTERS[str(device)] = buf
     return buf
 
@@ -373,8 +376,9 @@ def _aot(config, arch, dtype="bf16"):
     db, fix = c["DB_FUSED"], c["SPLIT_FIXUP"]
     X1, X2, X3 = (aot.array(dtype, n) for n in (1, 2, 3))
     F2, F3, I1, kt = aot.array("fp32", 2), aot.array("fp32", 3), aot.array("i32", 1), aot.scalar("i32")
+    dbp = F2 if db else X2    # without DB_FUSED the partials' stand-in is the output, as _args passes it
     plain = [X2, X2, X1, X2, X2, X3, X1, X2, I1]    # A, B, Bias, C, Z, P, DB, DBP, Cnt (as _args stands in)
-    split = [X2, X2, X1, X2, X2, F3, X1, F2, I1]
+    split = [X2, X2, X1, X2, X2, F3, X1, dbp, I1]
     const = [c["TILE_M"], c["TILE_N"], c["TILE_K"], c["GROUP_M"], c["LATENCY"]]
     uses = (  # name, operands, TRANS_A, TRANS_B, HAS_BIAS, GELU, SPLIT, HAS_DB, FIXUP
         ("linear_fwd", plain, False, True, True, False, 1, False, False),
@@ -387,7 +391,7 @@ def _aot(config, arch, dtype="bf16"):
                                arch, _hints(c))
             for name, ops, ta, tb, hb, g, sp, hd, fx in uses]
     if not fix:
-        rows.append(aot.compile_kernel(_sum_slices, "linear_splitk_sum", [F3, X2, F2, X1, *SUM_TILE, db], arch))
+        rows.append(aot.compile_kernel(_sum_slices, "linear_splitk_sum", [F3, X2, dbp, X1, *SUM_TILE, db], arch))
     return rows
 
 

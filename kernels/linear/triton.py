@@ -86,7 +86,8 @@ PARAMS = (
               "pointer kernel takes the model)"),
     TileParam("FUSE_DB", bool, None, doc="the bias gradient summed inside the split-K dW matmul (tma kernel); "
                                          "False (every preset): a standalone column sum of dY. Not yet run on a "
-                                         "GPU at its current shared-memory size (see triton_tma.stages)"),
+                                         "GPU at 3 stages; its row-sum code is the one that made stream-K's dW "
+                                         "wrong on an H200 (cause unknown), so the gate decides"),
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {

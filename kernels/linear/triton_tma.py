@@ -205,12 +205,10 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
             _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
 
 
-def stages(cfg, row_sums: bool, family: str) -> int:
-    """Pipeline stages to compile with: the config's. Summing A's rows reads its tiles outside the mma too, and
-    Triton's pipeliner on sm_90 then keeps one A buffer fewer (A fetched one K step ahead instead of two); one
-    more stage would give A its depth back, but with triton 3.6 on an H200 the 128x256x64 dW kernel then asked
-    for 249,912 B of shared memory (limit 232,448; gemm_triton_op, 2026-12-01), so it is not added."""
-    return cfg["num_stages"]
+# Summing A's rows (FUSE_DB) reads its tiles outside the mma too, and Triton's pipeliner on sm_90 then keeps one A
+# buffer fewer (A fetched one K step ahead instead of two). One more stage would give A its depth back, but with
+# triton 3.6 on an H200 the 128x256x64 dW kernel then asked for 249,912 B of shared memory (limit 232,448;
+# gemm_triton_op, 2026-12-01), so every kernel compiles with the config's num_stages.
 
 
 def _aligned(t) -> bool:
@@ -265,7 +263,7 @@ def launch(a, b, out, bias, pre, k_split, cfg, sms, gelu, row_sums=None):
                           GELU=gelu, STORE_PRE=pre is not None, SPLIT=split, ROW_SUMS=row_sums is not None,
                           BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], WARP_SPEC=cfg["WARP_SPEC"],
                           SUBTILE=cfg["SUBTILE"], num_warps=cfg["num_warps"],
-                          num_stages=stages(cfg, row_sums is not None, cfg.get("_family")))
+                          num_stages=cfg["num_stages"])
 
 
 # polls of a missing partial's flag before its owner gives up (NaN tile): ~1 s on a GPU; the interpreter
@@ -303,7 +301,7 @@ def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, row_sums=None):
                               GELU=gelu, STORE_PRE=pre is not None, ROW_SUMS=row_sums is not None,
                               BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], SUBTILE=cfg["SUBTILE"],
                               num_warps=cfg["num_warps"],
-                              num_stages=stages(cfg, row_sums is not None, cfg.get("_family")))
+                              num_stages=cfg["num_stages"])
 
 
 def aot_rows(cfg_of, arch):
@@ -318,12 +316,13 @@ def aot_rows(cfg_of, arch):
         ("linear_tma_fwd_bias_gelu", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True, STORE_PRE=True)),
         ("linear_tma_bwd_dx", 2, "mk", "kn", {}),
         ("linear_tma_bwd_dw_splitk", 3, "km", "kn", dict(TRANS_A=True, SPLIT=True)),
-        ("linear_tma_bwd_dw_db", 3, "km", "kn", dict(TRANS_A=True, ROW_SUMS=True)),
+        # FUSE_DB's dW: split, with the row sums' fp32 partials (GPT-2's dW is split)
+        ("linear_tma_bwd_dw_splitk_db", 3, "km", "kn", dict(TRANS_A=True, SPLIT=True, ROW_SUMS=True)),
     )
     rows = []
     for name, part, a_dims, b_dims, flags in uses:
         cfg = cfg_of(part)
-        if flags.get("ROW_SUMS") and cfg["WARP_SPEC"]:   # not run: the standalone column sum takes db there
+        if flags.get("ROW_SUMS") and (cfg["WARP_SPEC"] or not cfg["FUSE_DB"]):   # the standalone column sum runs
             continue
         tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
         dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
@@ -331,16 +330,16 @@ def aot_rows(cfg_of, arch):
         c = desc("fp32", [1, cfg["BLOCK_M"], SN]) if flags.get("SPLIT") else desc("bf16", [cfg["BLOCK_M"], SN])
         sig = {"A": desc("bf16", [dims[d] for d in a_dims]), "B": desc("bf16", [dims[d] for d in b_dims]), "C": c,
                "Bias": "*bf16", "Pre": desc("bf16", [cfg["BLOCK_M"], SN]) if flags.get("STORE_PRE") else c,
-               "DB": "*bf16", **ints}
+               "DB": "*fp32" if flags.get("SPLIT") else "*bf16", **ints}
         const = {"TRANS_A": False, "TRANS_B": False, "HAS_BIAS": False, "GELU": False, "STORE_PRE": False,
                  "SPLIT": False, "ROW_SUMS": False, **flags, **tiles, "WARP_SPEC": cfg["WARP_SPEC"],
                  "SUBTILE": cfg["SUBTILE"]}
         rows.append(aot.compile_kernel(_matmul_tma, name, sig, const, arch, cfg["num_warps"],
-                                       stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
+                                       cfg["num_stages"]))
     for name, part, a_dims, b_dims, flags in (
             ("linear_tma_fwd_bias_gelu_streamk", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True,
                                                                      STORE_PRE=True)),
-            ("linear_tma_bwd_dw_db_streamk", 3, "km", "kn", dict(TRANS_A=True, ROW_SUMS=True))):
+            ("linear_tma_bwd_dw_streamk", 3, "km", "kn", dict(TRANS_A=True))):   # never with row sums (matmul)
         cfg = cfg_of(part)
         dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
         c = desc("bf16", [cfg["BLOCK_M"], cfg["BLOCK_N"] // 2 if cfg["SUBTILE"] else cfg["BLOCK_N"]])
@@ -351,5 +350,5 @@ def aot_rows(cfg_of, arch):
                  "ROW_SUMS": False, **flags, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
                  "SUBTILE": cfg["SUBTILE"]}
         rows.append(aot.compile_kernel(_matmul_streamk, name, sig, const, arch, cfg["num_warps"],
-                                       stages(cfg, flags.get("ROW_SUMS", False), aot.family(arch))))
+                                       cfg["num_stages"]))
     return rows

@@ -57,12 +57,13 @@ def triton_streamk():
         dy = torch.randn(16384, n_out, device="cuda", generator=g).bfloat16()
         x = torch.randn(16384, n_in, device="cuda", generator=g).bfloat16()
         cfg = lt.config_for(x, lt.PRESETS["tma_streamk"])
-        runs = [lt.matmul(dy.t(), x, cfg, row_sums=True) for _ in range(3)]
-        ref, dref = dy.float().t() @ x.float(), dy.float().sum(0)
-        dw, _, db = runs[0]
-        same = all(torch.equal(r[0], dw) and torch.equal(r[2], db) for r in runs[1:])
+        # stream-K never sums dY's rows on the way (its dW went wrong on an H200 with them): db is the column sum's
+        runs = [lt.matmul(dy.t(), x, cfg)[0] for _ in range(3)]
+        ref = dy.float().t() @ x.float()
+        dw = runs[0]
+        same = all(torch.equal(r, dw) for r in runs[1:])
         print(f"stream-K dW {n_out}x{n_in}: rel err {((dw.float() - ref).norm() / ref.norm()).item():.2e}, "
-              f"db {((db.float() - dref).norm() / dref.norm()).item():.2e}, bitwise repeatable: {same}")
+              f"bitwise repeatable: {same}")
 
 
 def triton_column_sums():
