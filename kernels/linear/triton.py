@@ -178,9 +178,8 @@ def matmul(a, b, cfg, bias=None, gelu=False, store_pre=False, out_dtype=None, ro
     if tma and cfg["SPLIT_K"] == STREAM_K:
         out = poison.empty(M, N, dtype=dtype, device=a.device)
         pre = poison.empty(M, N, dtype=dtype, device=a.device) if store_pre else None
-        sums = poison.empty(M, dtype=dtype, device=a.device) if row_sums else None
-        triton_tma.launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, sums)
-        return out, pre, sums
+        triton_tma.launch_streamk(a, b, out, bias, pre, cfg, sms, gelu)
+        return out, pre, None
     want = max(cfg["SPLIT_K"], 0)   # stream-K asked of the pointer kernel: the split-K model decides
     S, k_split = (1, K) if epilogue else slices(M, N, K, BM, BN, BK, sms, want)
     # partials are poisoned too: a slice that writes nothing must fail the gate, not sum stale memory

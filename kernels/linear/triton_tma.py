@@ -3,8 +3,8 @@ SM) walking the output tiles in grouped order, optional warp specialization of t
 slices as extra tiles of the same walk (fp32 partials into an (S, M, N) workspace). `_matmul_streamk`
 runs whole waves of tiles and splits the (tile, K step) work of the last one or two evenly over the
 programs (stream-K: for the dW matmuls, whose few output tiles leave SMs idle, and any partial last wave).
-Both can sum the rows of A on the way (ROW_SUMS: db = the column sums of dY rides along the dW = dY^T X
-matmul, whose A tiles are dY^T).
+`_matmul_tma` can sum the rows of A on the way (ROW_SUMS, FUSE_DB: db = the column sums of dY rides along
+the dW = dY^T X matmul, whose A tiles are dY^T); stream-K cannot (its dW came out wrong with them on a GPU).
 
 Descriptors need 16-byte aligned rows and a unit-stride last dimension: `usable()` says whether the
 operands qualify; the caller takes the pointer kernel when they do not. A transposed operand (dY^T in
@@ -132,9 +132,9 @@ def _matmul_tma(A, B, C, Bias, Pre, DB, M, N, K, K_SPLIT, NUM_PROGS,
 
 
 @triton.jit
-def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_TILES, NUM_PROGS, MAX_POLLS,
+def _matmul_streamk(A, B, C, Bias, Pre, Part, Flags, M, N, K, DP_TILES, NUM_PROGS, MAX_POLLS,
                     TRANS_A: tl.constexpr, TRANS_B: tl.constexpr, HAS_BIAS: tl.constexpr, GELU: tl.constexpr,
-                    STORE_PRE: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    STORE_PRE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUBTILE: tl.constexpr):
     """C = op(A) @ op(B) (+ bias, GELU, Pre as in _matmul_tma) as data-parallel waves of whole tiles (the first
     DP_TILES in grouped order, round robin as in _matmul_tma), then stream-K over the rest: its
@@ -144,8 +144,9 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
     raises Flags[p]; the owner waits for those flags and adds the partials in program order, so the result is
     deterministic. A program holds at most one partial (its last tile) and does that one first, so owners
     never wait long; only lower programs are waited for, so the interpreter (programs in order) runs it too.
-    A flag that never comes (after MAX_POLLS polls) turns the owner's tile (and row sums) into NaN rather
-    than hanging. ROW_SUMS as in _matmul_tma (DB (M,) in its own dtype)."""
+    A flag that never comes (after MAX_POLLS polls) turns the owner's tile into NaN rather than hanging.
+    No row sums here: with them its dW came out wrong on an H200 (2026-12-01), so the bias gradient of a
+    stream-K dW is the standalone column sum's."""
     pid = tl.program_id(0)
     n_m = tl.cdiv(M, BLOCK_M)
     n_n = tl.cdiv(N, BLOCK_N)
@@ -157,10 +158,7 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        acc, asum = _k_steps(A, B, off_m, off_n, 0, k_tiles, acc, asum, TRANS_A, TRANS_B, ROW_SUMS, BLOCK_K)
-        if ROW_SUMS:
-            if pid_n == 0:
-                tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
+        acc, asum = _k_steps(A, B, off_m, off_n, 0, k_tiles, acc, asum, TRANS_A, TRANS_B, False, BLOCK_K)
         _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
 
     work = (n_m * n_n - DP_TILES).to(tl.int64) * k_tiles   # stream-K tiles are u = t - DP_TILES
@@ -179,12 +177,10 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
         off_n = pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         asum = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        acc, asum = _k_steps(A, B, off_m, off_n, k_lo * BLOCK_K, k_hi - k_lo, acc, asum, TRANS_A, TRANS_B, ROW_SUMS,
+        acc, asum = _k_steps(A, B, off_m, off_n, k_lo * BLOCK_K, k_hi - k_lo, acc, asum, TRANS_A, TRANS_B, False,
                              BLOCK_K)
         if k_hi < k_tiles:   # not the tile's end: a partial for its owner
             tl.store(Part + pid * (BLOCK_M * BLOCK_N) + slot, acc)
-            if ROW_SUMS:
-                tl.store(PartSums + pid * BLOCK_M + rm_l, asum)
             tl.debug_barrier()   # every thread's partial stored before the flag goes up
             tl.atomic_xchg(Flags + pid, 1, sem="release")
         else:
@@ -197,11 +193,6 @@ def _matmul_streamk(A, B, C, Bias, Pre, DB, Part, PartSums, Flags, M, N, K, DP_T
                 late = polls >= MAX_POLLS
                 part = tl.load(Part + q * (BLOCK_M * BLOCK_N) + slot, cache_modifier=".cg")
                 acc += tl.where(late, float("nan"), part)
-                if ROW_SUMS:
-                    asum += tl.where(late, float("nan"), tl.load(PartSums + q * BLOCK_M + rm_l, cache_modifier=".cg"))
-            if ROW_SUMS:
-                if pid_n == 0:
-                    tl.store(DB + off_m + rm_l, asum.to(DB.dtype.element_ty), mask=off_m + rm_l < M)
             _epilogue(C, Bias, Pre, acc, off_m, off_n, N, HAS_BIAS, GELU, STORE_PRE, SUBTILE)
 
 
@@ -278,9 +269,9 @@ def dp_tiles(tiles: int, progs: int) -> int:
     return max(0, tiles // progs - 1) * progs
 
 
-def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, row_sums=None):
+def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu):
     """out (M, N) = a (M, K) @ b (K, N) (+ bias, GELU, pre as in launch), data-parallel waves then stream-K
-    over min(sms, K steps) programs; row_sums (M,) as in launch. Workspace: one fp32 (BM, BN) partial per
+    over min(sms, K steps) programs. Workspace: one fp32 (BM, BN) partial per
     program (17 MB at 128x256 on 132 SMs, mostly L2) and fresh zeroed flags (one small memset per call), so no
     state carries from one call to the next."""
     M, K = a.shape
@@ -290,16 +281,14 @@ def launch_streamk(a, b, out, bias, pre, cfg, sms, gelu, row_sums=None):
     tiles = aot.cdiv(M, BM) * aot.cdiv(N, BN)
     progs = min(sms, tiles * aot.cdiv(K, BK))   # every program gets at least one K step: every partial's flag rises
     part = torch.empty(progs, BM, BN, dtype=torch.float32, device=out.device)   # read only behind a raised flag
-    part_sums = torch.empty(progs, BM, dtype=torch.float32, device=out.device) if row_sums is not None else part
     flags = torch.zeros(progs, dtype=torch.int32, device=out.device)
     c = TensorDescriptor(out, list(out.shape), list(out.stride()), [BM, SN])
     p = TensorDescriptor(pre, list(pre.shape), list(pre.stride()), [BM, SN]) if pre is not None else c
     _matmul_streamk[(progs,)](_desc(a, BM, BK), _desc(b, BK, BN), c, bias if bias is not None else out, p,
-                              row_sums if row_sums is not None else out, part, part_sums, flags, M, N, K,
+                              part, flags, M, N, K,
                               dp_tiles(tiles, progs), progs, MAX_POLLS_INTERP if aot.interpreting() else MAX_POLLS_GPU,
                               TRANS_A=layout(a) == "t", TRANS_B=layout(b) == "t", HAS_BIAS=bias is not None,
-                              GELU=gelu, STORE_PRE=pre is not None, ROW_SUMS=row_sums is not None,
-                              BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], SUBTILE=cfg["SUBTILE"],
+                              GELU=gelu, STORE_PRE=pre is not None, BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=BK, GROUP_M=cfg["GROUP_M"], SUBTILE=cfg["SUBTILE"],
                               num_warps=cfg["num_warps"],
                               num_stages=cfg["num_stages"])
 
@@ -339,15 +328,15 @@ def aot_rows(cfg_of, arch):
     for name, part, a_dims, b_dims, flags in (
             ("linear_tma_fwd_bias_gelu_streamk", 1, "mk", "nk", dict(TRANS_B=True, HAS_BIAS=True, GELU=True,
                                                                      STORE_PRE=True)),
-            ("linear_tma_bwd_dw_streamk", 3, "km", "kn", dict(TRANS_A=True))):   # never with row sums (matmul)
+            ("linear_tma_bwd_dw_streamk", 3, "km", "kn", dict(TRANS_A=True))):
         cfg = cfg_of(part)
         dims = {"m": cfg["BLOCK_M"], "n": cfg["BLOCK_N"], "k": cfg["BLOCK_K"]}
         c = desc("bf16", [cfg["BLOCK_M"], cfg["BLOCK_N"] // 2 if cfg["SUBTILE"] else cfg["BLOCK_N"]])
         sig = {"A": desc("bf16", [dims[d] for d in a_dims]), "B": desc("bf16", [dims[d] for d in b_dims]), "C": c,
-               "Bias": "*bf16", "Pre": c, "DB": "*bf16", "Part": "*fp32", "PartSums": "*fp32", "Flags": "*i32",
+               "Bias": "*bf16", "Pre": c, "Part": "*fp32", "Flags": "*i32",
                **{k: "i32" for k in ("M", "N", "K", "DP_TILES", "NUM_PROGS", "MAX_POLLS")}}
         const = {"TRANS_A": False, "TRANS_B": False, "HAS_BIAS": False, "GELU": False, "STORE_PRE": False,
-                 "ROW_SUMS": False, **flags, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
+                 **flags, **{k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
                  "SUBTILE": cfg["SUBTILE"]}
         rows.append(aot.compile_kernel(_matmul_streamk, name, sig, const, arch, cfg["num_warps"],
                                        cfg["num_stages"]))
