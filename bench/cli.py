@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler per point after timing: kernel table in the row and report, Chrome trace "
                         "in <out>/profiles/")
+    p.add_argument("--no-stress", action="store_true",
+                   help="skip the stress battery (layouts, hard values, ragged sizes) before timing; rows say "
+                        "stress: off. For measuring what the battery costs, not for results you trust")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     from bench import cluster
@@ -262,7 +265,8 @@ def main(argv=None) -> int:
         print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
     opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
                           autotune_cap_s=args.autotune_cap or None,
-                          profile_dir=os.path.join(out_dir, "profiles") if args.profile else None)
+                          profile_dir=os.path.join(out_dir, "profiles") if args.profile else None,
+                          stress=not args.no_stress)
     try:
         with live.sigterm_interrupts():
             if args.gpus:

@@ -14,7 +14,7 @@ import traceback
 import torch
 
 from bench import check as checking
-from bench import devinfo, timing
+from bench import devinfo, stress, timing
 from bench import capture, profile, tunecap
 from bench.progress import Progress
 from kernels import registry
@@ -31,6 +31,7 @@ class Options:
     measure_peaks: bool = True
     autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
     profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.profile)
+    stress: bool = True                   # the stress battery before timing (--no-stress: rows say "off")
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -97,7 +98,8 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:
-        _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed), graphed=graphed)
+        _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed),
+                 graphed=graphed)
     except BaseException as e:  # noqa: BLE001 - a point's failure is data
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -113,7 +115,13 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     return _finish(row, row["status"], row.get("message", ""), t_start)
 
 
-def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, graphed):
+def calls_for(impl, device: str) -> int:
+    """Calls of the checked point the gate judges: CALLS, but 2 under Triton's CPU interpreter, which runs a
+    kernel's programs one at a time (no race can show between calls) at seconds per call."""
+    return 2 if impl.backend in ("triton", "liger") and not device.startswith("cuda") else checking.CALLS
+
+
+def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed, graphed):
     fn = spec.wrap(impl.fn, shape)
     gen = gen_for(seed, device)
     inputs = spec.make_inputs(shape, dtype, device, gen)
@@ -137,14 +145,24 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, grap
         except (AttributeError, KeyError, TypeError, RuntimeError) as e:   # costs the column, not the point
             row["picked_config"] = f"unreadable: {type(e).__name__}: {e}"
     del inputs, grad_out
-    # 2. the correctness gate, on fresh inputs with poisoned outputs, held to eager's own error
-    res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1)
+    # 2. the correctness gate, on fresh inputs with poisoned outputs, held to eager's own error, several calls
+    res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1, calls=calls_for(impl, device))
     row.update(res.as_row())
     if not res.ok:
         row["status"], row["message"] = "wrong", res.message
         return
     exp = res.expected
-    # 3. memory of one call beyond the inputs
+    # 3. the stress battery: the model's layouts, hard values, ragged and edge sizes (each case once per process)
+    if opts.stress:
+        failed = stress.into_row(row, stress.run(spec, name, impl, cfg, shape, dtype, pass_, device, opts.seed,
+                                                 classify))
+        if failed:
+            row["status"] = failed.status
+            row["message"] = f"stress:{failed.regime} ({failed.case}): {failed.message}"
+            return
+    else:
+        row["stress"] = "off"
+    # 4. memory of one call beyond the inputs
     if device.startswith("cuda"):
         _free(device)
         torch.cuda.synchronize()
@@ -155,7 +173,7 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, grap
         row["peak_mem_bytes"] = torch.cuda.max_memory_allocated()
         row["extra_mem_bytes"] = torch.cuda.max_memory_allocated() - base
         del out
-    # 4. timing, on the checked inputs: kernel time, then host-inclusive time
+    # 5. timing, on the checked inputs: kernel time, then host-inclusive time
     budget = opts.budget_s if opts.budget_s is not None else (1.0 if device.startswith("cuda") else 0.3)
     last = {}
     if pass_ == "fwd":
@@ -177,11 +195,11 @@ def _measure(row, spec, impl, shape, dtype, pass_, cfg, device, opts, seed, grap
             for t in leaves.values():
                 t.grad = None
     stats = timing.measure(target, device, setup=setup, budget_s=budget, cuda_graph=graphed)
-    # 5. the last timed call answers as the checked one did: an impl right once and wrong when timed is wrong
+    # 6. the last timed call answers as the checked one did: an impl right once and wrong when timed is wrong
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     grads = {i: t.grad for i, t in leaves.items()} if pass_ == "fwd+bwd" else {}
-    problems, _, _ = exp.judge(last.pop("out"), grads)
+    problems = exp.judge(last.pop("out"), grads)[0]
     if problems:
         row["status"], row["message"] = "wrong", "timed call: " + "; ".join(problems)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,6 +22,16 @@ class Inputs:
             a.detach().requires_grad_(requires_grad and i in self.grad_args) if isinstance(a, torch.Tensor) else a
             for i, a in enumerate(self.args))
         return Inputs(args, dict(self.kwargs), self.grad_args)
+
+
+@dataclasses.dataclass
+class StressCase:
+    """One case of the stress battery (bench/stress.py): inputs the timed shape's plain randn never shows, which an
+    impl must also pass before it is timed. An op's spec lists its cases (OpSpec.stress_cases)."""
+    regime: str                  # what it stresses; a failure reads "stress:<regime>"
+    shape: dict                  # a full shape of the op
+    dtype: str
+    values: Callable[[Inputs, torch.Generator], Inputs] | None = None   # the regime's values, from plain inputs
 
 
 # The gate (bench/check.py) holds an impl to K x eager's own error; these floors are the least error a right kernel
@@ -56,6 +66,12 @@ class OpSpec:
 
     def bytes(self, shape: dict, dtype: str, pass_: str) -> float:
         raise NotImplementedError
+
+    def stress_cases(self, shape: dict, dtype: str) -> list[StressCase]:
+        """The battery a point at (full) `shape` and `dtype` must also pass: the model's layouts, value regimes
+        that break naive kernels, ragged and edge sizes. Sizes that pick kernels (C, D, N, K) stay the point's, so
+        a sweep pays each case once; a size only tiles cover (M, T) becomes ragged or 1. Default: none."""
+        return []
 
     def test_shapes(self) -> list[dict]:
         """Small odd shapes (multiples of no tile) the CPU tests check every impl at; the first is also the
@@ -160,6 +176,15 @@ class RowSpec(OpSpec):
     # (M x C tensors, C-vectors) moved in the point's dtype; the fewest an impl must move, small stats left out
     TRAFFIC: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
 
+    # rows a ragged stress case takes: a multiple of no tile (2 x 151, so the 3-D layout splits it evenly)
+    RAGGED_ROWS = 302
+
+    def stress_cases(self, shape, dtype):
+        """As the model calls a row op: (B, T, C) tensors at a ragged row count, and a single row."""
+        s = self.full_shape(shape)
+        return [StressCase("rows_3d", {**s, "M": self.RAGGED_ROWS}, dtype, rows_3d()),
+                StressCase("one_row", {**s, "M": 1}, dtype)]
+
     def rows(self, shape: dict) -> tuple[int, int]:
         s = self.full_shape(shape)
         return s["M"], s[self.shape_keys[-1]]
@@ -173,6 +198,35 @@ class RowSpec(OpSpec):
         M, C = self.rows(shape)
         tensors, vectors = self.TRAFFIC[0 if pass_ == "fwd" else 1]
         return (tensors * M * C + vectors * C) * elt_size(dtype)
+
+
+def rows_3d(*which: int, batch: int = 2) -> Callable[[Inputs, torch.Generator], Inputs]:
+    """A values function viewing args `which` (default the first) as (batch, M / batch, C), as the model passes
+    its (B, T, C) activations."""
+    which = which or (0,)
+
+    def view(inputs: Inputs, gen) -> Inputs:
+        args = tuple(a.view(batch, -1, a.shape[-1]) if i in which else a for i, a in enumerate(inputs.args))
+        return dataclasses.replace(inputs, args=args)
+    return view
+
+
+def outlier_columns(t: torch.Tensor, gen: torch.Generator, n: int = 6, factor: float = 150.0) -> torch.Tensor:
+    """t with n random last-dim columns scaled by factor: the outlier channels of a trained transformer's activations
+    (GPT-2's residual stream has a few in the hundreds)."""
+    cols = torch.randperm(t.shape[-1], generator=gen, device=gen.device)[:n].to(t.device)
+    out = t.clone()
+    out[..., cols] = (t[..., cols].float() * factor).to(t.dtype)
+    return out
+
+
+def then(*steps):
+    """Values functions applied in order."""
+    def run(inputs, gen):
+        for f in steps:
+            inputs = f(inputs, gen)
+        return inputs
+    return run
 
 
 def gen_for(seed: int, device: str) -> torch.Generator:

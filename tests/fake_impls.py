@@ -51,6 +51,25 @@ def _tiled(x, bias=None, BLOCK=64):
     return _right(x, bias)
 
 
+def _flat_only(x, bias=None):
+    if x.dim() != 2:
+        raise RuntimeError(f"expected a 2-D input, got {x.dim()}-D")
+    return _right(x, bias)
+
+
+def _nan_past_50(x, bias=None):
+    y = _right(x, bias)
+    return y.masked_fill(x.abs() > 50, float("nan"))
+
+
+CALLS = []
+
+
+def _counting(x, bias=None):
+    CALLS.append(tuple(x.shape))
+    return _right(x, bias)
+
+
 RIGHT = KernelImpl(fn=_right, backend="eager")
 WRONG = KernelImpl(fn=_off_by_a_bit, backend="eager")
 HALF = KernelImpl(fn=_half_written, backend="eager")
@@ -63,9 +82,15 @@ NO_FP32 = KernelImpl(fn=_right, backend="eager", dtypes=("bf16",))
 TILED = KernelImpl(fn=_tiled, backend="eager", params=(TileParam("BLOCK", int, 64, choices=(32, 64, 128)),),
                    presets={"small": {"BLOCK": 32}})
 GONE = "tests.fake_impls_does_not_exist:IMPL"
+FLAT_ONLY = KernelImpl(fn=_flat_only, backend="eager")
+NAN_PAST_50 = KernelImpl(fn=_nan_past_50, backend="eager")
+NO_SINGLE_ROW = KernelImpl(fn=_right, backend="eager",
+                           supports=lambda shape, dtype, device: "needs 2 rows or more" if shape["M"] < 2 else None)
+COUNTING = KernelImpl(fn=_counting, backend="eager")
 
 ALL = {"f_right": RIGHT, "f_wrong": WRONG, "f_half": HALF, "f_nan": NAN, "f_raises": RAISES, "f_oom": OOM,
-       "f_compile": COMPILE, "f_unsup": UNSUP, "f_nofp32": NO_FP32, "f_tiled": TILED}
+       "f_compile": COMPILE, "f_unsup": UNSUP, "f_nofp32": NO_FP32, "f_tiled": TILED, "f_flat_only": FLAT_ONLY,
+       "f_nan_past_50": NAN_PAST_50, "f_no_single_row": NO_SINGLE_ROW, "f_counting": COUNTING}
 
 
 def _die(x, bias=None):

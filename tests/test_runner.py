@@ -42,6 +42,46 @@ def test_statuses(impl, status, needle):
         assert "median_ms" not in row        # a wrong or failed point is never timed
 
 
+@pytest.mark.parametrize("impl,status,needle", [
+    ("f_flat_only", "error", "stress:rows_3d (M302 C65 fp32): RuntimeError: expected a 2-D input"),
+    ("f_nan_past_50", "wrong", "stress:large_x (M302 C65 fp32): out:"),
+])
+def test_the_stress_battery_fails_what_the_timed_shape_cannot_show(impl, status, needle):
+    from bench import stress
+    stress.clear()
+    with fake_gelu_impls():
+        row = runner.run_point(_point(impl), "cpu", OPTS)
+    assert row["status"] == status and needle in row["message"], row["message"]
+    assert "median_ms" not in row
+
+
+def test_a_declined_stress_case_is_listed_and_the_rest_still_run():
+    from bench import stress
+    stress.clear()
+    with fake_gelu_impls():
+        row = runner.run_point(_point("f_no_single_row"), "cpu", OPTS)
+    assert row["status"] == "ok" and row["stress_declined"] == ["one_row"]
+    assert row["stress"] == {"rows_3d": "ok", "one_row": "declined: needs 2 rows or more", "large_x": "ok"}
+
+
+def test_the_battery_runs_once_per_impl_config_and_pass_and_can_be_switched_off():
+    from bench import stress
+    from tests import fake_impls
+    stress.clear()
+    with fake_gelu_impls():
+        runner.run_point(_point("f_counting", shape={"M": 33, "C": 65}), "cpu", OPTS)
+        first = list(fake_impls.CALLS)
+        fake_impls.CALLS.clear()
+        row = runner.run_point(_point("f_counting", shape={"M": 47, "C": 65}), "cpu", OPTS)
+        off = runner.run_point(_point("f_counting", shape={"M": 49, "C": 65}), "cpu",
+                               runner.Options(budget_s=0.05, measure_peaks=False, stress=False))
+    assert {(2, 151, 65), (1, 65), (302, 65)} <= set(first)         # the cases ran at the first point
+    assert not {(2, 151, 65), (1, 65), (302, 65)} & set(fake_impls.CALLS)   # and not again
+    assert row["stress"] == {"rows_3d": "ok", "one_row": "ok", "large_x": "ok"}
+    assert off["status"] == "ok" and off["stress"] == "off"
+    assert first.count((33, 65)) >= 1 + 8                               # first call, then 8 judged
+
+
 def test_fwd_bwd_point_times_backward():
     with fake_gelu_impls():
         row = runner.run_point(_point("eager", pass_="fwd+bwd"), "cpu", OPTS)

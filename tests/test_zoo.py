@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.zoo.members import MEMBERS
+from tests.zoo.members import CAUGHT_BY, MEMBERS
 from tests.zoo.run import run_zoo
 
 
@@ -20,10 +20,12 @@ def test_every_member_is_caught(zoo_rows, member):
     for r in rows:
         assert r["status"] == "wrong", f"{member} ({MEMBERS[member][2]}) escaped: {r['status']} {r['message']}"
         assert "median_ms" not in r     # never timed... except what the last-call re-check saw, not recorded
+        if member in CAUGHT_BY:         # and by what it was made to be caught by
+            assert CAUGHT_BY[member] in r["message"], f"{member}: {r['message']}"
 
 
 def test_the_zoo_is_big_enough():
-    assert len(MEMBERS) >= 12
+    assert len(MEMBERS) >= 22
 
 
 def test_real_impls_pass_the_gate_at_every_cpu_point():
@@ -50,6 +52,13 @@ def test_real_impls_pass_the_gate_at_every_cpu_point():
         if impl.why_not(shape, p["dtype"], "cpu", p["pass"]):
             continue
         r = check(spec, spec.wrap(impl.fn, shape), shape, p["dtype"], p["pass"], "cpu", cfg, seed=100 + n)
-        if not r.ok:
+        if not r.ok and not _cpu_eager_beyond_the_ceiling(p, shape, r.message):
             bad.append((p["op"], p["impl"], p["dtype"], p["pass"], spec.label(shape), r.message[:160]))
     assert not bad, bad
+
+
+def _cpu_eager_beyond_the_ceiling(p, shape, message) -> bool:
+    """The one known case (README, status table): CPU PyTorch accumulates bf16/fp16 LayerNorm's dW and db in the
+    dtype itself, so past ~1000 rows eager's own error passes the dtype's ceiling and eager is `wrong`."""
+    return (p["op"], p["impl"], p["pass"]) == ("layer_norm", "eager", "fwd+bwd") and p["dtype"] in ("bf16", "fp16") \
+        and shape["M"] >= 1000 and "itself beyond the ceiling" in message

@@ -1,8 +1,10 @@
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from kernels.registry import DTYPES
-from kernels.spec import Inputs, RowSpec, elt_size, randn
+from kernels.spec import Inputs, RowSpec, StressCase, elt_size, outlier_columns, randn, rows_3d
 
 EPS = 1e-5
 
@@ -33,6 +35,14 @@ class AddLayerNormSpec(RowSpec):
         b = randn((C,), "fp32", device, gen, scale=0.1)
         return Inputs((x, y, bias, w, b), {"out_dtype": dtype}, grad_args=(0, 1, 2, 3, 4))
 
+    def stress_cases(self, shape, dtype):
+        # x is the fp32 residual stream already: rows far from 0 and outlier channels in the point's own dtype
+        s = {**self.full_shape(shape), "M": self.RAGGED_ROWS}
+        return [StressCase("rows_3d", s, dtype, rows_3d(0, 1)),
+                StressCase("one_row", {**s, "M": 1}, dtype),
+                StressCase("far_mean", s, dtype, _far_mean),
+                StressCase("outlier_channels", s, dtype, _outliers)]
+
     def math(self, x, y, bias, w, b, eps=EPS, out_dtype=None):
         s = x + y + bias
         return s, F.layer_norm(s, (s.shape[-1],), w, b, eps)
@@ -49,6 +59,16 @@ class AddLayerNormSpec(RowSpec):
 
     def out_names(self):
         return {"out0": "sum", "out1": "norm"}
+
+
+def _far_mean(inputs, gen):
+    x = inputs.args[0]
+    far = randn(x.shape, x.dtype, x.device, gen, shift=1000.0)   # residual rows of mean 1000, spread 1
+    return dataclasses.replace(inputs, args=(far, *inputs.args[1:]))
+
+
+def _outliers(inputs, gen):
+    return dataclasses.replace(inputs, args=(outlier_columns(inputs.args[0], gen), *inputs.args[1:]))
 
 
 SPEC = AddLayerNormSpec()

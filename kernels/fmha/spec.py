@@ -1,10 +1,13 @@
+import dataclasses
 import math
 
 import torch
 
 from kernels.fmha.layout import split_qkv
 from kernels.mask import MASK_FLOOR
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.spec import Inputs, OpSpec, StressCase, elt_size, randn
+
+RAGGED_T = 301     # a multiple of no tile
 
 
 class FmhaSpec(OpSpec):
@@ -25,6 +28,14 @@ class FmhaSpec(OpSpec):
         s = self.full_shape(shape)
         return " ".join([f"{k}{s[k]}" for k in self.shape_keys] + ["causal" if s["causal"] else "no-causal"]
                         + (["qkv"] if s["qkv"] else []))
+
+    def stress_cases(self, shape, dtype):
+        """q, k, v as the model passes them (views of one qkv tensor) at a ragged T, large scores there, and a single
+        query (T=1: sampling's first token). A causal square mask leaves no row fully masked, so none is tried."""
+        s = self.full_shape(shape)
+        ragged = {**s, "B": 2, "T": RAGGED_T, "qkv": True}
+        return [StressCase("qkv_view", ragged, dtype), StressCase("large_scores", ragged, dtype, _large_scores),
+                StressCase("one_query", {**s, "B": 2, "T": 1}, dtype)]
 
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
@@ -79,6 +90,32 @@ class FmhaSpec(OpSpec):
 
     def grad_names(self):
         return {0: "dq", 1: "dk", 2: "dv"}   # with qkv: 0 is dqkv
+
+
+def _large_scores(inputs, gen):
+    """Every other head's queries each aim at one key (causal: at or before it) with a scaled score near 100, the
+    rest of the row within ~+-40: exp() of the raw scores overflows (fp32 past 88, fp16 exponentials past 11),
+    while softmax itself stays one-hot, so rounding the scores to the dtype (as eager does) costs nothing. The
+    other heads keep a soft distribution, whose gradients stay measurable."""
+    args = [a.clone() for a in inputs.args]
+    causal = inputs.kwargs.get("causal", True)
+    if "heads" in inputs.kwargs:     # qkv (B, T, 3C): q and k are its first two thirds
+        B, T, C3 = args[0].shape
+        H = inputs.kwargs["heads"]
+        qkv = args[0].view(B, T, 3, H, C3 // 3 // H)
+        q, k = qkv[:, :, 0, ::2], qkv[:, :, 1, ::2]          # (B, T, H/2, D)
+        t_dim = 1
+    else:
+        q, k = args[0][:, ::2], args[1][:, ::2]                # (B, H/2, T, D)
+        t_dim = 2
+    T, D = q.shape[t_dim], q.shape[-1]
+    i = torch.arange(T, device=q.device)
+    span = (i + 1) if causal else torch.full_like(i, T)
+    aim = (torch.rand(T, generator=gen, device=gen.device).to(q.device) * span).long().clamp(max=T - 1)
+    kk = k.index_select(t_dim, aim).float()
+    # a score of 100 after the 1/sqrt(D) scale: q = 100 sqrt(D) k_aim / |k_aim|^2
+    q.copy_((kk * (100 * D ** 0.5) / kk.pow(2).sum(-1, keepdim=True)).to(q.dtype))
+    return dataclasses.replace(inputs, args=tuple(args))
 
 
 SPEC = FmhaSpec()

@@ -1,7 +1,11 @@
+import dataclasses
+
 import torch.nn.functional as F
 
 from kernels.linear import parts
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.spec import Inputs, OpSpec, StressCase, elt_size, outlier_columns, randn, rows_3d
+
+RAGGED_ROWS = 302     # a multiple of no tile, 2 x 151 for the 3-D layout
 
 
 class LinearSpec(OpSpec):
@@ -30,6 +34,14 @@ class LinearSpec(OpSpec):
     def wrap(self, fn, shape):
         part = self.full_shape(shape)["part"]
         return parts.wrap(fn, part) if part else fn
+
+    def stress_cases(self, shape, dtype):
+        """(B, T, K) activations as the model passes them (a part is a bare 2-D matmul: ragged rows instead), outlier
+        input columns (a trained model's activations; through GELU too), and one row."""
+        s = {**self.full_shape(shape), "M": RAGGED_ROWS}
+        layout = StressCase("ragged_rows", s, dtype) if s["part"] else StressCase("rows_3d", s, dtype, rows_3d())
+        return [layout, StressCase("outlier_columns", s, dtype, _outlier_columns),
+                StressCase("one_row", {**s, "M": 1}, dtype)]
 
     def make_inputs(self, shape, dtype, device, gen):
         s = self.full_shape(shape)
@@ -67,6 +79,11 @@ class LinearSpec(OpSpec):
 
     def grad_names(self):
         return {0: "dx", 1: "dw", 2: "db"}
+
+
+def _outlier_columns(inputs, gen):
+    a = outlier_columns(inputs.args[0], gen, n=4, factor=50.0)
+    return dataclasses.replace(inputs, args=(a, *inputs.args[1:]))
 
 
 SPEC = LinearSpec()

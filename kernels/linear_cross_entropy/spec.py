@@ -1,7 +1,10 @@
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
-from kernels.spec import Inputs, OpSpec, elt_size, randn
+from kernels.cross_entropy.spec import none_ignored, ragged_vocab
+from kernels.spec import Inputs, OpSpec, StressCase, elt_size, randn
 
 IGNORE_INDEX = -1
 
@@ -24,6 +27,13 @@ class LinearCrossEntropySpec(OpSpec):
         ignored = torch.rand((s["M"],), generator=gen, device=device) < 1 / 16
         targets[ignored] = IGNORE_INDEX
         return Inputs((x, w, targets), {}, grad_args=(0, 1))
+
+    def stress_cases(self, shape, dtype):
+        """Ragged rows and vocabulary (50257), logits at a trained model's scale (one dominant per row), one row."""
+        s = self.full_shape(shape)
+        s = {**s, "M": 301, "V": ragged_vocab(s["V"])}
+        return [StressCase("ragged_vocab", s, dtype), StressCase("trained_logits", s, dtype, _dominant_logits),
+                StressCase("one_row", {**s, "M": 1}, dtype, none_ignored)]
 
     def math(self, x, w, targets):
         return F.cross_entropy(F.linear(x, w), targets, ignore_index=IGNORE_INDEX)
@@ -50,6 +60,20 @@ class LinearCrossEntropySpec(OpSpec):
 
     def grad_names(self):
         return {0: "dx", 1: "dw"}
+
+
+def _dominant_logits(inputs, gen):
+    """Each row's own vocabulary entry (W's row aimed at it) scores 100 and every other logit stays within a few:
+    a trained model's confident prediction, past where exp() overflows (88), with softmax one-hot so that rounding
+    the logits to bf16 (eager's lm_head) costs nothing. Targets are other tokens, so the loss is ~100 a row."""
+    x, w, targets = inputs.args
+    M = x.shape[0]
+    rows = torch.randperm(w.shape[0], generator=gen, device=gen.device)[:M].to(w.device)
+    xf = x.float()
+    w = w.clone()
+    w[rows] = (xf * 100 / xf.pow(2).sum(-1, keepdim=True)).to(w.dtype)
+    t = torch.where(targets == rows, (targets + 1) % w.shape[0], targets)
+    return dataclasses.replace(inputs, args=(x, w, t))
 
 
 SPEC = LinearCrossEntropySpec()

@@ -130,12 +130,92 @@ def linear_dw_column_dropped(x, weight, bias=None, activation=None):
     return _DwColumnDropped.apply(x, weight, bias)
 
 
+def ln_one_pass_variance(x, w, b, eps=1e-5):
+    """Variance as E[x^2] - E[x]^2 in fp32: fine near 0, cancels on rows far from it (the fp32 residual stream)."""
+    xf = x.float()
+    mean = xf.mean(-1, keepdim=True)
+    var = (xf * xf).mean(-1, keepdim=True) - mean * mean
+    y = (xf - mean) * torch.rsqrt(var.clamp(min=0) + eps) * w.float() + b.float()
+    return y.to(x.dtype)
+
+
+class _GradTailDropped(torch.autograd.Function):
+    """Identity forward; the backward drops the last n entries of the gradient."""
+    @staticmethod
+    def forward(ctx, t, n):
+        ctx.n = n
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        g[..., -ctx.n:] = 0
+        return g, None
+
+
+def ln_dw_columns_dropped(x, w, b, eps=1e-5):
+    return layer_norm(x, _GradTailDropped.apply(w, 8), b, eps)      # the last 8 dW columns never written
+
+
+def fmha_reads_as_contiguous(q, k, v, causal=True, scale=None):
+    """Reads q, k, v through their storage as if each were a contiguous (B, H, T, D) tensor: right on contiguous
+    inputs, garbage on the model's views of one qkv tensor."""
+    def flat(t):
+        B, H, T, D = t.shape
+        return torch.as_strided(t, t.shape, (H * T * D, T * D, D, 1), t.storage_offset())
+    return fmha(flat(q), flat(k), flat(v), causal, scale)
+
+
+def fmha_partial_tile_dropped(q, k, v, causal=True, scale=None):
+    """Queries past the last whole 64-row tile never written: right whenever T is a multiple of 64."""
+    o = fmha(q, k, v, causal, scale)
+    T = q.shape[-2]
+    keep = torch.ones(T, 1, dtype=o.dtype, device=o.device)
+    keep[T - T % 64:] = 0
+    return o * keep
+
+
+def ce_without_max_subtraction(logits, targets, ignore_index=IGNORE_INDEX):
+    """log(sum(exp(x))) in fp32, no row max subtracted: inf once a logit passes ~88."""
+    x = logits.float()
+    lse = torch.log(torch.exp(x).sum(-1))
+    keep = targets != ignore_index
+    picked = x.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    return ((lse - picked) * keep).sum() / keep.sum()
+
+
+def gelu_tanh_from_exp(x, bias=None):
+    """tanh(u) as (e^u - e^-u) / (e^u + e^-u) in fp32: inf / inf = NaN once |x| passes ~12."""
+    z = (x if bias is None else x + bias).float()
+    u = 0.7978845608 * (z + 0.044715 * z ** 3)
+    ep, en = torch.exp(u), torch.exp(-u)
+    return (0.5 * z * (1 + (ep - en) / (ep + en))).to(x.dtype)
+
+
+def gelu_slightly_high(x, bias=None):
+    y = gelu(x.float(), None if bias is None else bias.float())
+    return (y * 1.003).to(x.dtype)      # 0.3 % high: under bf16's rounding unit (0.4 %), unbiased noise it is not
+
+
+_nth = collections.Counter()
+
+
+def gelu_wrong_every_fifth_call(x, bias=None):
+    """A race, made deterministic: every 5th call at a shape is 10 % off."""
+    _nth[tuple(x.shape)] += 1
+    y = gelu(x, bias)
+    return y * 1.1 if _nth[tuple(x.shape)] % 5 == 0 else y
+
+
 def add_ln_sum_off_in_fp32(x, y, bias, weight, ln_bias, eps=1e-5, out_dtype=None):
     s, h = add_layer_norm(x, y, bias, weight, ln_bias, eps, out_dtype)
     return s * (1 + 1e-4), h     # the fp32 residual stream off by 1e-4: only fp32's own tolerance sees it
 
 
 _LN = {"cpu": [{"M": 257, "C": 768}], "gpu": [{"M": 16384, "C": 768}]}
+_LN_BIG = {"cpu": [{"M": 16384, "C": 768}], "gpu": [{"M": 16384, "C": 768}]}     # where CPU eager's bf16 dW is ~10 % off
+_FMHA_TILED = {"cpu": [{"B": 2, "H": 4, "T": 256, "D": 64, "causal": True}],     # T a multiple of 64: only the
+               "gpu": [{"B": 16, "H": 12, "T": 1024, "D": 64, "causal": True}]}  # battery's ragged T sees it
 _FMHA = {"cpu": [{"B": 2, "H": 4, "T": 257, "D": 64, "causal": True}],
          "gpu": [{"B": 16, "H": 12, "T": 1024, "D": 64, "causal": True}]}
 _GELU = {"cpu": [{"M": 255, "C": 3072}], "gpu": [{"M": 16384, "C": 3072}]}
@@ -168,6 +248,36 @@ MEMBERS = {
                           ["bf16"], ["fwd+bwd"], _LIN),
     "zoo_add_ln_sum": (add_ln_sum_off_in_fp32, "add_layer_norm", "fp32 residual sum off by 1e-4",
                        ["bf16"], ["fwd"], {"cpu": [{"M": 257, "C": 768}], "gpu": [{"M": 16384, "C": 768}]}),
+    "zoo_ln_one_pass": (ln_one_pass_variance, "layer_norm", "one-pass variance E[x^2] - E[x]^2 in fp32",
+                        ["bf16"], ["fwd", "fwd+bwd"], _LN),
+    "zoo_ln_dw_cols": (ln_dw_columns_dropped, "layer_norm", "the last 8 dW columns dropped",
+                       ["bf16"], ["fwd+bwd"], _LN_BIG),
+    "zoo_fmha_contiguous": (fmha_reads_as_contiguous, "fmha", "reads q, k, v as if contiguous",
+                            ["bf16"], ["fwd"], _FMHA),
+    "zoo_fmha_partial_tile": (fmha_partial_tile_dropped, "fmha", "queries past the last whole 64-tile unwritten",
+                              ["bf16"], ["fwd"], _FMHA_TILED),
+    "zoo_ce_no_max": (ce_without_max_subtraction, "cross_entropy", "log-sum-exp without the row max",
+                      ["bf16"], ["fwd"], _CE),
+    "zoo_gelu_exp_tanh": (gelu_tanh_from_exp, "gelu", "tanh from exp: NaN past |x| ~12", ["bf16"], ["fwd"], _GELU),
+    "zoo_gelu_bias": (gelu_slightly_high, "gelu", "output 0.3 % high, bf16", ["bf16"], ["fwd"], _GELU),
+    "zoo_gelu_every_fifth": (gelu_wrong_every_fifth_call, "gelu", "wrong on every 5th call (a race)",
+                             ["bf16"], ["fwd"], _GELU),
+}
+
+# what must catch each member, where one measure alone can: its `wrong` message contains this
+CAUGHT_BY = {
+    "zoo_ln_one_pass": "stress:far_mean",
+    "zoo_ln_dw_cols": "beyond the ceiling",
+    "zoo_fmha_contiguous": "stress:qkv_view",
+    "zoo_fmha_partial_tile": "stress:qkv_view",
+    "zoo_ce_no_max": "stress:trained_logits",
+    "zoo_gelu_exp_tanh": "stress:large_x",
+    "zoo_gelu_bias": "scale bias",
+    "zoo_gelu_every_fifth": "call 4 of 8",
+    "zoo_ln_two_rows": "worst row/column",
+    "zoo_linear_dw_col": "worst row/column",
+    "zoo_gelu_mutates": "written in place",
+    "zoo_gelu_fp32": "dtype float32",
 }
 
 # each member is a module attribute named as it is registered, for TILEBENCH_PLUGINS="op:name=module:name"

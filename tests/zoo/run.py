@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         statuses = sorted({r["status"] for r in rows})
         caught = bool(rows) and statuses == ["wrong"]
         escaped += not caught
-        msg = rows[0]["message"][:70] if rows else "no rows"
+        msg = rows[0]["message"][:110] if rows else "no rows"
         print(f"{name:28s} {MEMBERS[name][1]:15s} {MEMBERS[name][2]:42s} "
               f"{'caught' if caught else 'ESCAPED ' + ','.join(statuses)}  {msg}")
     print(f"zoo: {len(by_member) - escaped} of {len(by_member)} members caught on {args.device}")
