@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import re
 import sys
@@ -28,8 +29,10 @@ def parse_args(argv=None):
     p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
     p.add_argument("--doctor", action="store_true", help="diagnose the GPU, cuTile, tileiras, Triton, peers")
     p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
-    p.add_argument("--budget", type=float, default=None, metavar="S", help="timing budget per point, seconds")
-    p.add_argument("--compile-timeout", type=float, default=None, metavar="S", help="cuTile compiler timeout")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="timing budget per point, seconds > 0 (checked whatever else is asked)")
+    p.add_argument("--compile-timeout", type=float, default=None, metavar="S",
+                   help="cuTile compiler timeout, seconds > 0 (checked whatever else is asked)")
     p.add_argument("--gpus", default=None, metavar="all|0,1",
                    help="one worker process per GPU of this host, points spread over them")
     p.add_argument("--replicate", action="store_true", help="with --gpus: run every point on every GPU")
@@ -173,6 +176,10 @@ def cmd_static(args) -> int:
 
 def main(argv=None) -> int:
     args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)   # a Namespace: a cluster shard
+    # first, whatever else is asked: a typo here is a typo anywhere (--budget -1 timed 3 reps of anything)
+    for flag, v in (("--budget", args.budget), ("--compile-timeout", args.compile_timeout)):
+        if v is not None and not 0 < v < math.inf:
+            return die(f"{flag} {v:g}: expected seconds > 0")
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:

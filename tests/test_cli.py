@@ -175,3 +175,19 @@ def test_strict_fails_on_every_failure_status(tmp_path, monkeypatch, status, cod
     args = ["--sweep", "gelu", "--quick", "--impl", "eager", "--device", "cpu", "--out", str(tmp_path), "--no-report"]
     assert cli.main(args) == 0
     assert cli.main(args + ["--strict"]) == code
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--sweep", "gelu", "--budget", "-1"), "--budget -1: expected seconds > 0"),
+    (("--sweep", "gelu", "--budget", "0"), "--budget 0: expected seconds > 0"),
+    (("--sweep", "gelu", "--budget", "nan"), "--budget nan: expected seconds > 0"),
+    (("--sweep", "gelu", "--compile-timeout", "0"), "--compile-timeout 0: expected seconds > 0"),
+    (("--report", "x.jsonl", "--budget", "-1"), "--budget -1"),      # a negative value is an error anywhere
+])
+def test_budget_and_compile_timeout_must_be_positive(tmp_path, capsys, args, needle):
+    from bench import cli
+    assert cli.main([*args, "--device", "cpu", "--impl", "eager", "--out", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("run_bench.py: error: ")
+    assert not (tmp_path / "res").exists()            # checked before any work
+
