@@ -22,7 +22,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if present)")
     p.add_argument("--quick", action="store_true", help="a few points per sweep")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<sweeps>_<device>)")
-    p.add_argument("--resume", action="store_true", help="skip points already in the results file")
+    p.add_argument("--resume", action="store_true", help="skip points already in the results file (a line cut off by a kill goes to <file>.cut)")
     p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files (.jsonl), training logs (.json) or folders")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
     p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
