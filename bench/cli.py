@@ -135,6 +135,22 @@ def cmd_report(paths, report_dir) -> int:
         return die(f"no such results file or folder: {e}")
     if not files:
         return die(f"no .jsonl result files or .json training logs in {' '.join(paths)}")
+    # build from what is good and say what is not, once per file; nothing good at all is a usage error
+    good, notes = [], []
+    for f in files:
+        rows, why = report.read_input(f)
+        if rows:
+            good.append(f)
+        elif f not in paths and f.endswith(".json"):   # a folder's other .json files (meta.json) are no inputs
+            continue
+        if why:
+            notes.append(f"{f}: {why}" + ("" if rows else " (skipped)"))
+    if not good:
+        return die("; ".join(n.removesuffix(" (skipped)") for n in notes) if notes else
+                   f"no result rows or training logs in {' '.join(paths)}")
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    files = good
     name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
         os.path.basename(os.path.dirname(os.path.abspath(files[0])))
     out = report_dir or os.path.join(REPO, "reports", name)
