@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import re
 import sys
@@ -21,15 +22,17 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if present)")
     p.add_argument("--quick", action="store_true", help="a few points per sweep")
     p.add_argument("--out", default=None, metavar="DIR", help="results folder (default results/<sweeps>_<device>)")
-    p.add_argument("--resume", action="store_true", help="skip points already in the results file")
+    p.add_argument("--resume", action="store_true", help="skip points already in the results file (a line cut off by a kill goes to <file>.cut)")
     p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files (.jsonl), training logs (.json) or folders")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
     p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
     p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
     p.add_argument("--doctor", action="store_true", help="diagnose the GPU, cuTile, tileiras, Triton, peers")
     p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
-    p.add_argument("--budget", type=float, default=None, metavar="S", help="timing budget per point, seconds")
-    p.add_argument("--compile-timeout", type=float, default=None, metavar="S", help="cuTile compiler timeout")
+    p.add_argument("--budget", type=float, default=None, metavar="S",
+                   help="timing budget per point, seconds > 0 (checked whatever else is asked)")
+    p.add_argument("--compile-timeout", type=float, default=None, metavar="S",
+                   help="cuTile compiler timeout, seconds > 0 (checked whatever else is asked)")
     p.add_argument("--gpus", default=None, metavar="all|0,1",
                    help="one worker process per GPU of this host, points spread over them")
     p.add_argument("--replicate", action="store_true", help="with --gpus: run every point on every GPU")
@@ -135,6 +138,22 @@ def cmd_report(paths, report_dir) -> int:
         return die(f"no such results file or folder: {e}")
     if not files:
         return die(f"no .jsonl result files or .json training logs in {' '.join(paths)}")
+    # build from what is good and say what is not, once per file; nothing good at all is a usage error
+    good, notes = [], []
+    for f in files:
+        rows, why = report.read_input(f)
+        if rows:
+            good.append(f)
+        elif f not in paths and f.endswith(".json"):   # a folder's other .json files (meta.json) are no inputs
+            continue
+        if why:
+            notes.append(f"{f}: {why}" + ("" if rows else " (skipped)"))
+    if not good:
+        return die("; ".join(n.removesuffix(" (skipped)") for n in notes) if notes else
+                   f"no result rows or training logs in {' '.join(paths)}")
+    for n in notes:
+        print(f"warning: {n}", file=sys.stderr)
+    files = good
     name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
         os.path.basename(os.path.dirname(os.path.abspath(files[0])))
     out = report_dir or os.path.join(REPO, "reports", name)
@@ -176,6 +195,10 @@ def cmd_static(args) -> int:
 
 def main(argv=None) -> int:
     args = argv if isinstance(argv, argparse.Namespace) else parse_args(argv)   # a Namespace: a cluster shard
+    # first, whatever else is asked: a typo here is a typo anywhere (--budget -1 timed 3 reps of anything)
+    for flag, v in (("--budget", args.budget), ("--compile-timeout", args.compile_timeout)):
+        if v is not None and not 0 < v < math.inf:
+            return die(f"{flag} {v:g}: expected seconds > 0")
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:

@@ -10,7 +10,8 @@ from the per-repetition samples each row keeps (`samples_ms`, `host_samples_ms`)
 
 Rows written before samples were kept get a wider, conservative interval from their quartiles
 (new q1 / base q3 .. new q3 / base q1), marked `ci: quartiles`. Per (op, impl): the geometric mean of the
-ratios. Points in one run only, and points whose status changed (ok in base, wrong in new ...), are listed."""
+ratios. Points in one run only, and points whose status changed (ok in base, wrong in new ...), are listed;
+two runs with no point in common are an error (CompareError), not an empty comparison."""
 from __future__ import annotations
 
 import dataclasses
@@ -155,6 +156,9 @@ def compare(base_path: str, new_path: str, time: str = "kernel", band: float = S
         raise CompareError(f"unknown time {time!r} (known: {', '.join(TIMES)})")
     base_rows, new_rows = load(base_path), load(new_path)
     base, new = _by_key(base_rows), _by_key(new_rows)
+    if not base.keys() & new.keys():    # a gate that compared nothing must not read as a pass
+        raise CompareError(f"nothing compared: no point is in both runs (BASE has {len(base)} points, NEW has "
+                           f"{len(new)}; points are joined by {', '.join(KEY)})")
     points, changed = [], []
     for k in [k for k in base if k in new]:
         b, n = base[k], new[k]

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from bench import charts, hover, profile  # noqa: E402
 from bench.compiled_baseline import BEST, best_rows  # noqa: E402
-from bench.store import read_rows  # noqa: E402
+from bench.store import scan  # noqa: E402
 
 PEER_KINDS = ("peer",)
 OURS = ("triton", "cutile")
@@ -47,18 +47,35 @@ def training_log_row(path: str) -> dict | None:
             "point_id": f"train:{os.path.abspath(path)}", "cuda_graph": bool(cfg.get("cuda_graph"))}
 
 
+RESULT_KEYS = ("op", "impl", "status")
+
+
+def read_input(path: str) -> tuple[list[dict], str | None]:
+    """One report input's rows (a results file's result rows; a training log as one row) and, where part or
+    all of it is not usable, why, in a few words (None when all of it is)."""
+    if path.endswith(".json"):
+        r = training_log_row(path)
+        if r is None:
+            return [], "not a training log (model.train --log-json: a JSON object with train and summary)"
+        r["source"] = os.path.basename(path)
+        return [r], None
+    good, bad = scan(path)
+    rows = [r for _, r in good if all(r.get(k) is not None for k in RESULT_KEYS)]
+    source = os.path.basename(os.path.dirname(os.path.abspath(path))) or path
+    for r in rows:
+        r.setdefault("source", source)
+    if not good and not bad:
+        return [], "empty file"
+    if not good:
+        return [], "not JSON lines (a results file holds one JSON object per line)"
+    if not rows:
+        return [], f"no result rows (a result row has {', '.join(RESULT_KEYS)})"
+    skipped = len(good) + len(bad) - len(rows)
+    return rows, f"{skipped} of {len(good) + len(bad)} lines skipped (cut off, or not result rows)" if skipped else None
+
+
 def load(paths: list[str]) -> pd.DataFrame:
-    rows = []
-    for p in paths:
-        if p.endswith(".json"):
-            r = training_log_row(p)
-            if r is not None:
-                r["source"] = os.path.basename(p)
-                rows.append(r)
-            continue
-        for r in read_rows(p):
-            r.setdefault("source", os.path.basename(os.path.dirname(os.path.abspath(p))) or p)
-            rows.append(r)
+    rows = [r for p in paths for r in read_input(p)[0]]
     df = pd.DataFrame(rows)
     if df.empty:
         return df

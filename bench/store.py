@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 
 def _clean(v):
@@ -21,11 +22,32 @@ class ResultStore:
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._end_cut_line()
+        self._set_aside_cut_lines()
 
-    def _end_cut_line(self) -> None:
-        """A run killed mid-write leaves a line without its newline: end it, or the next row would be glued
-        to it and lost with it (read_rows skips the cut line alone)."""
+    def _set_aside_cut_lines(self) -> None:
+        """A run killed mid-write leaves a half line, which pandas.read_json(lines=True) and other readers
+        fail on: move every line that is not a JSON row to <path>.cut (appended: nothing is lost) and
+        rewrite the file with the good lines alone (atomically: a kill now loses nothing either)."""
+        good, bad = scan(self.path)
+        if not bad:
+            self._end_last_line()
+            return
+        cut = self.path + ".cut"
+        with open(cut, "ab") as f:      # first: a kill before the rewrite leaves the line in both files
+            f.write(b"".join(line + b"\n" for line in bad))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(b"".join(line + b"\n" for line, _ in good))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        print(f"{self.path}: {len(bad)} line(s) that were not JSON rows (cut off by a kill?) moved to {cut}",
+              file=sys.stderr)
+
+    def _end_last_line(self) -> None:
+        """A whole last row without its newline: end it, or the next row would be glued to it."""
         try:
             with open(self.path, "rb+") as f:
                 size = f.seek(0, os.SEEK_END)
@@ -50,18 +72,29 @@ class ResultStore:
         return {r["point_id"] for r in self.rows() if "point_id" in r and r.get("status")}
 
 
+def scan(path: str) -> tuple[list[tuple[bytes, dict]], list[bytes]]:
+    """(line, row) for every line that is a JSON object, and the lines that are not (cut off by a kill, not
+    JSON at all); blank lines are neither. A missing file has neither."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], []
+    good, bad = [], []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:      # JSONDecodeError, or bytes that are not UTF-8
+            row = None
+        if isinstance(row, dict):
+            good.append((line, row))
+        else:
+            bad.append(line)
+    return good, bad
+
+
 def read_rows(path: str) -> list[dict]:
     """Every complete row; a line cut off by a kill is skipped, not fatal."""
-    rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+    return [row for _, row in scan(path)[0]]

@@ -123,6 +123,8 @@ def _validate(path, name, body) -> Sweep:
     shapes = body.get("shapes", [])
     cpu_shapes = body.get("cpu_shapes")
     keys = set(spec_of(op).shape_keys) | set(spec_of(op).shape_defaults) | {"tokens"} if op and op != "e2e" else None
+    # the sizes must be > 0; options (linear's part: 0, the whole op; fmha's causal) are not sizes
+    sizes = {"B", "T"} if op == "e2e" else set(spec_of(op).shape_keys) | {"tokens"} if op else set()
     for field in ("shapes", "cpu_shapes"):
         for entry in body.get(field) or []:
             if not isinstance(entry, dict):
@@ -150,6 +152,10 @@ def _validate(path, name, body) -> Sweep:
                     continue
                 if not vals or not all(isinstance(x, (int, bool)) for x in vals):
                     raise _err(path, name, field, f"{k} must be an int/bool or a list of them, got {v!r}")
+                # a size of 0 or below would run and end as an `error` point
+                bad_size = next((x for x in vals if not isinstance(x, bool) and x <= 0), None) if k in sizes else None
+                if bad_size is not None:
+                    raise _err(path, name, field, f"{entry}: {k}={bad_size}: a size must be > 0")
     if op and not shapes and not include:
         raise _err(path, name, "shapes", "missing")
     configs = body.get("configs", {})
@@ -189,6 +195,10 @@ def _validate(path, name, body) -> Sweep:
             why = _backend_error(b)
             if why:
                 raise _err(path, name, "backends", why)
+    for k in ("steps", "converge_iters"):
+        if k in body and body[k] <= 0:
+            raise _err(path, name, k, f"{body[k]}: must be > 0" + (" (leave it out: no training run)"
+                                                                   if k == "converge_iters" else ""))
     if "cuda_graph" in body and op != "e2e":
         raise _err(path, name, "cuda_graph", "only e2e sweeps capture whole steps (kernel sweeps: --cuda-graph)")
     extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters", "cuda_graph") if k in body}

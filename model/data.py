@@ -79,15 +79,38 @@ def prepare_bpe(input_path, out_dir, encoding: str = "gpt2", train_frac: float =
     return _write_split(ids, Path(out_dir), meta, train_frac)
 
 
+class DataError(ValueError):
+    """A data folder that cannot be used as it is; the training CLI says it in one line (exit 2)."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain data only: a nanoGPT meta.pkl is a dict of str and int, which needs no class. Anything that
+    names one (os.system, a class to build) could run code from a data folder made elsewhere."""
+
+    def find_class(self, module, name):
+        raise DataError(f"it names {module}.{name}")
+
+
+def _read_meta_pkl(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            m = _PlainUnpickler(f).load()
+        n = m["vocab_size"]
+        return {"kind": "char", "vocab_size": n, "itos": [m["itos"][i] for i in range(n)]}
+    except DataError as e:
+        raise DataError(f"{path}: {e}, and a nanoGPT meta.pkl is plain data: refusing to load") from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign pickle: what it is, in one line
+        raise DataError(f"{path}: not a nanoGPT meta.pkl (a dict with vocab_size and itos): "
+                        f"{type(e).__name__}: {e}") from None
+
+
 def load_meta(data_dir) -> dict:
     """meta.json, or a nanoGPT meta.pkl (char vocab) if that is what the folder has; {} if neither."""
     d = Path(data_dir)
     if (d / "meta.json").is_file():
         return json.loads((d / "meta.json").read_text())
     if (d / "meta.pkl").is_file():
-        with open(d / "meta.pkl", "rb") as f:
-            m = pickle.load(f)
-        return {"kind": "char", "vocab_size": m["vocab_size"], "itos": [m["itos"][i] for i in range(m["vocab_size"])]}
+        return _read_meta_pkl(d / "meta.pkl")
     return {}
 
 

@@ -9,7 +9,7 @@
     python -m model.sample --out-dir out/sc_triton
 
 --config is a preset name (see TRAIN_PRESETS) or a JSON file of TrainConfig fields; flags override it.
-Exit status: 0 done, 3 stopped on a NaN/inf loss (the last good checkpoint is kept), 2 bad arguments.
+Exit status: 0 done, 3 stopped on a NaN/inf loss (the last good checkpoint is kept), 2 bad arguments or data.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from kernels.device import name as device_name
 from kernels.registry import DTYPES
 from model import cuda_graph, measure, slurm_env
 from model.config import preset
-from model.data import Batches
+from model.data import Batches, DataError
 from model.gpt import GPT, peak_tflops_for
 from model.ops import Backend
 
@@ -529,7 +529,11 @@ def main(argv=None) -> int:
         if why:
             print(f"error: {why}", file=sys.stderr)
             return 2
-    res = run(cfg)
+    try:
+        res = run(cfg)
+    except DataError as e:      # the data folder, found only once the trainer opens it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if res["status"] == "ok" and int(os.environ.get("RANK", "0")) == 0:
         s = res["summary"]
         f = lambda v, spec: "n/a" if v is None else format(v, spec)

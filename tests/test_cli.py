@@ -175,3 +175,56 @@ def test_strict_fails_on_every_failure_status(tmp_path, monkeypatch, status, cod
     args = ["--sweep", "gelu", "--quick", "--impl", "eager", "--device", "cpu", "--out", str(tmp_path), "--no-report"]
     assert cli.main(args) == 0
     assert cli.main(args + ["--strict"]) == code
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--sweep", "gelu", "--budget", "-1"), "--budget -1: expected seconds > 0"),
+    (("--sweep", "gelu", "--budget", "0"), "--budget 0: expected seconds > 0"),
+    (("--sweep", "gelu", "--budget", "nan"), "--budget nan: expected seconds > 0"),
+    (("--sweep", "gelu", "--compile-timeout", "0"), "--compile-timeout 0: expected seconds > 0"),
+    (("--report", "x.jsonl", "--budget", "-1"), "--budget -1"),      # a negative value is an error anywhere
+])
+def test_budget_and_compile_timeout_must_be_positive(tmp_path, capsys, args, needle):
+    from bench import cli
+    assert cli.main([*args, "--device", "cpu", "--impl", "eager", "--out", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("run_bench.py: error: ")
+    assert not (tmp_path / "res").exists()            # checked before any work
+
+
+def _result_row(impl="eager", ms=1.0):
+    return {"op": "gelu", "impl": impl, "status": "ok", "shape_label": "M8 C8", "dtype": "fp32", "pass": "fwd",
+            "bound": "memory", "config_label": "default", "mode": "kernel", "median_ms": ms, "gbps": 1 / ms,
+            "device_name": "CPU", "point_id": impl, "impl_kind": "baseline"}
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"a": 1}\n{"b": 2}\n', "no result rows (a result row has op, impl, status)"),
+    ("", "empty file"),
+    ("\x00\x01 this is not json\n", "not JSON lines"),
+])
+def test_report_on_a_file_without_result_rows_is_one_line(tmp_path, capsys, text, why):
+    from bench import cli
+    bad = tmp_path / "x.jsonl"
+    bad.write_text(text)
+    assert cli.main(["--report", str(bad), "--report-dir", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"run_bench.py: error: {bad}: {why}")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_report_keeps_the_good_files_and_warns_once_per_bad_one(tmp_path, capsys):
+    from bench import cli
+    good = tmp_path / "good" / "results.jsonl"
+    good.parent.mkdir()
+    good.write_text("".join(json.dumps(_result_row(i, ms)) + "\n" for i, ms in (("eager", 2.0), ("triton", 1.0))))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": 1}\n')
+    notes = tmp_path / "notes.json"                   # named on the command line: not a training log
+    notes.write_text('{"vocab_size": 65}')
+    assert cli.main(["--report", str(good), str(bad), str(notes), "--report-dir", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
+    assert f"{bad}: no result rows" in err[0] and f"{notes}: not a training log" in err[1]
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Who wins where" in html and "triton" in html

@@ -162,3 +162,17 @@ def test_compare_two_cpu_runs_one_slowed(tmp_path):
 def test_compare_usage_errors_are_one_line(args, needle):
     r = _cli(*args)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_nothing_in_common_is_an_error_not_a_pass(tmp_path, capsys):
+    """Two runs with no point in both (other sweeps, another timer) compare nothing: exit 2, not `pass`."""
+    from bench import cli
+    a = _write(tmp_path / "a.jsonl", [_row(M=64), _row(M=65), _row(M=66)])
+    b = _write(tmp_path / "b.jsonl", [_row(M=64, timer="cuda_graph"), _row(M=65, timer="cuda_graph")])
+    with pytest.raises(compare.CompareError, match="no point is in both runs"):
+        compare.compare(a, b)
+    assert cli.main(["--compare", a, b, "--fail-above", "5%", "--report-dir", str(tmp_path / "page")]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert len(err) == 1 and "nothing compared" in err[0] and "BASE has 3 points, NEW has 2" in err[0]
+    assert "pass" not in out.out and not (tmp_path / "page").exists()

@@ -86,3 +86,39 @@ def test_read_text_without_any_source(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         data.read_text(None, url=None)
     assert data.read_text(SHAKESPEARE if SHAKESPEARE.is_file() else __file__)
+
+
+class _Pwn:
+    def __reduce__(self):
+        import os
+        return os.system, ("echo pwned",)
+
+
+def _data_dir(tmp_path, meta) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    ids = np.arange(64, dtype=np.uint16) % 3
+    ids.tofile(d / "train.bin")
+    ids.tofile(d / "val.bin")
+    import pickle
+    (d / "meta.pkl").write_bytes(pickle.dumps(meta))
+    return d
+
+
+def test_nanogpt_meta_pkl_is_read_as_plain_data(tmp_path):
+    m = {"vocab_size": 3, "itos": {0: "a", 1: "b", 2: "c"}, "stoi": {"a": 0, "b": 1, "c": 2}}
+    assert data.load_meta(_data_dir(tmp_path, m)) == {"kind": "char", "vocab_size": 3, "itos": ["a", "b", "c"]}
+
+
+def test_a_meta_pkl_that_would_run_code_is_refused(tmp_path, capfd):
+    d = _data_dir(tmp_path, {"vocab_size": 3, "itos": _Pwn()})
+    with pytest.raises(data.DataError, match="refusing to load") as e:
+        data.load_meta(d)
+    assert "\n" not in str(e.value) and "system" in str(e.value)
+    assert "pwned" not in capfd.readouterr().out
+    from model import train                         # the training CLI: one line, exit 2
+    rc = train.main(["--config", "tiny", "--data-dir", str(d), "--out-dir", str(tmp_path / "out"), "--max-iters", "1"])
+    out = capfd.readouterr()
+    assert rc == 2 and "pwned" not in out.out
+    assert out.err.strip().startswith("error: ") and out.err.strip().endswith("refusing to load")
+    assert len(out.err.strip().splitlines()) == 1

@@ -142,3 +142,33 @@ def test_quick_takes_the_default_config_not_the_first_preset():
     s = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
     pts = sw.points(s["presets_layer_norm"], "cuda", quick=True)
     assert pts and {p["config_label"] for p in pts} == {"default"} and all(p["config"] == {} for p in pts)
+
+
+@pytest.mark.parametrize("body, key, words", [
+    ("op: gelu\n    shapes:\n      - {M: 0, C: 8}", "shapes", "M=0"),
+    ("op: fmha\n    shapes:\n      - {B: -2, H: 4, T: 128, D: 64}", "shapes", "B=-2"),
+    ("op: fmha\n    shapes:\n      - {B: [1, 0], H: 4, T: 128, D: 64}", "shapes", "B=0"),
+    ("op: fmha\n    shapes:\n      - {tokens: 0, T: 128, H: 4, D: 64}", "shapes", "tokens=0"),
+    ("op: gelu\n    shapes:\n      - {M: 4, C: 8}\n    cpu_shapes:\n      - {M: 4, C: -1}", "cpu_shapes", "C=-1"),
+    ("op: e2e\n    shapes:\n      - {model: tiny, B: 0, T: 8}", "shapes", "B=0"),
+    ("op: e2e\n    shapes:\n      - {model: tiny, B: 1, T: -8}", "shapes", "T=-8"),
+    ("op: e2e\n    steps: 0\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "steps", "0"),
+    ("op: e2e\n    converge_iters: -5\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "converge_iters", "-5"),
+])
+def test_sizes_and_step_counts_must_be_positive(tmp_path, body, key, words):
+    """A size of 0 or below is a typo, not a point: one line at load time (it used to run and fail as `error`)."""
+    with pytest.raises(sw.SweepError) as e:
+        sw.load(write(tmp_path, f"sweeps:\n  bad:\n    {body}\n"))
+    msg = str(e.value)
+    assert "\n" not in msg and "sweeps.yaml" in msg and "'bad'" in msg and f"'{key}'" in msg and words in msg
+    assert "> 0" in msg
+
+
+def test_options_are_not_sizes(tmp_path):
+    """fmha's causal: false and linear's part: 0 (the whole op) are options, not sizes of 0."""
+    s = sw.load(write(tmp_path, "sweeps:\n  att:\n    op: fmha\n    impls: [eager]\n    shapes:\n"
+                                "      - {B: 1, H: 2, T: 16, D: 8, causal: [true, false]}\n"
+                                "  mm:\n    op: linear\n    impls: [eager]\n    shapes:\n"
+                                "      - {M: 4, N: 8, K: 8, part: [0, 3]}\n"))
+    assert {p["shape"]["causal"] for p in sw.points(s["att"], "cpu")} == {True, False}
+    assert {p["shape"]["part"] for p in sw.points(s["mm"], "cpu")} == {0, 3}
