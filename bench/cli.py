@@ -8,6 +8,8 @@ import os
 import re
 import sys
 
+from kernels.rows import failed, result_files
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXIT_USAGE = 2
 
@@ -59,12 +61,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _failed(rows) -> list[dict]:
-    """The rows --strict fails on: every status but ok and the two that say "not here" (wrong, error,
-    compile_error, oom, and any status added later)."""
-    return [r for r in rows if r.get("status") not in ("ok", "unsupported", "unavailable")]
-
-
 def die(msg: str) -> int:
     print(f"run_bench.py: error: {msg}", file=sys.stderr)
     return EXIT_USAGE
@@ -97,12 +93,13 @@ def cmd_list(sweeps, device: str) -> int:
 
 
 def _results_files(paths):
+    """Files named, and per folder: its run's result files (as --compare reads a folder: not the backups of older
+    runs beside them) and the training logs under it (.json from model.train --log-json)."""
     files = []
     for p in paths:
         if os.path.isdir(p):
-            for root, _, names in os.walk(p):
-                # result rows (.jsonl) and training logs (.json from model.train --log-json)
-                files += [os.path.join(root, n) for n in names if n.endswith((".jsonl", ".json"))]
+            files += result_files(p)
+            files += [os.path.join(root, n) for root, _, names in os.walk(p) for n in names if n.endswith(".json")]
         elif os.path.exists(p):
             files.append(p)
         else:
@@ -190,7 +187,7 @@ def cmd_static(args) -> int:
     print(f"results: {store.path}")
     if not args.no_report:
         cmd_report([store.path], args.report_dir)
-    return 1 if (args.strict and _failed(rows)) else 0
+    return 1 if (args.strict and failed(rows)) else 0
 
 
 def main(argv=None) -> int:
@@ -255,7 +252,7 @@ def main(argv=None) -> int:
     points = []
     for s in chosen:
         points += sw.points(s, device, quick=args.quick, impl_filter=args.impl or None, resolver=resolver,
-                            cuda_graph=args.cuda_graph)
+                            mode="graph" if args.cuda_graph else "events")
     if not points:
         return die("the selection has no points (check --impl and the sweep's impls)")
     from bench import cluster
@@ -286,7 +283,7 @@ def main(argv=None) -> int:
     if not args.no_report:
         live_report = live.Rebuilder(store.path, report_dir)
         print(f"report (rebuilt as points finish): {os.path.join(report_dir, 'index.html')}", file=sys.stderr)
-    opts = runner.Options(budget_s=args.budget, cuda_graph=args.cuda_graph, seed=args.seed,
+    opts = runner.Options(budget_s=args.budget, mode="graph" if args.cuda_graph else "events", seed=args.seed,
                           autotune_cap_s=args.autotune_cap or None,
                           profile_dir=os.path.join(out_dir, "profiles") if args.profile else None,
                           stress=not args.no_stress)
@@ -314,4 +311,4 @@ def main(argv=None) -> int:
     print(f"results: {store.path}")
     if live_report:
         print(f"report: {live_report.build()}")
-    return 1 if (args.strict and _failed(rows)) else 0
+    return 1 if (args.strict and failed(rows)) else 0

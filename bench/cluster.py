@@ -228,7 +228,7 @@ def shard_folders(run_dir: str) -> list[str]:
 def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, no_report: bool = False) -> int:
     """Merge the shards' results files into one summary and report; say which shards are not finished."""
     from bench import report
-    from bench.store import read_rows
+    from kernels.rows import failed, read_file
     folders = shard_folders(run_dir)
     if not folders:
         return die(f"--collect {run_dir}: no shard-*-of-* folders (is it a --submit run folder?)")
@@ -237,7 +237,7 @@ def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, n
     files, rows, unfinished = [], [], []
     for d in folders:
         path = os.path.join(d, "results.jsonl")
-        got = read_rows(path)
+        got = read_file(path)
         state = read_state(d)
         status = state.get("status", "not started")
         if os.path.exists(path):
@@ -261,5 +261,4 @@ def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, n
     if unfinished:
         print(f"not finished: {', '.join(unfinished)} (rerun the submit command with --resume to finish them; "
               f"their measured points are kept)", file=sys.stderr)
-    bad = [r for r in rows if r.get("status") in ("wrong", "error", "compile_error")]
-    return 1 if strict and (bad or unfinished) else 0
+    return 1 if strict and (failed(rows) or unfinished) else 0

@@ -15,16 +15,15 @@ two runs with no point in common are an error (CompareError), not an empty compa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
 import numpy as np
 import pandas as pd
 
-from bench.store import read_rows
+from kernels.rows import POINT_AXES, point_key, read_rows
 
-KEY = ("op", "impl", "shape", "dtype", "pass", "config", "config_label", "timer")
+KEY = POINT_AXES
 SAME_BAND = 0.02          # ratios within 2 % are "same": the run-to-run spread of a settled GPU point
 CONFIDENCE = 0.95
 RESAMPLES = 2000          # percentile bootstrap; 2000 keeps the interval's ends stable to ~0.1 %
@@ -38,32 +37,18 @@ class CompareError(ValueError):
     pass
 
 
-def result_files(path: str) -> list[str]:
-    """A results file, or a run folder: its results.jsonl (older runs' results.<date>.jsonl beside it are
-    not this run), else every .jsonl under it (shards)."""
-    if os.path.isfile(path):
-        return [path]
-    if os.path.isdir(path):
-        main = os.path.join(path, "results.jsonl")
-        if os.path.isfile(main):
-            return [main]
-        found = sorted(os.path.join(root, n) for root, _, names in os.walk(path) for n in names if n.endswith(".jsonl"))
-        if found:
-            return found
-        raise CompareError(f"{path}: no results.jsonl or other .jsonl result files in this folder")
-    raise CompareError(f"{path}: no such results file or folder")
-
-
 def load(path: str) -> list[dict]:
-    rows = [r for f in result_files(path) for r in read_rows(f) if r.get("op") and r.get("status")]
+    """The rows of a results file or run folder (kernels/rows.py result_files: a folder's own results, or its shards')."""
+    try:
+        rows = [r for r in read_rows(path) if r.get("op") and r.get("status")]
+    except FileNotFoundError:
+        raise CompareError(f"{path}: no such results file or folder") from None
     if not rows:
-        raise CompareError(f"{path}: no result rows")
+        raise CompareError(f"{path}: no result rows (a folder's results.jsonl, or its shards')")
     return rows
 
 
-def key_of(row: dict) -> tuple:
-    return tuple(json.dumps(row.get(k), sort_keys=True, default=str) if k in ("shape", "config")
-                 else str(row.get(k) if row.get(k) is not None else "") for k in KEY)
+key_of = point_key
 
 
 def _by_key(rows: list[dict]) -> dict:

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from bench import charts, hover, profile  # noqa: E402
 from bench.compiled_baseline import BEST, best_rows  # noqa: E402
-from bench.store import scan  # noqa: E402
+from kernels.rows import group_key, scan  # noqa: E402
 
 PEER_KINDS = ("peer",)
 OURS = ("triton", "cutile")
@@ -74,9 +74,19 @@ def read_input(path: str) -> tuple[list[dict], str | None]:
     return rows, f"{skipped} of {len(good) + len(bad)} lines skipped (cut off, or not result rows)" if skipped else None
 
 
-def load(paths: list[str]) -> pd.DataFrame:
-    rows = [r for p in paths for r in read_input(p)[0]]
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame with their groups (kernels/rows.py group_key): every point axis but the tile config, so
+    rows of a `group` compete for best config and rows of a `contest` (impl left out too) for fastest impl, and
+    launch- and graph-timed rows of one point never meet."""
     df = pd.DataFrame(rows)
+    if not df.empty:
+        df["group"] = [group_key(r) for r in rows]
+        df["contest"] = [group_key(r, without=("impl",)) for r in rows]
+    return df
+
+
+def load(paths: list[str]) -> pd.DataFrame:
+    df = frame([r for p in paths for r in read_input(p)[0]])
     if df.empty:
         return df
     for col in ("device_name", "mode", "config_label", "median_ms", "tflops", "gbps", "roofline_frac", "impl_kind",
@@ -126,9 +136,8 @@ def metric_of(bound: str) -> tuple[str, str]:
 
 
 def best_configs(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per (device, op, shape, dtype, pass, impl): the fastest tile config."""
-    keys = ["device_name", "op", "shape_label", "dtype", "pass", "impl"]
-    idx = ok.groupby(keys)["median_ms"].idxmin()
+    """Per device and point group (every axis but the tile config, timer included): the fastest tile config."""
+    idx = ok.groupby(["device_name", "group"])["median_ms"].idxmin()
     return ok.loc[idx]
 
 
@@ -136,7 +145,7 @@ def winners(best: pd.DataFrame) -> pd.DataFrame:
     """Fastest correct impl per point, its speedup over eager, and how our best kernel does against the
     fastest peer (cuDNN/flash SDPA, TileGym, Liger, torch.compile)."""
     out = []
-    for key, g in best.groupby(["device_name", "op", "shape_label", "dtype", "pass"], sort=False):
+    for key, g in best.groupby(["device_name", "op", "shape_label", "dtype", "pass", "contest"], sort=False):
         g = g.sort_values("median_ms")
         top = g.iloc[0]
         eager = g[g["impl"] == "eager"]["median_ms"]
@@ -144,7 +153,7 @@ def winners(best: pd.DataFrame) -> pd.DataFrame:
         ours = g[g["impl"].isin(OURS)]
         metric, unit = metric_of(top.get("bound", "memory"))
         out.append({
-            "device": key[0], "op": key[1], "shape": key[2], "dtype": key[3], "pass": key[4],
+            "device": key[0], "op": key[1], "shape": key[2], "dtype": key[3], "pass": key[4], "timer": top.get("timer"),
             "winner": top["impl"], "ms": top["median_ms"], unit: top[metric],
             "roofline": top.get("roofline_frac"),
             "vs eager": (eager.iloc[0] / top["median_ms"]) if len(eager) else None,
@@ -517,7 +526,7 @@ def _write(outdir, parts) -> str:
 
 def summary_table(rows: list[dict]) -> str:
     """The stdout summary at the end of a run: per point, each impl's median ms, fastest first."""
-    df = pd.DataFrame(rows)
+    df = frame(rows)
     if df.empty:
         return "no points ran"
     lines = []

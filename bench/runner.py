@@ -18,15 +18,15 @@ from bench import devinfo, stress, timing
 from bench import capture, profile, tunecap
 from bench.progress import Progress
 from kernels import registry
+from kernels.rows import STATUSES, is_graph, timer_for  # noqa: F401 - STATUSES: what run_point may answer
 from kernels.spec import gen_for
 
-STATUSES = ("ok", "wrong", "unsupported", "unavailable", "compile_error", "oom", "error")
 
 
 @dataclasses.dataclass
 class Options:
     budget_s: float | None = None     # per point timing budget; default 1 s on GPU, 0.3 s on CPU
-    cuda_graph: bool = False
+    mode: str = "events"                  # "events" (launched calls) or "graph" (--cuda-graph: graph replays)
     seed: int = 0
     measure_peaks: bool = True
     autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
@@ -91,15 +91,14 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
-    graphed = device.startswith("cuda") and point.get("timer", "cuda_graph" if opts.cuda_graph else "") == "cuda_graph"
-    why = impl.timer_refusal(cfg, "graph" if graphed else "events") if impl.timer_refusal else None
+    mode = "graph" if is_graph(point.get("timer") or timer_for(device, opts.mode)) else "events"
+    why = impl.timer_refusal(cfg, mode) if impl.timer_refusal else None
     if why:
         return _finish(row, "unsupported", why, t_start)
     row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
     state_before = devinfo.sample(device)
     try:
-        _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed),
-                 graphed=graphed)
+        _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed), mode)
     except BaseException as e:  # noqa: BLE001 - a point's failure is data
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -121,7 +120,7 @@ def calls_for(impl, device: str) -> int:
     return 2 if impl.backend in ("triton", "liger") and not device.startswith("cuda") else checking.CALLS
 
 
-def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed, graphed):
+def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed, mode):
     fn = spec.wrap(impl.fn, shape)
     gen = gen_for(seed, device)
     inputs = spec.make_inputs(shape, dtype, device, gen)
@@ -194,7 +193,7 @@ def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed
         def setup():
             for t in leaves.values():
                 t.grad = None
-    stats = timing.measure(target, device, setup=setup, budget_s=budget, cuda_graph=graphed)
+    stats = timing.measure(target, device, setup=setup, budget_s=budget, mode=mode)
     # 6. the last timed call answers as the checked one did: an impl right once and wrong when timed is wrong
     if device.startswith("cuda"):
         torch.cuda.synchronize()

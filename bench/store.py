@@ -7,6 +7,8 @@ import math
 import os
 import sys
 
+from kernels.rows import read_file as read_rows, scan   # noqa: F401 - read_rows: the store's file as rows are read
+
 
 def _clean(v):
     if isinstance(v, float) and not math.isfinite(v):
@@ -71,30 +73,3 @@ class ResultStore:
     def done_ids(self) -> set[str]:
         return {r["point_id"] for r in self.rows() if "point_id" in r and r.get("status")}
 
-
-def scan(path: str) -> tuple[list[tuple[bytes, dict]], list[bytes]]:
-    """(line, row) for every line that is a JSON object, and the lines that are not (cut off by a kill, not
-    JSON at all); blank lines are neither. A missing file has neither."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return [], []
-    good, bad = [], []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:      # JSONDecodeError, or bytes that are not UTF-8
-            row = None
-        if isinstance(row, dict):
-            good.append((line, row))
-        else:
-            bad.append(line)
-    return good, bad
-
-
-def read_rows(path: str) -> list[dict]:
-    """Every complete row; a line cut off by a kill is skipped, not fatal."""
-    return [row for _, row in scan(path)[0]]

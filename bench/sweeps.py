@@ -5,15 +5,14 @@ and the key."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import os
 
 import yaml
 
 from bench.compiled_baseline import COMPILE_BACKENDS
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
+from kernels.rows import point_id, timer_for
 
 PASSES = ("fwd", "fwd+bwd")
 SWEEP_KEYS = {
@@ -257,23 +256,6 @@ def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
     return out
 
 
-# Every axis that changes a measurement: a launch-timed and a graph-timed row of one point are two points.
-ID_AXES = ("op", "impl", "shape", "dtype", "pass", "config", "config_label", "timer", "extra")
-
-
-def timer_of(device: str, cuda_graph: bool) -> str:
-    """How a point's kernel time is taken, in the words its row's `timer` uses (bench/timing.py):
-    "cuda_graph" (graph replays), "cuda_events" (CUDA events) or "cpu_clock"."""
-    if not device.startswith("cuda"):
-        return "cpu_clock"
-    return "cuda_graph" if cuda_graph else "cuda_events"
-
-
-def point_id(p: dict) -> str:
-    key = {k: p[k] for k in ID_AXES if k in p}
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def resolve_names(sweeps: dict[str, Sweep], names: list[str]) -> list[Sweep]:
     """Sweeps by name, includes flattened, each once, in order."""
     out: list[Sweep] = []
@@ -294,9 +276,9 @@ def resolve_names(sweeps: dict[str, Sweep], names: list[str]) -> list[Sweep]:
 
 
 def points(sweep: Sweep, device: str, quick: bool = False, impl_filter: list[str] | None = None,
-           resolver=None, cuda_graph: bool = False) -> list[dict]:
+           resolver=None, mode: str = "events") -> list[dict]:
     """Every point of a kernel sweep for `device`. resolver(op, impl) -> KernelImpl | None gives presets;
-    cuda_graph: kernel time from graph replays (a point's `timer`, part of its id)."""
+    mode: "events" (launched calls) or "graph" (graph replays, --cuda-graph), which sets each point's timer."""
     on_cpu = not device.startswith("cuda")
     entries = sweep.cpu_shapes if (on_cpu and sweep.cpu_shapes) else sweep.shapes
     shapes = expand_shapes(entries)
@@ -311,7 +293,7 @@ def points(sweep: Sweep, device: str, quick: bool = False, impl_filter: list[str
         passes = sweep.quick.get("passes", passes)
     if sweep.op == "e2e":
         return _e2e_points(sweep, shapes, dtypes, quick, impl_filter, device)
-    timer = timer_of(device, cuda_graph)
+    timer = timer_for(device, mode)
     impls = [i for i in sweep.impls if not impl_filter or i in impl_filter]
     out = []
     for impl in impls:
@@ -343,7 +325,7 @@ def _e2e_points(sweep: Sweep, shapes, dtypes, quick, impl_filter, device) -> lis
     for shape, dtype, backend in itertools.product(shapes, dtypes, backends):
         p = {"sweep": sweep.name, "op": "e2e", "impl": backend, "shape": shape, "dtype": dtype, "pass": "train_step",
              "config": dict(config), "config_label": label, "extra": extra,
-             "timer": timer_of(device, bool(extra.get("cuda_graph")))}
+             "timer": timer_for(device, "graph" if extra.get("cuda_graph") else "events")}
         p["point_id"] = point_id(p)
         out.append(p)
     return out

@@ -88,11 +88,12 @@ def _l2_flush_buffer(device) -> torch.Tensor:
 
 def measure(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
             warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = 0.03,
-            budget_s: float = 2.0, flush_l2: bool = True, cuda_graph: bool = False) -> Stats:
-    """Kernel time of fn() in ms. setup() runs before each rep, outside the timed region (in graph mode: before
-    capture, so a captured backward writes fresh gradients on every replay instead of accumulating)."""
+            budget_s: float = 2.0, flush_l2: bool = True, mode: str = "events") -> Stats:
+    """Kernel time of fn() in ms, the row's timer `timer_for(device, mode)` (kernels/rows.py). setup() runs before
+    each rep, outside the timed region (in graph mode: before capture, so a captured backward writes fresh
+    gradients on every replay instead of accumulating)."""
     if device.startswith("cuda"):
-        if cuda_graph:
+        if mode == "graph":
             return _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2)
         return _measure_cuda(fn, device, setup, warmup, min_reps, max_reps, rel_spread, budget_s, flush_l2)
     return _measure_cpu(fn, setup, warmup, min_reps, max_reps, rel_spread, budget_s)

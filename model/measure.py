@@ -13,6 +13,7 @@ import sys
 import torch
 
 from kernels import device as devices
+from kernels.rows import timer_for
 from model import ranking
 from model.ops import Backend
 
@@ -60,7 +61,8 @@ def ensure_results(backend: Backend, model, batch_size: int, T: int, device: str
         return None
     shapes = op_shapes(model, batch_size, T, device)
     name = devices.name(device)
-    ranked = ranking.rank_impls(ranking.read_results(backend.results), name, backend.dtype, graphed=backend.graphed)
+    timer = timer_for(str(device), "graph" if backend.graphed else "events")
+    ranked = ranking.rank_impls(ranking.read_results(backend.results), name, backend.dtype, timer=timer)
     missing = {op: s for op, s in shapes.items() if op not in ranked}
     if not missing:
         return None

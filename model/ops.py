@@ -30,6 +30,7 @@ from kernels.fmha.layout import is_qkv_split
 from kernels.registry import DTYPE_NAMES, Unsupported
 from model import ranges
 from model.op_list import OPS
+from kernels.rows import timer_for
 from model.ranking import default_results, fastest_by_shape, rank_impls, read_results, shape_key
 
 EAGER_SDPA = "eager_sdpa"   # a baseline backend: nanoGPT's model (eager ops, F.scaled_dot_product_attention)
@@ -114,8 +115,9 @@ class Backend:
         self._auto_done = True
         name = devices.name(device)
         rows = read_results(self.results)
-        ranked = rank_impls(rows, name, self.dtype, graphed=self.graphed)
-        for op, shapes in fastest_by_shape(rows, name, self.dtype, graphed=self.graphed).items():
+        timer = timer_for(str(device), "graph" if self.graphed else "events")
+        ranked = rank_impls(rows, name, self.dtype, timer=timer)
+        for op, shapes in fastest_by_shape(rows, name, self.dtype, timer=timer).items():
             for key, impls in shapes.items():
                 usable = [i for i in impls if registry.resolve(op, i, device).ok] if op in OPS else []
                 if usable:

@@ -13,6 +13,7 @@ import math
 import os
 from collections import Counter, defaultdict
 
+from kernels.rows import is_graph, read_file
 from model.op_list import OPS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,24 +26,12 @@ def default_results() -> str:
 
 
 def read_results(paths) -> list[dict]:
-    """Rows from JSONL files; missing files, blank or broken lines and non-objects are skipped."""
+    """Rows from JSONL files or glob patterns of them, read as every reader reads rows (kernels/rows.py); missing
+    files are skipped."""
     if isinstance(paths, str):
         paths = [paths]
-    rows = []
-    for pattern in paths:
-        for path in sorted(glob.glob(pattern, recursive=True)) or [pattern]:
-            try:
-                with open(path) as f:
-                    for line in f:
-                        try:
-                            r = json.loads(line)
-                        except ValueError:
-                            continue
-                        if isinstance(r, dict):
-                            rows.append(r)
-            except OSError:
-                continue
-    return rows
+    return [r for pattern in paths for path in sorted(glob.glob(pattern, recursive=True)) or [pattern]
+            if os.path.isfile(path) for r in read_file(path)]
 
 
 def _positive(v) -> float | None:
@@ -53,30 +42,30 @@ def _positive(v) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def step_ms(r: dict, graphed: bool) -> float | None:
-    """What one call of this row's point costs a step of the given kind, or None when the row's timer does
-    not match that step (graph replay for a graphed step, launch timing for a plain one)."""
-    if (r.get("timer") == "cuda_graph") != graphed:
+def step_ms(r: dict, timer: str) -> float | None:
+    """What one call of this row's point costs a step timed by `timer` (kernels/rows.py), or None when the row's
+    timer is of the other kind: graph replays for a graphed step, launched calls (or a CPU's clock) for a plain one."""
+    if is_graph(r.get("timer")) != is_graph(timer):
         return None
-    if graphed:
+    if is_graph(timer):
         return _positive(r.get("median_ms"))
     return _positive(r.get("host_median_ms")) or _positive(r.get("median_ms"))
 
 
-def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
+def rank_impls(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, timer: str = "cuda_events"
                ) -> dict[str, list[dict]]:
     """Per op, impls from fastest to slowest among `ok` fwd+bwd rows measured on GPU `device`.
 
     Impls are compared shape by shape: an impl's score is the geometric mean over the shapes it ran of
     its time / the best time at that shape, and it must have run at least half the op's shapes. Rows of
-    the model's dtype are used when there are any, else all dtypes. Times are step_ms(row, graphed)."""
+    the model's dtype are used when there are any, else all dtypes. Times are step_ms(row, timer)."""
     ranked = {}
-    for op, (groups, same) in _groups(rows, device, dtype, ops, graphed).items():
+    for op, (groups, same) in _groups(rows, device, dtype, ops, timer).items():
         ratios, configs = defaultdict(list), defaultdict(Counter)
         for impls in groups.values():
-            best = min(step_ms(r, graphed) for r in impls.values())
+            best = min(step_ms(r, timer) for r in impls.values())
             for name, r in impls.items():
-                ratios[name].append(step_ms(r, graphed) / best)
+                ratios[name].append(step_ms(r, timer) / best)
                 cfg = r.get("config")
                 if isinstance(cfg, dict):
                     configs[name][json.dumps(cfg, sort_keys=True)] += 1
@@ -98,26 +87,26 @@ def shape_key(shape: dict) -> str:
     return json.dumps(shape, sort_keys=True, default=str)
 
 
-def fastest_by_shape(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, graphed: bool = False
+def fastest_by_shape(rows: list[dict], device: str, dtype: str = "bf16", ops=OPS, timer: str = "cuda_events"
                      ) -> dict[str, dict[str, list[str]]]:
     """Per op and measured shape (shape_key), impls from fastest to slowest: the same rows rank_impls reads.
     Where the model calls an op at a shape that was measured, "auto" takes that shape's winner (e.g. eager
     cross-entropy at V=65 but cuTile at V=50304) instead of the op's overall ranking."""
     out = {}
-    for op, (groups, _) in _groups(rows, device, dtype, ops, graphed).items():
+    for op, (groups, _) in _groups(rows, device, dtype, ops, timer).items():
         for (_, key), impls in groups.items():
-            out.setdefault(op, {})[key] = sorted(impls, key=lambda n: step_ms(impls[n], graphed))
+            out.setdefault(op, {})[key] = sorted(impls, key=lambda n: step_ms(impls[n], timer))
     return out
 
 
-def _groups(rows, device, dtype, ops, graphed):
+def _groups(rows, device, dtype, ops, timer):
     """op -> ({(dtype, shape_key): {impl: fastest row}}, whether rows of `dtype` were found): the ok fwd+bwd
-    rows measured on `device` with the timer `graphed` asks for, the model's dtype where it has any."""
+    rows measured on `device` with `timer`, the model's dtype where it has any."""
     want = device.strip().lower()
     by_op = defaultdict(list)
     for r in rows:
         ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
-              and isinstance(r.get("impl"), str) and step_ms(r, graphed) is not None
+              and isinstance(r.get("impl"), str) and step_ms(r, timer) is not None
               and isinstance(r.get("shape"), dict) and str(r.get("device_name", "")).strip().lower() == want)
         if ok:
             by_op[r["op"]].append(r)
@@ -129,7 +118,7 @@ def _groups(rows, device, dtype, ops, graphed):
         for r in rs:
             key = (r.get("dtype"), shape_key(r["shape"]))
             cur = groups[key].get(r["impl"])
-            if cur is None or step_ms(r, graphed) < step_ms(cur, graphed):
+            if cur is None or step_ms(r, timer) < step_ms(cur, timer):
                 groups[key][r["impl"]] = r
         out[op] = (groups, bool(same))
     return out

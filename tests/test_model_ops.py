@@ -181,9 +181,9 @@ def test_rank_impls_graph_rows_rank_a_graphed_step():
             {**base, "impl": "eager", "median_ms": 0.15, "timer": "cuda_graph"},
             {**base, "impl": "triton", "median_ms": 0.07, "timer": "cuda_graph"}]
     assert rank_impls(rows, "gpu x")["layer_norm"][0]["impl"] == "eager"
-    assert rank_impls(rows, "gpu x", graphed=True)["layer_norm"][0]["impl"] == "triton"
+    assert rank_impls(rows, "gpu x", timer="cuda_graph")["layer_norm"][0]["impl"] == "triton"
     only_launch = [r for r in rows if r["timer"] == "cuda_events"]
-    assert "layer_norm" not in rank_impls(only_launch, "gpu x", graphed=True)
+    assert "layer_norm" not in rank_impls(only_launch, "gpu x", timer="cuda_graph")
     only_graph = [r for r in rows if r["timer"] == "cuda_graph"]
     assert "layer_norm" not in rank_impls(only_graph, "gpu x")
 

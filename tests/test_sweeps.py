@@ -131,10 +131,10 @@ def test_timer_is_part_of_a_points_identity():
     from bench import sweeps as sw
     s = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
     plain = sw.points(s["layer_norm"], "cuda")
-    graph = sw.points(s["layer_norm"], "cuda", cuda_graph=True)
+    graph = sw.points(s["layer_norm"], "cuda", mode="graph")
     assert {p["timer"] for p in plain} == {"cuda_events"} and {p["timer"] for p in graph} == {"cuda_graph"}
     assert not {p["point_id"] for p in plain} & {p["point_id"] for p in graph}
-    assert {p["timer"] for p in sw.points(s["layer_norm"], "cpu", cuda_graph=True)} == {"cpu_clock"}
+    assert {p["timer"] for p in sw.points(s["layer_norm"], "cpu", mode="graph")} == {"cpu_clock"}
 
 
 def test_quick_takes_the_default_config_not_the_first_preset():

@@ -67,12 +67,13 @@ def _dominant_logits(inputs, gen):
     a trained model's confident prediction, past where exp() overflows (88), with softmax one-hot so that rounding
     the logits to bf16 (eager's lm_head) costs nothing. Targets are other tokens, so the loss is ~100 a row."""
     x, w, targets = inputs.args
-    M = x.shape[0]
-    rows = torch.randperm(w.shape[0], generator=gen, device=gen.device)[:M].to(w.device)
-    xf = x.float()
+    rows = torch.randperm(w.shape[0], generator=gen, device=gen.device)[:x.shape[0]].to(w.device)
+    n = len(rows)       # a vocabulary smaller than the batch: the tokens past it keep plain logits
+    xf = x[:n].float()
     w = w.clone()
     w[rows] = (xf * 100 / xf.pow(2).sum(-1, keepdim=True)).to(w.dtype)
-    t = torch.where(targets == rows, (targets + 1) % w.shape[0], targets)
+    t = targets.clone()
+    t[:n] = torch.where(t[:n] == rows, (t[:n] + 1) % w.shape[0], t[:n])
     return dataclasses.replace(inputs, args=(x, w, t))
 
 

@@ -111,7 +111,7 @@ def main():
             f, setup, leaves = call_of(op, name, shape, dtype, pass_, cfg)
             f()
         if harness_ms is None:
-            harness_ms = timing.measure(f, "cuda", setup=setup, budget_s=1.0, cuda_graph=graphed).median_ms
+            harness_ms = timing.measure(f, "cuda", setup=setup, budget_s=1.0, mode="graph" if graphed else "events").median_ms
         if graphed:
             theirs = triton.testing.do_bench_cudagraph(f, rep=200, grad_to_none=leaves, return_mode="median")
         else:

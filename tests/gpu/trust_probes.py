@@ -78,7 +78,7 @@ def main() -> int:
               f"{'ok' if ok else 'MISS'} (kernel timer says {kern:.4f} ms)")
     for M, C in ((16384, 768), (16384, 3072)):
         f, setup = ln_fwd_bwd(M, C)
-        graph = timing.measure(f, "cuda", setup=setup, budget_s=1.0, cuda_graph=True).median_ms
+        graph = timing.measure(f, "cuda", setup=setup, budget_s=1.0, mode="graph").median_ms
         fresh = timing.measure(f, "cuda", setup=setup, budget_s=1.0).median_ms
         ok = abs(graph / fresh - 1) <= 0.05
         misses += not ok
