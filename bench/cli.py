@@ -10,7 +10,9 @@ import sys
 
 from kernels.rows import failed, result_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench import SOURCE_ROOT
+
+REPO = SOURCE_ROOT
 EXIT_USAGE = 2
 
 
@@ -56,7 +58,7 @@ def parse_args(argv=None):
                         "stress: off. For measuring what the battery costs, not for results you trust")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
-    from bench import cluster
+    from bench.scale import cluster
     cluster.add_arguments(p)
     return p.parse_args(argv)
 
@@ -108,7 +110,7 @@ def _results_files(paths):
 
 
 def cmd_compare(args) -> int:
-    from bench import compare, compare_page
+    from bench.report import compare, compare_page
     base, new = args.compare
     try:
         threshold = compare.parse_threshold(args.fail_above) if args.fail_above is not None else None
@@ -128,7 +130,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(paths, report_dir) -> int:
-    from bench import report
+    from bench.report import pages
     try:
         files = _results_files(paths)
     except FileNotFoundError as e:
@@ -138,7 +140,7 @@ def cmd_report(paths, report_dir) -> int:
     # build from what is good and say what is not, once per file; nothing good at all is a usage error
     good, notes = [], []
     for f in files:
-        rows, why = report.read_input(f)
+        rows, why = pages.read_input(f)
         if rows:
             good.append(f)
         elif f not in paths and f.endswith(".json"):   # a folder's other .json files (meta.json) are no inputs
@@ -154,7 +156,7 @@ def cmd_report(paths, report_dir) -> int:
     name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
         os.path.basename(os.path.dirname(os.path.abspath(files[0])))
     out = report_dir or os.path.join(REPO, "reports", name)
-    path = report.build(files, out)
+    path = pages.build(files, out)
     print(f"report: {path}")
     return 0
 
@@ -170,8 +172,8 @@ def _fresh_results_file(out_dir: str, resume: bool) -> str:
 
 
 def cmd_static(args) -> int:
-    from bench import static
-    from bench.store import ResultStore
+    from bench.machine import static
+    from bench.measure.store import ResultStore
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     bad = [a for a in archs if not re.fullmatch(r"sm_\d+a?", a)]
     if bad:
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
     if args.doctor:
-        from bench import doctor
+        from bench.machine import doctor
         return doctor.main(args.device)
     if args.report:
         return cmd_report(args.report, args.report_dir)
@@ -210,7 +212,7 @@ def main(argv=None) -> int:
     if args.static:
         return cmd_static(args)
     if args.collect:
-        from bench import cluster
+        from bench.scale import cluster
         return cluster.collect(args.collect, args.report_dir, args.strict, no_report=args.no_report)
 
     from bench import sweeps as sw
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
                             mode="graph" if args.cuda_graph else "events")
     if not points:
         return die("the selection has no points (check --impl and the sweep's impls)")
-    from bench import cluster
+    from bench.scale import cluster
     if cluster.requested(args):
         return cluster.submit(args)
     if args.shard:
@@ -264,8 +266,10 @@ def main(argv=None) -> int:
             return die(f"--shard {args.shard!r}: expected I/N with 0 <= I < N")
         points = sw.shard(points, int(m.group(1)), int(m.group(2)))   # may be empty: nothing to do here
 
-    from bench import report, runner
-    from bench.store import ResultStore
+    from bench.report import pages
+
+    from bench.measure import runner
+    from bench.measure.store import ResultStore
     from kernels import device as devices
     run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
@@ -277,7 +281,7 @@ def main(argv=None) -> int:
         points = [p for p in points if p["point_id"] not in done]
         print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
-    from bench import live
+    from bench.report import live
     report_dir = args.report_dir or os.path.join(REPO, "reports", run_name)
     live_report = None
     if not args.no_report:
@@ -290,7 +294,7 @@ def main(argv=None) -> int:
     try:
         with live.sigterm_interrupts():
             if args.gpus:
-                from bench import multigpu
+                from bench.scale import multigpu
                 try:
                     gpus = multigpu.gpu_indices(args.gpus)
                 except ValueError as e:
@@ -307,7 +311,7 @@ def main(argv=None) -> int:
             print(f"report: {live_report.build()}", file=sys.stderr)
         return 143 if isinstance(e, live.Terminated) else 130
     rows = store.rows()
-    print(report.summary_table(rows))
+    print(pages.summary_table(rows))
     print(f"results: {store.path}")
     if live_report:
         print(f"report: {live_report.build()}")

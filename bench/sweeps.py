@@ -10,7 +10,7 @@ import os
 
 import yaml
 
-from bench.compiled_baseline import COMPILE_BACKENDS
+from bench.measure.compiled_baseline import COMPILE_BACKENDS
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
 from kernels.rows import point_id, timer_for
 

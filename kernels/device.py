@@ -1,5 +1,5 @@
 """What a device is called in result rows (`device_name`) and in folder names: one definition for the harness
-(bench/devinfo.py writes it into every row) and the model's `auto` backend (which looks up rows by it)."""
+(bench/measure/devinfo.py writes it into every row) and the model's `auto` backend (which looks up rows by it)."""
 from __future__ import annotations
 
 import functools

@@ -79,7 +79,7 @@ class KernelImpl:
     doc: str = ""
     # Ahead-of-time compile for a GPU generation without a GPU: aot(config, arch) -> list of dicts, one per
     # kernel, with keys kernel, status ("ok" | "compile_error" | "unsupported"), message, compile_s,
-    # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/static.py.
+    # cubin_bytes, registers, smem_bytes, spills (None where unreadable). See bench/machine/static.py.
     aot: Callable[[dict, str], list[dict]] | None = None
     picked: Callable[[], dict] | None = None   # the config the last call used (after autotuning)
     # The tile config the CPU tests (Triton's interpreter) run at the spec's test_shapes(): small tiles, so

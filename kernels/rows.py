@@ -127,7 +127,7 @@ def read_rows(*paths: str) -> list[dict]:
 
 
 def normalize(row: dict) -> dict:
-    """A row of any version in today's words: e2e rows written by `python -m bench.e2e` named the impl `backend`;
+    """A row of any version in today's words: e2e rows written by `python -m bench.measure.e2e` named the impl `backend`;
     rows written before timers had names have none (launch-timed kernel time, or the CPU clock)."""
     if "impl" not in row and "backend" in row:
         row["impl"] = row["backend"]

@@ -26,7 +26,7 @@ class Inputs:
 
 @dataclasses.dataclass
 class StressCase:
-    """One case of the stress battery (bench/stress.py): inputs the timed shape's plain randn never shows, which an
+    """One case of the stress battery (bench/measure/stress.py): inputs the timed shape's plain randn never shows, which an
     impl must also pass before it is timed. An op's spec lists its cases (OpSpec.stress_cases)."""
     regime: str                  # what it stresses; a failure reads "stress:<regime>"
     shape: dict                  # a full shape of the op
@@ -34,7 +34,7 @@ class StressCase:
     values: Callable[[Inputs, torch.Generator], Inputs] | None = None   # the regime's values, from plain inputs
 
 
-# The gate (bench/check.py) holds an impl to K x eager's own error; these floors are the least error a right kernel
+# The gate (bench/measure/check.py) holds an impl to K x eager's own error; these floors are the least error a right kernel
 # is granted however close eager comes, by the compared tensor's dtype: a few units of its rounding (bf16 2^-9,
 # fp16 2^-11), and for fp32 outputs of compute-bound ops tf32's (Triton's default for a float32 dot, ~3e-4).
 ERROR_FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}

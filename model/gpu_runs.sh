@@ -8,7 +8,7 @@
 #             (loss curve, eval losses, ms/step, tokens/s, MFU, fallbacks) and .log; a sample from eager's checkpoint
 #   resume    eager, 40 iterations straight vs 20 + resume to 40: $OUT/resume.txt (max |loss diff| after resume)
 #   ddp       torchrun --nproc_per_node=1, and =2 when two GPUs are visible: $OUT/ddp<n>.json
-#   e2e       bench/e2e.py over models x backends, each point in its own process: $OUT/e2e.jsonl
+#   e2e       bench/measure/e2e.py over models x backends, each point in its own process: $OUT/e2e.jsonl
 # Needs data/shakespeare_char (prepare it where the text is: python -m model.data shakespeare_char, then carry it).
 # A failing step is recorded in $OUT/status.txt and the script goes on.
 set -u
@@ -72,7 +72,7 @@ EOF
     done
     ;;
   e2e)
-    run e2e python -m bench.e2e --models "$E2E_MODELS" --backends "$E2E_BACKENDS" --measure-peak --out "$OUT/e2e.jsonl"
+    run e2e python -m bench.measure.e2e --models "$E2E_MODELS" --backends "$E2E_BACKENDS" --measure-peak --out "$OUT/e2e.jsonl"
     ;;
   *) note "unknown stage $stage" ;;
   esac

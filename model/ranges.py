@@ -1,6 +1,6 @@
 """Profiler ranges per op: "op:NAME" around each forward call, and with Backend.profile_ranges on an
 "op:NAME:bwd" range around the op's backward, so a profile groups a whole step's kernel time by op
-(bench/e2e.py reads them). Each range is seen by both profilers: torch.profiler's record_function (the e2e
+(bench/measure/e2e.py reads them). Each range is seen by both profilers: torch.profiler's record_function (the e2e
 per-op breakdown, --profile traces) and, on a CUDA machine, NVTX, so Nsight Systems users see op names on the
 timeline. NVTX start/end rather than push/pop: a backward range opens and closes in autograd's callbacks,
 which may interleave with other ranges and run on autograd's own thread."""

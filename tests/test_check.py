@@ -1,7 +1,7 @@
 """The correctness gate: eager passes on odd shapes; wrong, unwritten and NaN outputs are caught."""
 import pytest
 
-from bench.check import check
+from bench.measure.check import check
 from kernels import registry
 from tests import fake_impls
 
@@ -85,7 +85,7 @@ def test_an_op_with_two_outputs_checks_both_and_their_count():
 
 def test_local_measure_sees_two_unwritten_rows_a_global_norm_dilutes():
     import torch
-    from bench.check import local_error, rel_l2
+    from bench.measure.check import local_error, rel_l2
     ref = torch.randn(16384, 768, dtype=torch.float64)
     out = ref.clone()
     out[[0, 9000]] = 0
@@ -97,7 +97,7 @@ def test_local_measure_sees_two_unwritten_rows_a_global_norm_dilutes():
 
 
 def test_tolerance_is_eager_relative_with_a_dtype_floor_and_ceiling():
-    from bench.check import BIAS_FLOOR_FRACTION, CEILING, K
+    from bench.measure.check import BIAS_FLOOR_FRACTION, CEILING, K
     spec, impl = registry.spec_of("layer_norm"), registry.get("layer_norm", "eager", "cpu")
     r = check(spec, impl.fn, dict(M=257, C=768), "fp16", "fwd+bwd", "cpu", seed=3)
     import torch
@@ -133,7 +133,7 @@ def test_the_ceiling_fails_eager_and_its_match_where_eager_itself_is_beyond_it()
 def test_scale_bias_sees_what_rounding_hides():
     """A 0.3 % scale error in bf16 is under its rounding unit: rel-L2 passes it, the signed bias does not."""
     import torch
-    from bench.check import scale_bias
+    from bench.measure.check import scale_bias
     spec, eager = registry.spec_of("gelu"), registry.get("gelu", "eager", "cpu").fn
 
     def high(x, bias=None):

@@ -98,7 +98,7 @@ def test_killed_sweep_resumes_without_redoing_points(tmp_path):
 
 
 def test_report_merges_files(tmp_path):
-    from bench import report
+    from bench.report import pages
     base = {"op": "gelu", "shape_label": "M8 C8", "x": 64.0, "dtype": "bf16", "pass": "fwd", "status": "ok",
             "bound": "memory", "config_label": "default", "mode": "kernel", "roofline_frac": 0.5}
     files = []
@@ -115,7 +115,7 @@ def test_report_merges_files(tmp_path):
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "Across devices" in html and "GPU A" in html and "GPU B" in html
-    w = report.winners(report.best_configs(report.load(files)))
+    w = pages.winners(pages.best_configs(pages.load(files)))
     assert set(w["winner"]) == {"triton"} and all(abs(v - 2.0) < 1e-9 for v in w["vs eager"])
     assert all(abs(v - 1.5) < 1e-9 for v in w["ours vs best peer"])
 
@@ -141,8 +141,8 @@ def test_report_draws_training_logs_side_by_side(tmp_path):
     assert r.returncode == 0, r.stderr
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "Loss curves" in html and (tmp_path / "rep" / "e2e_losses.png").stat().st_size > 1000
-    from bench import report
-    df = report.load([str(tmp_path / "converge_eager.json"), str(tmp_path / "meta.json")])
+    from bench.report import pages
+    df = pages.load([str(tmp_path / "converge_eager.json"), str(tmp_path / "meta.json")])
     assert list(df["impl"]) == ["eager"] and df["losses"][0][-1] == [2, 2.0]
 
 
@@ -150,23 +150,24 @@ def test_report_shows_each_preset_on_each_gpu(tmp_path):
     """Points of a `presets` sweep from two GPUs become one table: every (device, preset) a column."""
     import pandas as pd
 
-    from bench import report
+    from bench.report import pages
     base = {"op": "gelu", "shape_label": "M8 C8", "dtype": "bf16", "pass": "fwd", "status": "ok", "impl": "triton",
             "timer": "cuda_graph"}
     rows = [{**base, "device_name": dev, "config_label": f"preset:{p}", "median_ms": ms}
             for dev, p, ms in (("GPU A", "hopper", 1.0), ("GPU A", "blackwell", 1.2), ("GPU B", "hopper", 0.9),
                                ("GPU B", "blackwell", 0.8))]
     rows.append({**base, "device_name": "GPU A", "config_label": "default", "median_ms": 0.5})   # not a preset
-    t = report.presets_compare(pd.DataFrame(rows))
+    t = pages.presets_compare(pd.DataFrame(rows))
     assert len(t) == 1
     assert t.loc[0, "GPU A preset:blackwell"] == 1.2 and t.loc[0, "GPU B preset:blackwell"] == 0.8
     assert not any("default" in c for c in t.columns)
-    assert report.presets_compare(pd.DataFrame([rows[-1]])).empty
+    assert pages.presets_compare(pd.DataFrame([rows[-1]])).empty
 
 
 @pytest.mark.parametrize("status, code", [("oom", 1), ("wrong", 1), ("compile_error", 1), ("unavailable", 0)])
 def test_strict_fails_on_every_failure_status(tmp_path, monkeypatch, status, code):
-    from bench import cli, runner
+    from bench import cli
+    from bench.measure import runner
 
     def fake_run(points, device, store, opts, on_row=None):   # every point ends with `status`
         for p in points:

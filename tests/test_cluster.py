@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, cluster, sweeps
-from bench.shard_task import ShardTask, shard_dir
-from bench.store import read_rows
+from bench import cli, sweeps
+
+from bench.scale import cluster
+from bench.scale.shard_task import ShardTask, shard_dir
+from bench.measure.store import read_rows
 from tests.helpers import gelu_sweeps_file
 
 needs_submitit = pytest.mark.skipif(not cluster._submitit(), reason="submitit not installed (pip install submitit)")

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from bench import compare, compare_page
+from bench.report import compare, compare_page
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,7 +102,7 @@ def test_rows_without_samples_get_the_wider_quartile_interval(tmp_path):
 def test_compare_page_without_plotly_still_has_its_chart(tmp_path, monkeypatch):
     c = compare.compare(_write(tmp_path / "a.jsonl", [_row(M=64), _row(M=65)]),
                         _write(tmp_path / "b.jsonl", [_row(M=64, median=2.0), _row(M=65)]))
-    monkeypatch.setattr("bench.charts.plotly_or_none", lambda: None)
+    monkeypatch.setattr("bench.report.plotly_charts.plotly_or_none", lambda: None)
     page = open(compare_page.write(c, str(tmp_path / "page"), fail_above=0.05)).read()
     assert "need plotly" in page and 'src="compare.png"' in page and (tmp_path / "page" / "compare.png").exists()
     assert "FAIL" in page and "plotly.min.js" not in page

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import kernels.gelu as gelu_pkg
-from bench import runner, sweeps
+from bench.measure import runner
+from bench import sweeps
 from kernels import compiled, registry
 from kernels.gelu.eager import gelu
 from tests.helpers import _clear

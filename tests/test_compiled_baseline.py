@@ -3,8 +3,8 @@ really compiled (or compile_error), and reports name the fastest compile mode "t
 import pytest
 import torch
 
-from bench import compiled_baseline
-from bench.e2e import run_e2e_point
+from bench.measure import compiled_baseline
+from bench.measure.e2e import run_e2e_point
 from model.config import preset
 from model.gpt import GPT
 from model.ops import EAGER_SDPA, Backend
@@ -102,7 +102,7 @@ def test_best_rows_pick_the_fastest_mode_per_point():
 def test_report_compares_against_the_fastest_compile_mode(tmp_path):
     import json
 
-    from bench import report
+    from bench.report import pages
     base = {"op": "e2e", "status": "ok", "device_name": "H200", "model": "gpt2_124m", "B": 16, "T": 1024,
             "dtype": "bf16", "cuda_graph": False, "shape_label": "model=gpt2_124m B=16 T=1024", "mode": "kernel",
             "pass": "train_step", "date": "2026-12-01T00:00:00Z"}
@@ -110,7 +110,7 @@ def test_report_compares_against_the_fastest_compile_mode(tmp_path):
             {**base, "impl": "torch_compile_max_autotune", "tokens_per_s": 125.0, "ms_per_step": 1.6},
             {**base, "impl": "triton", "tokens_per_s": 250.0, "ms_per_step": 0.8}]
     (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report.build([str(tmp_path / "r.jsonl")], str(tmp_path / "rep"))
+    pages.build([str(tmp_path / "r.jsonl")], str(tmp_path / "rep"))
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "triton / torch_compile_best" in page and "torch_compile_max_autotune" in page
     assert "torch_compile / torch_compile_graphs" not in page

@@ -1,5 +1,5 @@
 """Whole-step CUDA graphs (model/cuda_graph.py): on the CPU only the host side can be checked, i.e. the
-refusals (one line each), the option plumbing through model.train, bench.e2e and sweeps.yaml, and the
+refusals (one line each), the option plumbing through model.train, bench.measure.e2e and sweeps.yaml, and the
 optimizer made capturable. tests/gpu/cuda_graph_check.sh runs the real thing on a GPU."""
 import textwrap
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import sweeps as sw
-from bench.e2e import run_e2e_point
+from bench.measure.e2e import run_e2e_point
 from model import cuda_graph, train
 from model.config import GPTConfig
 from model.gpt import GPT

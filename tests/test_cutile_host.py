@@ -93,7 +93,7 @@ def test_compile_timeout_setting(monkeypatch, fresh_env):
 
 
 def test_doctor_on_cpu():
-    from bench import doctor
+    from bench.machine import doctor
     rows = doctor.diagnose("cpu")
     names = [r["check"] for r in rows]
     for want in ("gpu", "cuda-tile", "triton", "tilegym", "liger"):
@@ -108,7 +108,7 @@ def test_doctor_on_cpu():
 
 
 def test_doctor_names_failing_module(monkeypatch, tmp_path):
-    from bench import doctor
+    from bench.machine import doctor
     pkg = tmp_path / "brokenpkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("from . import inner\n")

@@ -138,7 +138,7 @@ SMALL = {"TILE_M": 32, "TILE_N": 32, "TILE_K": 16, "GROUP_M": 1, "occupancy": 1}
 def test_linear_fwd_bwd_through_the_gate_kernels_stood_in(monkeypatch, split, fixup, db_fused, persistent, dtype):
     """The whole op, forward and backward, on CPU: dW split into K slices (summed by a second kernel or by
     the fixup), the bias gradient from the dW kernel or the column-sum pass, each within eager's error."""
-    from bench.check import check
+    from bench.measure.check import check
     from kernels import registry
     from kernels.layer_norm import cutile as ln
     calls = []

@@ -1,8 +1,10 @@
-"""bench/devinfo.py: per-point GPU state. A throttle state NVML could not read is unknown (None), never False;
+"""bench/measure/devinfo.py: per-point GPU state. A throttle state NVML could not read is unknown (None), never False;
 the doctor reads the GPU through the same probe as the result rows."""
 import torch
 
-from bench import devinfo, doctor
+from bench.measure import devinfo
+
+from bench.machine import doctor
 
 
 class FakeNVML:

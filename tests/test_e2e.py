@@ -1,10 +1,10 @@
-"""bench/e2e.py on CPU: a tiny model's training step gives a sane row, with breakdown and fallbacks."""
+"""bench/measure/e2e.py on CPU: a tiny model's training step gives a sane row, with breakdown and fallbacks."""
 import json
 from pathlib import Path
 
 import pytest
 
-from bench.e2e import run_e2e_point
+from bench.measure.e2e import run_e2e_point
 from model.op_list import OPS as MODEL_OPS
 from model import data
 from kernels.device import name as device_name
@@ -88,7 +88,7 @@ def test_auto_and_convergence(tmp_path):
 def test_cli_backends_keep_a_mix_together():
     """--backends "eager,cutile,linear=eager": the override rides with cutile (it once ran as a backend of its
     own, 'linear=eager', on the GPU)."""
-    from bench.e2e import split_backends
+    from bench.measure.e2e import split_backends
     assert split_backends("eager,cutile,linear=eager,fmha=sdpa_cudnn,triton") == \
         ["eager", "cutile,linear=eager,fmha=sdpa_cudnn", "triton"]
     assert split_backends(" triton , ") == ["triton"]

@@ -11,7 +11,9 @@ import types
 
 import pytest
 
-from bench import progress, sweeps, tunecap
+from bench.measure import progress, tunecap
+
+from bench import sweeps
 from tests.helpers import gelu_sweeps_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.check import check
+from bench.measure.check import check
 from kernels import registry
 from kernels.registry import Unsupported
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.check import check
+from bench.measure.check import check
 from kernels import cutile_env, registry
 from tests.test_linear_cross_entropy import assert_3d_all_ignored_chunk_matches_eager
 

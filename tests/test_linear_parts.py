@@ -2,7 +2,7 @@
 its shapes and work, per-part configs; the Triton parts run under the interpreter in test_triton_kernels."""
 import pytest
 
-from bench.check import check
+from bench.measure.check import check
 from kernels import registry
 from kernels.linear import parts
 

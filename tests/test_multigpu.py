@@ -1,8 +1,12 @@
 """Worker-per-GPU scheduling, exercised with CPU workers: a dead worker costs only its point."""
 import os
 
-from bench import multigpu, runner, sweeps
-from bench.store import ResultStore
+from bench.scale import multigpu
+
+from bench.measure import runner
+
+from bench import sweeps
+from bench.measure.store import ResultStore
 
 
 def _points(impls, shapes):
@@ -25,7 +29,7 @@ def test_dead_worker_loses_only_its_point(tmp_path, monkeypatch):
     rows = store.rows()
     assert sorted(r["point_id"] for r in rows) == sorted(p["point_id"] for p in pts)   # every point once
     died = [r for r in rows if r["impl"] == "f_die"]
-    assert len(died) == 1 and died[0]["status"] == "error" and "died (signal 9)" in died[0]["message"]
+    assert len(died) == 1 and died[0]["status"] == "error" and "died (signal 9)" in died[0]["message"], died
     assert all(r["status"] == "ok" for r in rows if r["impl"] == "eager")
     assert {r["gpu_index"] for r in rows if r["impl"] == "eager"} <= {0, 1}
     assert os.path.exists(tmp_path / "worker-gpu0.log")

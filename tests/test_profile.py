@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-from bench import profile, report, runner, sweeps
+from bench.measure import profile, runner
+
+from bench.report import pages
+
+from bench import sweeps
 
 
 def _point(pass_="fwd+bwd"):
@@ -32,7 +36,7 @@ def test_profile_of_an_eager_cpu_point_lists_aten_kernels(tmp_path):
     # the report shows it
     res = tmp_path / "r.jsonl"
     res.write_text(json.dumps({**row, "device_name": "CPU"}, default=str) + "\n")
-    page = open(report.build([str(res)], str(tmp_path / "rep"))).read()
+    page = open(pages.build([str(res)], str(tmp_path / "rep"))).read()
     assert "What each point ran (--profile)" in page and "aten::gelu" in page and row["profile_trace"] in page
 
 
@@ -71,7 +75,7 @@ def _ok_rows(tmp_path):
 
 def test_report_charts_hover_with_config_median_and_quartiles(tmp_path):
     pytest.importorskip("plotly")
-    page = open(report.build([_ok_rows(tmp_path)], str(tmp_path / "rep"))).read()
+    page = open(pages.build([_ok_rows(tmp_path)], str(tmp_path / "rep"))).read()
     assert '<script src="plotly.min.js"></script>' in page and (tmp_path / "rep" / "plotly.min.js").exists()
     assert "config BLOCK=64" in page and "median 1 ms (quartiles 0.99 .. 1.01 ms, 50 reps)" in page
     assert "2x eager" in page
@@ -79,8 +83,8 @@ def test_report_charts_hover_with_config_median_and_quartiles(tmp_path):
 
 
 def test_report_without_plotly_is_png_only_and_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr("bench.charts.plotly_or_none", lambda: None)
-    page = open(report.build([_ok_rows(tmp_path)], str(tmp_path / "rep"))).read()
+    monkeypatch.setattr("bench.report.plotly_charts.plotly_or_none", lambda: None)
+    page = open(pages.build([_ok_rows(tmp_path)], str(tmp_path / "rep"))).read()
     assert "need plotly" in page and "plotly.min.js" not in page
     assert 'src="tput_gelu_' in page
 

@@ -1,8 +1,10 @@
 """The runner: every status is reachable, a bad point never stops the sweep, wrong points are never timed."""
 import pytest
 
-from bench import runner, sweeps
-from bench.store import ResultStore
+from bench.measure import runner
+
+from bench import sweeps
+from bench.measure.store import ResultStore
 from tests.helpers import fake_gelu_impls
 
 
@@ -47,7 +49,7 @@ def test_statuses(impl, status, needle):
     ("f_nan_past_50", "wrong", "stress:large_x (M302 C65 fp32): out:"),
 ])
 def test_the_stress_battery_fails_what_the_timed_shape_cannot_show(impl, status, needle):
-    from bench import stress
+    from bench.measure import stress
     stress.clear()
     with fake_gelu_impls():
         row = runner.run_point(_point(impl), "cpu", OPTS)
@@ -56,7 +58,7 @@ def test_the_stress_battery_fails_what_the_timed_shape_cannot_show(impl, status,
 
 
 def test_a_declined_stress_case_is_listed_and_the_rest_still_run():
-    from bench import stress
+    from bench.measure import stress
     stress.clear()
     with fake_gelu_impls():
         row = runner.run_point(_point("f_no_single_row"), "cpu", OPTS)
@@ -65,7 +67,7 @@ def test_a_declined_stress_case_is_listed_and_the_rest_still_run():
 
 
 def test_the_battery_runs_once_per_impl_config_and_pass_and_can_be_switched_off():
-    from bench import stress
+    from bench.measure import stress
     from tests import fake_impls
     stress.clear()
     with fake_gelu_impls():

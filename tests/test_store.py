@@ -2,7 +2,7 @@
 so the file stays readable."""
 import json
 
-from bench.store import ResultStore
+from bench.measure.store import ResultStore
 
 
 def test_a_cut_last_line_does_not_swallow_the_next_row(tmp_path):
@@ -56,7 +56,9 @@ def test_a_cut_line_is_set_aside_so_the_file_stays_readable(tmp_path, capsys):
 def test_resume_sets_the_cut_line_aside_and_skips_the_done_points(tmp_path, monkeypatch, capsys):
     import pandas as pd
 
-    from bench import cli, runner
+    from bench import cli
+
+    from bench.measure import runner
     from bench import sweeps as sw
     sweeps = tmp_path / "s.yaml"
     sweeps.write_text("sweeps:\n  g:\n    op: gelu\n    impls: [eager]\n    dtypes: [fp32]\n    passes: [fwd]\n"

@@ -1,6 +1,6 @@
 import time
 
-from bench import timing
+from bench.measure import timing
 
 
 def test_summarize_quartiles():

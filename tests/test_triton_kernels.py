@@ -130,14 +130,14 @@ CASES = _cases()
 
 # The interpreter truncates fp32 -> bf16/fp16 where a GPU rounds to nearest: our kernels' low-precision outputs
 # carry about twice the rounding error there (3.3e-3 vs eager's 1.7e-3 for a bf16 matmul), so the gate's
-# eager-relative factor is doubled under it; on a GPU the harness holds them to bench.check.K.
+# eager-relative factor is doubled under it; on a GPU the harness holds them to bench.measure.check.K.
 INTERPRETER_K = 8.0
 
 
 def _run_interp(ids):
     import torch
 
-    from bench.check import check
+    from bench.measure.check import check
     from kernels import poison, registry
     from kernels.spec import Inputs, gen_for
 

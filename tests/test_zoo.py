@@ -35,7 +35,7 @@ def test_real_impls_pass_the_gate_at_every_cpu_point():
     fmha, the chunked eager lm_head + loss) are independent kernels held to eager's error. Triton is held
     to the gate under its interpreter at each spec's test shapes (tests/test_triton_kernels.py)."""
     from bench import sweeps as sw
-    from bench.check import check
+    from bench.measure.check import check
     from kernels import registry
     sweeps = sw.load(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sweeps.yaml"))
     pts = [p for s in sw.resolve_names(sweeps, ["all"]) for p in sw.points(s, "cpu")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from bench import check as checking
+from bench.measure import check as checking
 from bench import sweeps as sw
 from kernels import registry
 from kernels.spec import gen_for

@@ -1,4 +1,4 @@
-"""GPU check of `--backend auto` with no results yet (model/measure.py) and of the NVML columns (bench/devinfo.py).
+"""GPU check of `--backend auto` with no results yet (model/measure.py) and of the NVML columns (bench/measure/devinfo.py).
 
 Into a fresh results folder (OUT/results, so results/ already on the machine do not count): records the op shapes
 of a GPT preset at its training batch, measures them through run_bench.py (once), ranks them for a plain step,
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from bench import devinfo
+from bench.measure import devinfo
 from model import measure, ranking
 from model.config import preset
 from model.gpt import GPT

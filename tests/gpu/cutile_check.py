@@ -1,4 +1,4 @@
-"""GPU check of the cuTile kernels: correctness (bench.check) at odd and GPT-2 shapes, fwd and fwd+bwd,
+"""GPU check of the cuTile kernels: correctness (bench.measure.check) at odd and GPT-2 shapes, fwd and fwd+bwd,
 then timings (triton.testing.do_bench, median) against eager and the peers, only for impls that passed
 the check at that point. Run on the GPU machine:
 
@@ -20,7 +20,7 @@ import traceback
 
 import torch
 
-from bench.check import check, grad_out_for
+from bench.measure.check import check, grad_out_for
 from kernels import registry
 from kernels.spec import gen_for
 
@@ -315,7 +315,7 @@ def main():
     print(f"device: {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     try:
         if "doctor" not in skip:
-            from bench import doctor
+            from bench.machine import doctor
             doctor.main([])
     except Exception:
         traceback.print_exc()

@@ -6,7 +6,7 @@ model (eager_sdpa) of the same model in the same files.
 """
 import sys
 
-from bench.compiled_baseline import BEST, backend_of, best_rows
+from bench.measure.compiled_baseline import BEST, backend_of, best_rows
 from model.ranking import read_results
 
 BASES = (BEST, "eager_sdpa")

@@ -20,8 +20,8 @@ import sys
 import torch
 import triton.testing
 
-from bench import check as checking
-from bench import timing, tunecap
+from bench.measure import check as checking
+from bench.measure import timing, tunecap
 from kernels import registry
 from kernels.spec import gen_for
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from bench.check import grad_out_for
+from bench.measure.check import grad_out_for
 from kernels import registry
 from kernels.spec import gen_for
 

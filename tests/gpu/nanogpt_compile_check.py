@@ -1,6 +1,6 @@
 """Is the e2e torch_compile baseline as fast as nanoGPT's own model.py compiled the same way? Same run, same
 GPU, same settings: bf16 autocast, fused AdamW (lr 6e-4, betas (0.9, 0.95), weight decay 0.1), clip 1.0,
-random tokens; both compiled with torch.compile in mode default and timed by the same loop (bench.e2e's
+random tokens; both compiled with torch.compile in mode default and timed by the same loop (bench.measure.e2e's
 step and timers), alternating in rounds so drift hits both alike. The baseline passes within 5 %.
 
     PYTHONPATH=. python tests/gpu/nanogpt_compile_check.py --nanogpt .nanogpt/model.py
@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from bench import timing
-from bench.e2e import DEFAULT_BT, autocast, batches, build_model, time_steps, train_step_fn
+from bench.measure import timing
+from bench.measure.e2e import DEFAULT_BT, autocast, batches, build_model, time_steps, train_step_fn
 from model.config import preset
 
 WITHIN = 0.05
@@ -52,7 +52,7 @@ def compare(name, nanogpt, device, steps, rounds, warmup) -> list[dict]:
     data = batches(cfg.vocab_size, B, T, device, seed=0)
     ctx = autocast(device, "bf16")
     runs = {}
-    for label, make in (("ours (bench.e2e torch_compile)", lambda: ours(cfg, device, 0)),
+    for label, make in (("ours (bench.measure.e2e torch_compile)", lambda: ours(cfg, device, 0)),
                         ("nanoGPT model.py", lambda: theirs(nanogpt, cfg, device, 0))):
         model, fwd = make()
         opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), torch.device(device).type)

@@ -37,7 +37,7 @@ mkdir -p "results/$GPU" && cp "$W/split_all/results.jsonl" "results/$GPU/scaleou
 python run_bench.py --sweep "$SWEEP" $IMPLS --budget 0.3 --gpus all --out "$W/kill" --no-report > "$W/kill.log" 2>&1 &
 main=$!
 sleep "${KILL_AFTER:-25}"
-victim=$(pgrep -f "bench.worker --device .* --gpu 1" | head -1)
+victim=$(pgrep -f "bench.scale.worker --device .* --gpu 1" | head -1)
 say "killing the GPU-1 worker (pid ${victim:-none}) at ${KILL_AFTER:-25} s"
 [ -n "$victim" ] && kill -9 "$victim"
 wait $main

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from bench.e2e import DEFAULT_BT, autocast, batches, build_model, train_step_fn
+from bench.measure.e2e import DEFAULT_BT, autocast, batches, build_model, train_step_fn
 from model.config import preset
 
 

@@ -10,7 +10,7 @@ around graph replays); fmha and matmuls are the harness's kernel time (`timer` c
 """
 import sys
 
-from bench.compiled_baseline import COMPILE_BACKENDS, backend_of
+from bench.measure.compiled_baseline import COMPILE_BACKENDS, backend_of
 from model.ranking import read_results
 from tests.gpu.gemm_table import LAYERS, TARGET as GEMM_TARGET, collect
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from bench.check import check, rel_l2
+from bench.measure.check import check, rel_l2
 from kernels import registry
 from kernels.spec import gen_for
 

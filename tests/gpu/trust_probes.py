@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench import timing
+from bench.measure import timing
 
 
 def spin_call(us: float, x: torch.Tensor):

@@ -50,7 +50,7 @@ def _clear(registry):
 def run_zoo(device: str, out_dir: str, budget: float = 0.05) -> dict[str, list[dict]]:
     """Member name -> its result rows, from one `run_bench.py --sweep zoo` run."""
     from bench import cli
-    from bench.store import read_rows
+    from bench.measure.store import read_rows
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "zoo_sweeps.yaml")
     with open(path, "w") as f:

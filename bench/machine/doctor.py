@@ -9,7 +9,7 @@ import traceback
 
 import torch
 
-from bench import devinfo
+from bench.measure import devinfo
 
 
 def _row(check, status, detail, fix=""):

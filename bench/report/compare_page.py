@@ -1,4 +1,4 @@
-"""The HTML page of a comparison (bench.compare): a forest chart of new/base ratios with their confidence
+"""The HTML page of a comparison (bench.report.compare): a forest chart of new/base ratios with their confidence
 intervals, interactive where plotly is installed and always as a PNG, then the tables."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench import charts  # noqa: E402
-from bench.compare import CONFIDENCE, SAME_BAND, Comparison  # noqa: E402
-from bench.report import CSS, _fmt  # noqa: E402
+from bench.report import plotly_charts  # noqa: E402
+from bench.report.compare import CONFIDENCE, SAME_BAND, Comparison  # noqa: E402
+from bench.report.pages import CSS, _fmt  # noqa: E402
 
 COLORS = {"slower": "#d62728", "faster": "#2ca02c", "same": "#7f7f7f", "noisy": "#ff7f0e"}
 PNG = "compare.png"
@@ -60,14 +60,14 @@ def _interactive(c: Comparison, go, outdir: str) -> str:
     fig.update_layout(height=160 + 24 * len(d), margin={"l": 10, "r": 10, "t": 30, "b": 40},
                       xaxis={"type": "log", "title": f"new / base median time ({CONFIDENCE:.0%} interval)"},
                       yaxis={"categoryorder": "array", "categoryarray": list(d["point"])}, template="plotly_white")
-    return charts.div(fig, outdir)
+    return plotly_charts.div(fig, outdir)
 
 
 def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
     """outdir/index.html for the comparison; returns its path."""
     os.makedirs(outdir, exist_ok=True)
-    go = charts.plotly_or_none()
-    head = charts.script_tag() if go is not None and not c.points.empty else ""
+    go = plotly_charts.plotly_or_none()
+    head = plotly_charts.script_tag() if go is not None and not c.points.empty else ""
     parts = [f"<html><head><meta charset='utf-8'><title>tilebench compare</title><style>{CSS}"
              ".slower{color:#d62728;font-weight:bold}.faster{color:#2ca02c;font-weight:bold}</style>"
              f"{head}</head><body>",
@@ -95,7 +95,7 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
                                        for k in ("slower", "faster", "same", "noisy") if k in counts) + "</p>")
         parts.append("<h2>Per impl: geometric mean of the ratios</h2>" + _fmt(c.per_impl))
         parts.append("<h2>Every point</h2>")
-        parts.append(_interactive(c, go, outdir) if go is not None else charts.MISSING)
+        parts.append(_interactive(c, go, outdir) if go is not None else plotly_charts.MISSING)
         _png(c, os.path.join(outdir, PNG))
         parts.append(f'<details{" open" if go is None else ""}><summary>the same chart as a PNG</summary>'
                      f'<img src="{PNG}"></details>')

@@ -23,7 +23,7 @@ A backend that ran none of its own impls is `unsupported`; a torch.compile basel
 (graph break, recompile limit, no graph compiled) is `compile_error`.
 
 Standalone (one JSON row per point appended to --out, each point in a subprocess on the GPU):
-    python -m bench.e2e --models shakespeare_6x768,gpt2_124m --backends eager,torch_compile,triton,cutile \\
+    python -m bench.measure.e2e --models shakespeare_6x768,gpt2_124m --backends eager,torch_compile,triton,cutile \\
         --out results/e2e.jsonl
 """
 from __future__ import annotations
@@ -46,9 +46,10 @@ from contextlib import nullcontext
 import torch
 from torch.profiler import record_function
 
-from bench import devinfo, timing
-from bench.compiled_baseline import COMPILE_BACKENDS
-from bench.runner import classify
+from bench import SOURCE_ROOT
+from bench.measure import devinfo, timing
+from bench.measure.compiled_baseline import COMPILE_BACKENDS
+from bench.measure.runner import classify
 from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
 from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported
@@ -61,7 +62,7 @@ from model.plain_gpt import PlainGPT
 from model.ranges import close_open_ranges
 
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = SOURCE_ROOT
 BASELINES = ("eager", EAGER_SDPA, *COMPILE_BACKENDS)   # backends that are not an impl choice of the registry
 # Largest |loss - eager's loss| / |eager's loss| over the first check_steps steps from the same init and batches.
 # Measured on CPU (tiny model, 3 steps): SDPA vs explicit attention 0 in fp32 and 5e-5 in bf16; a GELU 5 %
@@ -425,7 +426,7 @@ def _converge(point, device, B, T, dtype) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 def _run_isolated(point, device, timeout) -> dict:
-    cmd = [sys.executable, "-m", "bench.e2e", "--point", json.dumps(point), "--device", device]
+    cmd = [sys.executable, "-m", "bench.measure.e2e", "--point", json.dumps(point), "--device", device]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from bench import charts
+from bench.report import plotly_charts
 
 
 def _num(v) -> bool:
@@ -25,7 +25,7 @@ def _hover(r, unit: str, metric: str, eager_ms: float | None) -> str:
 
 def throughput(best, op: str, device: str, outdir: str, metric_of) -> str:
     """Divs, one per (dtype, pass), for one op on one device; '' without plotly or data."""
-    go = charts.plotly_or_none()
+    go = plotly_charts.plotly_or_none()
     d = best[(best["op"] == op) & (best["device_name"] == device)]
     if go is None or d.empty:
         return ""
@@ -44,5 +44,5 @@ def throughput(best, op: str, device: str, outdir: str, metric_of) -> str:
         fig.update_layout(title=f"{op} {dtype} {pass_} - {device}", height=380, template="plotly_white",
                           xaxis={"categoryorder": "array", "categoryarray": order}, yaxis={"title": unit},
                           margin={"l": 10, "r": 10, "t": 40, "b": 40})
-        out.append(charts.div(fig, outdir))
+        out.append(plotly_charts.div(fig, outdir))
     return "\n".join(out)

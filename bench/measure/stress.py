@@ -1,7 +1,7 @@
 """The stress battery: before a point is timed, its impl also passes the cases its op's spec declares
 (OpSpec.stress_cases): the layouts the model hands it, value regimes that break naive kernels (rows far from zero,
 outlier channels, logits at a trained model's scale, large attention scores, GELU at large |x|) and ragged and edge
-sizes. Each case is judged by the gate's rule (bench/check.py) against eager on the same inputs.
+sizes. Each case is judged by the gate's rule (bench/measure/check.py) against eager on the same inputs.
 
 A case's verdict is kept per (op, impl, config, pass, case) for the life of the process, so a sweep pays each case
 once however many shapes share it. A case an impl declines is listed in the row: declining is no way around the
@@ -12,7 +12,7 @@ import dataclasses
 import json
 import zlib
 
-from bench import check as checking
+from bench.measure import check as checking
 from kernels import registry
 from kernels.spec import gen_for
 
@@ -44,7 +44,7 @@ def _label(spec, case) -> str:
 def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, device: str, seed: int,
         classify) -> list[Verdict]:
     """The battery for one point: a verdict per case, stopping at the first that is neither ok nor declined.
-    classify(exc) -> (status, message) names what a case's exception means (bench/runner.py)."""
+    classify(exc) -> (status, message) names what a case's exception means (bench/measure/runner.py)."""
     out = []
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)

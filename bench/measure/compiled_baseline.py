@@ -13,7 +13,7 @@ POINT_KEYS = ("device_name", "model", "B", "T", "dtype", "cuda_graph")
 
 
 def backend_of(row: dict) -> str | None:
-    """The e2e backend of a row: `impl` in sweep rows, `backend` in python -m bench.e2e rows."""
+    """The e2e backend of a row: `impl` in sweep rows, `backend` in python -m bench.measure.e2e rows."""
     return row.get("impl") or row.get("backend")
 
 

@@ -1,5 +1,5 @@
 """A benchmark worker pinned to one GPU: reads points as JSON lines on stdin, runs each, and writes its
-row as a JSON line on stdout. bench.multigpu starts one per GPU and restarts any that dies."""
+row as a JSON line on stdout. bench.scale.multigpu starts one per GPU and restarts any that dies."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu", required=True, help="the host's index of this GPU (for the results)")
     ap.add_argument("--opts", default="{}", help="runner.Options as JSON")
     args = ap.parse_args(argv)
-    from bench import devinfo, runner
+    from bench.measure import devinfo, runner
     opts = runner.Options(**json.loads(args.opts))
     meta = {**devinfo.static_info(args.device), "gpu_index": int(args.gpu)}
     peaks = {}

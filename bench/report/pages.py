@@ -15,8 +15,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench import charts, hover, profile  # noqa: E402
-from bench.compiled_baseline import BEST, best_rows  # noqa: E402
+from bench.report import plotly_charts, hover  # noqa: E402
+
+from bench.measure import profile
+from bench.measure.compiled_baseline import BEST, best_rows  # noqa: E402
 from kernels.rows import group_key, scan  # noqa: E402
 
 PEER_KINDS = ("peer",)
@@ -431,12 +433,12 @@ def build(paths: list[str], outdir: str) -> str:
     """Write outdir/index.html (and PNGs) from result files; returns the HTML path."""
     os.makedirs(outdir, exist_ok=True)
     df = load(paths)
-    interactive = charts.plotly_or_none() is not None
+    interactive = plotly_charts.plotly_or_none() is not None
     parts = [f"<html><head><meta charset='utf-8'><title>tilebench report</title><style>{CSS}</style>"
-             f"{charts.script_tag() if interactive else ''}</head><body>",
+             f"{plotly_charts.script_tag() if interactive else ''}</head><body>",
              "<h1>tilebench report</h1>"]
     if not interactive:
-        parts.append(charts.MISSING)
+        parts.append(plotly_charts.MISSING)
     if df.empty:
         parts.append("<p>No results in: " + html.escape(", ".join(paths)) + "</p>")
         return _write(outdir, parts)

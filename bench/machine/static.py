@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import devinfo
+from bench.measure import devinfo
 from kernels import registry
 
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")

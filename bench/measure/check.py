@@ -8,7 +8,7 @@ tensor (rel-L2), locally (the worst row or column, relative to the tensor's RMS 
 two unwritten rows of 16384 pass) and as a systematic scale (the least-squares <o - r, r> / <r, r>: rounding is
 unbiased, so a kernel 0.3 % high in bf16 shows there long before rel-L2 sees it). Dtype and shape must be eager's,
 no input may change, several calls are judged (a defect on one call in five fails), and the same `Expected`
-answers for the last timed call (bench/runner.py), so "right once, wrong when timed" fails too."""
+answers for the last timed call (bench/measure/runner.py), so "right once, wrong when timed" fails too."""
 from __future__ import annotations
 
 import dataclasses

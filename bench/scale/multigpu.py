@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 
-from bench.progress import Progress
-from bench.runner import keep
+from bench import SOURCE_ROOT
+from bench.measure.progress import Progress
+from bench.measure.runner import keep
 from kernels import registry
 
 NOMINAL_TFLOPS, NOMINAL_GBPS = 800.0, 3000.0
@@ -71,9 +72,9 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
     def start(g):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "PYTHONUNBUFFERED": "1"}
         log = open(os.path.join(log_dir, f"worker-gpu{g}.log"), "a")
-        proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--device", worker_device, "--gpu", str(g),
+        proc = subprocess.Popen([sys.executable, "-m", "bench.scale.worker", "--device", worker_device, "--gpu", str(g),
                                  "--opts", opts_json], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env)
+                                cwd=SOURCE_ROOT, env=env)
         w = _Worker(g, proc)
         workers[g] = w
         sel.register(proc.stdout, selectors.EVENT_READ, w)

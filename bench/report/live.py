@@ -29,10 +29,10 @@ class Rebuilder:
             self.build()
 
     def build(self) -> str | None:
-        from bench import report
+        from bench.report import pages
         self.since, self.last = 0, time.monotonic()
         try:
-            return report.build([self.results_path], self.report_dir)
+            return pages.build([self.results_path], self.report_dir)
         except Exception as e:  # noqa: BLE001 - said on stderr; a report bug must not cost a GPU run
             print(f"warning: report not rebuilt: {type(e).__name__}: {e}", file=sys.stderr)
             return None

@@ -3,7 +3,7 @@
 Preemption or a coming time limit (submitit's signal, USR2) stops the point being measured at once (its row
 is never written), then submitit's checkpoint requeues the job; the requeued run resumes from the shard's
 results file, so finished points are skipped and the stopped one is measured again. A task that dies
-outright is resubmitted by bench.cluster. Runs where submitit runs: nothing here imports it at module level."""
+outright is resubmitted by bench.scale.cluster. Runs where submitit runs: nothing here imports it at module level."""
 from __future__ import annotations
 
 import argparse
@@ -43,7 +43,7 @@ class ShardTask:
         self._signum = None
 
     def shard_args(self) -> argparse.Namespace:
-        from bench.cluster import flag_defaults
+        from bench.scale.cluster import flag_defaults
         a = argparse.Namespace(**{**vars(self.args), **flag_defaults()})
         a.shard, a.out = f"{self.shard}/{self.shards}", self.folder
         a.resume, a.no_report, a.strict = True, True, False   # the merge reports; --strict is judged there

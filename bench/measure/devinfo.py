@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from bench import SOURCE_ROOT
 from kernels import device as devices
 
 # Clock-event reasons that mean the GPU slowed itself down (idle and app-clock settings are not throttling).
@@ -33,7 +34,7 @@ def git_commit() -> str | None:
     if os.environ.get("TILEBENCH_GIT_COMMIT"):
         return os.environ["TILEBENCH_GIT_COMMIT"]
     try:
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = SOURCE_ROOT
         out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
@@ -175,7 +176,7 @@ def now_iso() -> str:
 def measured_peaks(device: str) -> dict:
     """The two ceilings measured on this device at the start of a run: dense matmul TFLOP/s (bf16 on GPU,
     fp32 on CPU) and copy bandwidth (bytes read + written). Roofline fractions divide by these."""
-    from bench.timing import measure
+    from bench.measure.timing import measure
     if device.startswith("cuda"):
         n, dt, copy_bytes = 8192, torch.bfloat16, 1 << 30
     else:

@@ -13,10 +13,10 @@ import traceback
 
 import torch
 
-from bench import check as checking
-from bench import devinfo, stress, timing
-from bench import capture, profile, tunecap
-from bench.progress import Progress
+from bench.measure import check as checking
+from bench.measure import devinfo, stress, timing
+from bench.measure import capture, profile, tunecap
+from bench.measure.progress import Progress
 from kernels import registry
 from kernels.rows import STATUSES, is_graph, timer_for  # noqa: F401 - STATUSES: what run_point may answer
 from kernels.spec import gen_for
@@ -29,8 +29,8 @@ class Options:
     mode: str = "events"                  # "events" (launched calls) or "graph" (--cuda-graph: graph replays)
     seed: int = 0
     measure_peaks: bool = True
-    autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.tunecap); None: no cap
-    profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.profile)
+    autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.measure.tunecap); None: no cap
+    profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.measure.profile)
     stress: bool = True                   # the stress battery before timing (--no-stress: rows say "off")
 
 
@@ -221,9 +221,9 @@ def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed
 
 def _run_e2e(point, device, opts, row, t_start):
     try:
-        from bench import e2e
+        from bench.measure import e2e
     except Exception as e:
-        return _finish(row, "unavailable", f"bench.e2e not importable: {type(e).__name__}: {e}", t_start)
+        return _finish(row, "unavailable", f"bench.measure.e2e not importable: {type(e).__name__}: {e}", t_start)
     p = {**point["shape"], "backend": point["impl"], "dtype": point["dtype"], **point.get("extra", {})}
     if opts.measure_peaks:
         p.setdefault("peak_tflops", devinfo.measured_peaks(device)["peak_tflops"])

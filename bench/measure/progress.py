@@ -11,7 +11,7 @@ import time
 
 def _own_stream(stream):
     """(stream, owned): a private handle on the terminal, so that prints captured from the point
-    (bench.capture redirects fds 1 and 2 while a point runs) do not swallow the bar's own refreshes."""
+    (bench.measure.capture redirects fds 1 and 2 while a point runs) do not swallow the bar's own refreshes."""
     try:
         return os.fdopen(os.dup(stream.fileno()), "w", buffering=1), True
     except (AttributeError, OSError, ValueError):   # a StringIO: no fd to duplicate

@@ -6,7 +6,7 @@
     run_bench.py --sweep fmha --quick --submit local --shards 3                # the same on this machine
 
 Layout of a run folder: shard-I-of-N/results.jsonl and state.json per shard, submitit/ (job pickles, logs).
-Preemption and time limits are handled inside the job (bench.shard_task: checkpoint, requeue, resume); a
+Preemption and time limits are handled inside the job (bench.scale.shard_task: checkpoint, requeue, resume); a
 task that fails outright is resubmitted here, up to --retries times, when the command waits."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 import time
 
 from bench.cli import REPO, die
-from bench.shard_task import STATE, ShardTask, read_state, shard_dir
+from bench.scale.shard_task import STATE, ShardTask, read_state, shard_dir
 
 SLURM_TIME_MIN, SLURM_GPUS_PER_TASK = 120, 1
 
@@ -163,7 +163,7 @@ def submit(args) -> int:
         _fresh_results_file(folder, args.resume)     # old results kept aside unless resuming
         if os.path.exists(os.path.join(folder, STATE)):
             os.remove(os.path.join(folder, STATE))   # the last run's state: this one has not started
-    # the job unpickles bench.shard_task before any of our code runs: the repo must be importable there
+    # the job unpickles bench.scale.shard_task before any of our code runs: the repo must be importable there
     path = os.environ.get("PYTHONPATH", "")
     if REPO not in path.split(os.pathsep):
         os.environ["PYTHONPATH"] = REPO + (os.pathsep + path if path else "")
@@ -227,7 +227,7 @@ def shard_folders(run_dir: str) -> list[str]:
 
 def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, no_report: bool = False) -> int:
     """Merge the shards' results files into one summary and report; say which shards are not finished."""
-    from bench import report
+    from bench.report import pages
     from kernels.rows import failed, read_file
     folders = shard_folders(run_dir)
     if not folders:
@@ -253,10 +253,10 @@ def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, n
     if not rows:
         print(f"{run_dir}: no results yet", file=sys.stderr)
         return 1
-    print(report.summary_table(rows))
+    print(pages.summary_table(rows))
     print("results: " + " ".join(files))
     if not no_report:
-        path = report.build(files, report_dir or os.path.join(REPO, "reports", os.path.basename(run_dir.rstrip("/"))))
+        path = pages.build(files, report_dir or os.path.join(REPO, "reports", os.path.basename(run_dir.rstrip("/"))))
         print(f"report: {path}")
     if unfinished:
         print(f"not finished: {', '.join(unfinished)} (rerun the submit command with --resume to finish them; "
