@@ -3,13 +3,21 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from kernels.registry import KernelImpl
+from kernels.registry import KernelImpl, Unsupported
 
 
 def _pinned(backend):
     def fmha(q, k, v, causal=True, scale=None):
         with sdpa_kernel([backend]):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+            try:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+            except RuntimeError as e:
+                # the pinned backend declines these inputs (cuDNN at T=1 on torch 2.11, say): the peer's limit,
+                # not its failure; torch's warning just before says why
+                if str(e).startswith("No available kernel"):
+                    raise Unsupported(f"{backend.name.lower()} SDPA has no kernel for q {tuple(q.shape)} "
+                                      f"{str(q.dtype).replace('torch.', '')}{' causal' if causal else ''}") from e
+                raise
     fmha.__name__ = f"sdpa_{backend.name.lower()}"
     return fmha
 
