@@ -8,12 +8,12 @@ import os
 import re
 import sys
 
+from bench.usage import EXIT_USAGE, die  # noqa: F401 - EXIT_USAGE: what a usage error exits with
 from kernels.rows import failed, result_files
 
 from bench import SOURCE_ROOT
 
 REPO = SOURCE_ROOT
-EXIT_USAGE = 2
 
 
 def parse_args(argv=None):
@@ -61,11 +61,6 @@ def parse_args(argv=None):
     from bench.scale import cluster
     cluster.add_arguments(p)
     return p.parse_args(argv)
-
-
-def die(msg: str) -> int:
-    print(f"run_bench.py: error: {msg}", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def pick_device(arg: str | None) -> str:
@@ -161,25 +156,15 @@ def cmd_report(paths, report_dir) -> int:
     return 0
 
 
-def _fresh_results_file(out_dir: str, resume: bool) -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "results.jsonl")
-    if os.path.exists(path) and not resume:
-        # never lose measured results: keep the old file beside the new one
-        stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y%m%d-%H%M%S")
-        os.replace(path, os.path.join(out_dir, f"results.{stamp}.jsonl"))
-    return path
-
-
 def cmd_static(args) -> int:
     from bench.machine import static
-    from bench.measure.store import ResultStore
+    from bench.measure.store import ResultStore, fresh_results_file
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     bad = [a for a in archs if not re.fullmatch(r"sm_\d+a?", a)]
     if bad:
         return die(f"--arch: {bad[0]!r} is not an arch like sm_90")
     out_dir = args.out or os.path.join(REPO, "results", "static")
-    store = ResultStore(_fresh_results_file(out_dir, args.resume))
+    store = ResultStore(fresh_results_file(out_dir, args.resume))
     rows = static.run(archs, store, impls=args.impl or None, quick=args.quick)
     import pandas as pd
     df = pd.DataFrame(rows)
@@ -259,7 +244,7 @@ def main(argv=None) -> int:
         return die("the selection has no points (check --impl and the sweep's impls)")
     from bench.scale import cluster
     if cluster.requested(args):
-        return cluster.submit(args)
+        return cluster.submit(args, run=main)
     if args.shard:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard)
         if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
@@ -269,12 +254,12 @@ def main(argv=None) -> int:
     from bench.report import pages
 
     from bench.measure import runner
-    from bench.measure.store import ResultStore
+    from bench.measure.store import ResultStore, fresh_results_file
     from kernels import device as devices
     run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
     out_dir = args.out or os.path.join(REPO, "results", run_name)
-    store = ResultStore(_fresh_results_file(out_dir, args.resume))
+    store = ResultStore(fresh_results_file(out_dir, args.resume))
     if args.resume:
         done = store.done_ids()
         skipped = [p for p in points if p["point_id"] in done]

@@ -179,7 +179,7 @@ def test_without_submitit_says_how_to_install(tmp_path, capsys, monkeypatch):
 def test_a_shard_runs_plain_run_bench_and_never_submits_again(tmp_path):
     args = cli.parse_args(["--sweep", "g", "--submit", "slurm", "--shards", "4", "--slurm-partition", "gpu",
                            "--slurm-opt", "qos=high", "--no-wait", "--strict"])
-    a = ShardTask(args, 2, 4, str(tmp_path)).shard_args()
+    a = ShardTask(args, 2, 4, str(tmp_path), run=cli.main, defaults=cluster.flag_defaults()).shard_args()
     assert not cluster.requested(a) and a.collect is None
     assert (a.shard, a.out, a.resume, a.no_report, a.strict) == ("2/4", shard_dir(str(tmp_path), 2, 4), True, True,
                                                                   False)

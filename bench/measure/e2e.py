@@ -49,7 +49,7 @@ from torch.profiler import record_function
 from bench import SOURCE_ROOT
 from bench.measure import devinfo, timing
 from bench.measure.compiled_baseline import COMPILE_BACKENDS
-from bench.measure.runner import classify
+from bench.measure.outcome import classify
 from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
 from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported

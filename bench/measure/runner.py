@@ -14,6 +14,7 @@ import traceback
 import torch
 
 from bench.measure import check as checking
+from bench.measure.outcome import classify
 from bench.measure import devinfo, stress, timing
 from bench.measure import capture, profile, tunecap
 from bench.measure.progress import Progress
@@ -32,22 +33,6 @@ class Options:
     autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.measure.tunecap); None: no cap
     profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.measure.profile)
     stress: bool = True                   # the stress battery before timing (--no-stress: rows say "off")
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(status, one-line message) for an exception raised while running a point."""
-    name = type(exc).__name__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    msg = f"{name}: {text}"[:500]
-    if isinstance(exc, registry.Unsupported):
-        return "unsupported", text[:500]
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom", msg
-    mod = type(exc).__module__ or ""
-    if "Compil" in name or "compiler" in mod or name in ("TileCompilerTimeoutError", "TileCompilerExecutionError",
-                                                          "TileSyntaxError", "TileTypeError", "TileError"):
-        return "compile_error", msg
-    return "error", msg
 
 
 def _seed_of(point: dict, base: int) -> int:

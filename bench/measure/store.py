@@ -2,6 +2,7 @@
 run keeps everything it measured and --resume can skip what is done."""
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -73,3 +74,14 @@ class ResultStore:
     def done_ids(self) -> set[str]:
         return {r["point_id"] for r in self.rows() if "point_id" in r and r.get("status")}
 
+
+def fresh_results_file(out_dir: str, resume: bool) -> str:
+    """The run folder's results.jsonl to append to; without resume an old one is kept aside as
+    results.<its date>.jsonl, so measured results are never lost."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.jsonl")
+    if os.path.exists(path) and not resume:
+        # never lose measured results: keep the old file beside the new one
+        stamp = datetime.datetime.fromtimestamp(os.path.getmtime(path)).strftime("%Y%m%d-%H%M%S")
+        os.replace(path, os.path.join(out_dir, f"results.{stamp}.jsonl"))
+    return path

@@ -17,7 +17,8 @@ import re
 import sys
 import time
 
-from bench.cli import REPO, die
+from bench import SOURCE_ROOT as REPO
+from bench.usage import die
 from bench.scale.shard_task import STATE, ShardTask, read_state, shard_dir
 
 SLURM_TIME_MIN, SLURM_GPUS_PER_TASK = 120, 1
@@ -147,7 +148,7 @@ def _one_line(job, exc: BaseException) -> str:
     return (errs[-1] if errs else lines[0] if lines else type(exc).__name__)[:300]
 
 
-def submit(args) -> int:
+def submit(args, run) -> int:
     why = usage_error(args)
     if why:
         return die(why)
@@ -157,10 +158,10 @@ def submit(args) -> int:
     args.shards = args.shards or 1
     args.sweeps_file = os.path.abspath(args.sweeps_file)     # the task may start in another folder
     run_dir = os.path.abspath(args.out or default_run_dir(args))
-    from bench.cli import _fresh_results_file
+    from bench.measure.store import fresh_results_file
     for i in range(args.shards):
         folder = shard_dir(run_dir, i, args.shards)
-        _fresh_results_file(folder, args.resume)     # old results kept aside unless resuming
+        fresh_results_file(folder, args.resume)     # old results kept aside unless resuming
         if os.path.exists(os.path.join(folder, STATE)):
             os.remove(os.path.join(folder, STATE))   # the last run's state: this one has not started
     # the job unpickles bench.scale.shard_task before any of our code runs: the repo must be importable there
@@ -171,7 +172,8 @@ def submit(args) -> int:
         ex = _executor(submitit, args.submit, os.path.join(run_dir, "submitit"), args)
     except RuntimeError as e:      # submitit: no srun here
         return die(f"--submit {args.submit}: {e}")
-    tasks = [ShardTask(args, i, args.shards, run_dir) for i in range(args.shards)]
+    defaults = flag_defaults()
+    tasks = [ShardTask(args, i, args.shards, run_dir, run=run, defaults=defaults) for i in range(args.shards)]
     jobs = _submit_tasks(ex, args.submit, tasks)
     ids = [j.job_id for j in jobs]
     print(f"submitted {len(ids)} task(s) ({args.submit}): job {', '.join(ids) if len(ids) < 5 else ids[0] + ' ... ' + ids[-1]}"
@@ -210,7 +212,8 @@ def wait(ex, jobs: dict, tasks: list[ShardTask], retries: int, kind: str) -> lis
                       f"{_one_line(job, err)}", file=sys.stderr)
                 failed.append(i)
                 continue
-            tasks[i] = ShardTask(t.args, t.shard, t.shards, os.path.dirname(t.folder), attempt=t.attempt + 1)
+            tasks[i] = ShardTask(t.args, t.shard, t.shards, os.path.dirname(t.folder), attempt=t.attempt + 1,
+                                 run=t.run, defaults=t.defaults)
             jobs[i] = _submit_one(ex, kind, tasks[i])
             print(f"shard {i}/{len(tasks)} failed (job {job.job_id}): {_one_line(job, err)}; resubmitted as job "
                   f"{jobs[i].job_id} (attempt {t.attempt + 1} of {retries + 1}); its finished points are kept",

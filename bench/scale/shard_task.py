@@ -36,15 +36,18 @@ def read_state(folder: str) -> dict:
 class ShardTask:
     """submitit calls it (the job) and its `checkpoint` (on preemption/timeout: what to requeue)."""
 
-    def __init__(self, args: argparse.Namespace, shard: int, shards: int, run_dir: str, attempt: int = 1):
+    def __init__(self, args: argparse.Namespace, shard: int, shards: int, run_dir: str, attempt: int = 1,
+                 run=None, defaults: dict | None = None):
+        """run(args) -> exit code: run_bench.py's main (the submitter passes it, so nothing here imports the CLI);
+        defaults: the cluster flags at their defaults, which a shard's own run must see (it must not submit)."""
         self.args, self.shard, self.shards, self.attempt = args, shard, shards, attempt
+        self.run, self.defaults = run, defaults or {}
         self.folder = shard_dir(run_dir, shard, shards)
         self.requeues = 0
         self._signum = None
 
     def shard_args(self) -> argparse.Namespace:
-        from bench.scale.cluster import flag_defaults
-        a = argparse.Namespace(**{**vars(self.args), **flag_defaults()})
+        a = argparse.Namespace(**{**vars(self.args), **self.defaults})
         a.shard, a.out = f"{self.shard}/{self.shards}", self.folder
         a.resume, a.no_report, a.strict = True, True, False   # the merge reports; --strict is judged there
         return a
@@ -67,14 +70,13 @@ class ShardTask:
 
     def __call__(self) -> dict:
         import submitit
-        from bench import cli
         sig = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
         requeue = signal.getsignal(sig)      # submitit's: checkpoint, requeue, exit
         self._signum = None
         signal.signal(sig, self._interrupt)
         self._write_state("running")
         try:
-            code = cli.main(self.shard_args())
+            code = self.run(self.shard_args())
         except Preempted:
             code = 130
         except Exception as e:               # a bug, not a point's failure: say so where --collect looks
