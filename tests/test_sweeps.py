@@ -144,19 +144,25 @@ def test_quick_takes_the_default_config_not_the_first_preset():
     assert pts and {p["config_label"] for p in pts} == {"default"} and all(p["config"] == {} for p in pts)
 
 
-@pytest.mark.parametrize("body, key, words", [
-    ("op: gelu\n    shapes:\n      - {M: 0, C: 8}", "shapes", "M=0"),
-    ("op: fmha\n    shapes:\n      - {B: -2, H: 4, T: 128, D: 64}", "shapes", "B=-2"),
-    ("op: fmha\n    shapes:\n      - {B: [1, 0], H: 4, T: 128, D: 64}", "shapes", "B=0"),
-    ("op: fmha\n    shapes:\n      - {tokens: 0, T: 128, H: 4, D: 64}", "shapes", "tokens=0"),
-    ("op: gelu\n    shapes:\n      - {M: 4, C: 8}\n    cpu_shapes:\n      - {M: 4, C: -1}", "cpu_shapes", "C=-1"),
-    ("op: e2e\n    shapes:\n      - {model: tiny, B: 0, T: 8}", "shapes", "B=0"),
-    ("op: e2e\n    shapes:\n      - {model: tiny, B: 1, T: -8}", "shapes", "T=-8"),
-    ("op: e2e\n    steps: 0\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "steps", "0"),
-    ("op: e2e\n    converge_iters: -5\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "converge_iters", "-5"),
-])
-def test_sizes_and_step_counts_must_be_positive(tmp_path, body, key, words):
+# what the message names -> (the sweep's body, the key it names)
+NOT_POSITIVE = {
+    "M=0": ("op: gelu\n    shapes:\n      - {M: 0, C: 8}", "shapes"),
+    "B=-2": ("op: fmha\n    shapes:\n      - {B: -2, H: 4, T: 128, D: 64}", "shapes"),
+    "B=0": ("op: fmha\n    shapes:\n      - {B: [1, 0], H: 4, T: 128, D: 64}", "shapes"),
+    "tokens=0": ("op: fmha\n    shapes:\n      - {tokens: 0, T: 128, H: 4, D: 64}", "shapes"),
+    "C=-1": ("op: gelu\n    shapes:\n      - {M: 4, C: 8}\n    cpu_shapes:\n      - {M: 4, C: -1}", "cpu_shapes"),
+    "e2e B=0": ("op: e2e\n    shapes:\n      - {model: tiny, B: 0, T: 8}", "shapes"),
+    "T=-8": ("op: e2e\n    shapes:\n      - {model: tiny, B: 1, T: -8}", "shapes"),
+    "steps 0": ("op: e2e\n    steps: 0\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "steps"),
+    "-5": ("op: e2e\n    converge_iters: -5\n    shapes:\n      - {model: tiny, B: 1, T: 8}", "converge_iters"),
+}
+
+
+@pytest.mark.parametrize("words", list(NOT_POSITIVE))
+def test_sizes_and_step_counts_must_be_positive(tmp_path, words):
     """A size of 0 or below is a typo, not a point: one line at load time (it used to run and fail as `error`)."""
+    body, key = NOT_POSITIVE[words]
+    words = words.split()[-1]
     with pytest.raises(sw.SweepError) as e:
         sw.load(write(tmp_path, f"sweeps:\n  bad:\n    {body}\n"))
     msg = str(e.value)

@@ -222,6 +222,8 @@ _GELU = {"cpu": [{"M": 255, "C": 3072}], "gpu": [{"M": 16384, "C": 3072}]}
 _CE = {"cpu": [{"M": 129, "V": 1003}], "gpu": [{"M": 16384, "V": 50304}]}
 _LIN = {"cpu": [{"M": 257, "N": 384, "K": 256}], "gpu": [{"M": 16384, "N": 768, "K": 768}]}
 
+BF16, FWD, BWD, BOTH_PASSES = ["bf16"], ["fwd"], ["fwd+bwd"], ["fwd", "fwd+bwd"]
+
 # name: (fn, op, what is wrong, dtypes, passes, shapes)
 MEMBERS = {
     "zoo_ln_two_rows": (ln_two_rows_unwritten, "layer_norm", "two rows never written (zeros)",
@@ -248,20 +250,16 @@ MEMBERS = {
                           ["bf16"], ["fwd+bwd"], _LIN),
     "zoo_add_ln_sum": (add_ln_sum_off_in_fp32, "add_layer_norm", "fp32 residual sum off by 1e-4",
                        ["bf16"], ["fwd"], {"cpu": [{"M": 257, "C": 768}], "gpu": [{"M": 16384, "C": 768}]}),
-    "zoo_ln_one_pass": (ln_one_pass_variance, "layer_norm", "one-pass variance E[x^2] - E[x]^2 in fp32",
-                        ["bf16"], ["fwd", "fwd+bwd"], _LN),
-    "zoo_ln_dw_cols": (ln_dw_columns_dropped, "layer_norm", "the last 8 dW columns dropped",
-                       ["bf16"], ["fwd+bwd"], _LN_BIG),
-    "zoo_fmha_contiguous": (fmha_reads_as_contiguous, "fmha", "reads q, k, v as if contiguous",
-                            ["bf16"], ["fwd"], _FMHA),
-    "zoo_fmha_partial_tile": (fmha_partial_tile_dropped, "fmha", "queries past the last whole 64-tile unwritten",
-                              ["bf16"], ["fwd"], _FMHA_TILED),
-    "zoo_ce_no_max": (ce_without_max_subtraction, "cross_entropy", "log-sum-exp without the row max",
-                      ["bf16"], ["fwd"], _CE),
-    "zoo_gelu_exp_tanh": (gelu_tanh_from_exp, "gelu", "tanh from exp: NaN past |x| ~12", ["bf16"], ["fwd"], _GELU),
-    "zoo_gelu_bias": (gelu_slightly_high, "gelu", "output 0.3 % high, bf16", ["bf16"], ["fwd"], _GELU),
-    "zoo_gelu_every_fifth": (gelu_wrong_every_fifth_call, "gelu", "wrong on every 5th call (a race)",
-                             ["bf16"], ["fwd"], _GELU),
+    # the stress battery, the scale bias, repeated calls and the ceiling each catch one of these
+    "zoo_ln_one_pass": (ln_one_pass_variance, "layer_norm", "one-pass variance in fp32", BF16, BOTH_PASSES, _LN),
+    "zoo_ln_dw_cols": (ln_dw_columns_dropped, "layer_norm", "the last 8 dW columns dropped", BF16, BWD, _LN_BIG),
+    "zoo_fmha_contiguous": (fmha_reads_as_contiguous, "fmha", "reads q, k, v as if contiguous", BF16, FWD, _FMHA),
+    "zoo_fmha_partial_tile": (fmha_partial_tile_dropped, "fmha", "rows past the last 64-tile unwritten", BF16, FWD,
+                              _FMHA_TILED),
+    "zoo_ce_no_max": (ce_without_max_subtraction, "cross_entropy", "log-sum-exp without the row max", BF16, FWD, _CE),
+    "zoo_gelu_exp_tanh": (gelu_tanh_from_exp, "gelu", "tanh from exp: NaN past |x| ~12", BF16, FWD, _GELU),
+    "zoo_gelu_bias": (gelu_slightly_high, "gelu", "output 0.3 % high, bf16", BF16, FWD, _GELU),
+    "zoo_gelu_every_fifth": (gelu_wrong_every_fifth_call, "gelu", "wrong on every 5th call (a race)", BF16, FWD, _GELU),
 }
 
 # what must catch each member, where one measure alone can: its `wrong` message contains this
