@@ -8,7 +8,7 @@
 #   targets    the `targets` sweep (the issues' target shapes, every impl but torch.compile)
 #   model_ops  the `model_ops` sweep into results/<gpu>/ so that `--backend auto` can rank impls on this GPU
 #   model_ops_graph  the same timed as graph replays (what `auto` ranks for --cuda-graph steps), ours and cuDNN
-#   summary    tests/gpu/e2e_summary.py over this session's e2e results (speed-ups over torch.compile)
+#   summary    run_bench.py --table e2e-summary over this session's e2e results (speed-ups over torch.compile)
 #   converge   500 iterations of shakespeare_6x768 per backend (BACKENDS, default "eager triton cutile auto")
 #   e2e        the `e2e` sweep (whole training steps, eager and torch.compile as baselines)
 #   e2e_graph  the `e2e_graph` sweep (the same steps captured whole in a CUDA graph)
@@ -22,7 +22,7 @@
 #   xcheck     tests/gpu/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
 #              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl; XCHECK_RESULTS=FILE)
 #   nanogpt    tests/gpu/nanogpt_compile_check.py: our e2e torch_compile step vs nanoGPT's own model.py (carry .nanogpt)
-#   gemm       tests/gpu/gemm_check.py, the `gemm` sweep graph-timed, tests/gpu/gemm_table.py (ours / cuBLAS)
+#   gemm       tests/gpu/gemm_check.py, the `gemm` sweep graph-timed, run_bench.py --table gemm (ours / cuBLAS)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
 set -u
@@ -50,7 +50,7 @@ for s in "$@"; do
                --budget ${BUDGET:-0.3} --out "results/$GPU/graph" --no-report --impl eager --impl triton --impl cutile \
                --impl sdpa_cudnn ${ARGS_model_ops_graph:-}
              mkdir -p "$W/model_ops_graph" && cp results/"$GPU"/graph/results.jsonl "$W/model_ops_graph/" ;;
-  summary)   python tests/gpu/e2e_summary.py "$W"/*/results.jsonl > "$W/summary.log" 2>&1 ;;
+  summary)   python run_bench.py --table e2e-summary "$W"/*/results.jsonl > "$W/summary.log" 2>&1 ;;
   sweep:*)   n=${s#sweep:}; step "$n" ${LIMIT_sweep:-300} python run_bench.py --sweep "$n" --out "$W/$n" --no-report $NOCOMPILE ${ARGS_sweep:-} ;;
   graphsweep:*) n=${s#graphsweep:}; step "graph_$n" 300 python run_bench.py --sweep "$n" --out "$W/graph_$n" --no-report \
                --cuda-graph $NOCOMPILE ${ARGS_sweep:-} ;;
@@ -72,7 +72,7 @@ for s in "$@"; do
   gemm)      step gemm_check 60 python tests/gpu/gemm_check.py
              step gemm ${LIMIT_gemm:-300} python run_bench.py --sweep ${SWEEP_gemm:-gemm} --cuda-graph --budget ${BUDGET:-0.3} \
                --out "$W/gemm" --no-report ${ARGS_gemm:-}
-             python tests/gpu/gemm_table.py "$W/gemm/results.jsonl" > "$W/gemm_table.log" 2>&1; cat "$W/gemm_table.log" ;;
+             python run_bench.py --table gemm "$W/gemm" > "$W/gemm_table.log" 2>&1; cat "$W/gemm_table.log" ;;
   *)         echo "$s: unknown step" | tee -a "$W/status.txt" ;;
   esac
 done
