@@ -9,7 +9,7 @@ import re
 import sys
 
 from bench.usage import EXIT_USAGE, die  # noqa: F401 - EXIT_USAGE: what a usage error exits with
-from kernels.rows import failed, result_files
+from kernels.rows import failed, read_rows, result_files
 
 from bench import SOURCE_ROOT
 
@@ -50,6 +50,12 @@ def parse_args(argv=None):
                    help="with --compare: exit 1 if a point is slower than this (e.g. 5%%) with 95%% confidence")
     p.add_argument("--compare-time", choices=("kernel", "host"), default="kernel",
                    help="with --compare: kernel time (default) or host-inclusive time")
+    from bench.report.tables import TABLES
+    p.add_argument("--table", nargs="*", metavar=("NAME", "RESULTS"),
+                   help="print a table of finished results (files or run folders), no sweep; NAME: "
+                        + "; ".join(f"{name} ({t.about})" for name, t in TABLES.items()))
+    p.add_argument("--peer", default=None, metavar="IMPL",
+                   help="with --table configs: the impl whose time the ratios divide (default: each point's fastest)")
     p.add_argument("--profile", action="store_true",
                    help="torch.profiler per point after timing: kernel table in the row and report, Chrome trace "
                         "in <out>/profiles/")
@@ -156,6 +162,31 @@ def cmd_report(paths, report_dir) -> int:
     return 0
 
 
+def cmd_table(args) -> int:
+    from bench.report import tables
+    name, *paths = args.table or [""]
+    try:
+        table = tables.lookup(name)
+    except tables.UnknownTable as e:
+        return die(str(e))
+    if args.peer is not None and "peer" not in table.options:
+        return die(f"--peer goes with --table configs, not --table {name}")
+    if not paths:
+        return die(f"--table {name} RESULTS...: name result files or run folders")
+    try:
+        rows = read_rows(*paths)
+    except FileNotFoundError as e:
+        return die(f"no such results file or folder: {e}")
+    if not rows:
+        return die(f"no result rows in {' '.join(paths)}")
+    try:
+        text = table.render(rows, **({"peer": args.peer} if args.peer is not None else {}))
+    except tables.NoRows as e:
+        return die(f"{' '.join(paths)}: {e}")
+    print(text)
+    return 0
+
+
 def cmd_static(args) -> int:
     from bench.machine import static
     from bench.measure.store import ResultStore, fresh_results_file
@@ -185,6 +216,16 @@ def main(argv=None) -> int:
             return die(f"{flag} {v:g}: expected seconds > 0")
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
+    if args.table is not None:
+        # a table only reads finished results: beside a mode that runs or writes, one of the two would be ignored
+        modes = (("--sweep", args.sweep), ("--report", args.report), ("--compare", args.compare), ("--list", args.list),
+                 ("--static", args.static), ("--doctor", args.doctor), ("--collect", args.collect))
+        other = [flag for flag, on in modes if on]
+        if other:
+            return die(f"--table prints finished results; it does not go with {other[0]}")
+        return cmd_table(args)
+    if args.peer is not None:
+        return die("--peer goes with --table configs")
     if args.doctor:
         from bench.machine import doctor
         return doctor.main(args.device)
@@ -221,8 +262,8 @@ def main(argv=None) -> int:
     if args.autotune_cap < 0:
         return die(f"--autotune-cap {args.autotune_cap:g}: expected seconds >= 0 (0: no cap)")
     if not args.sweep:
-        return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --static "
-                   "or --doctor")
+        return die("nothing to do: give --sweep NAME (known: " + ", ".join(sweeps) + "), --list, --report, --table, "
+                   "--static or --doctor")
     try:
         chosen = sw.resolve_names(sweeps, args.sweep)
     except sw.SweepError as e:

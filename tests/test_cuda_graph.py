@@ -1,6 +1,6 @@
 """Whole-step CUDA graphs (model/cuda_graph.py): on the CPU only the host side can be checked, i.e. the
 refusals (one line each), the option plumbing through model.train, bench.measure.e2e and sweeps.yaml, and the
-optimizer made capturable. tests/gpu/cuda_graph_check.sh runs the real thing on a GPU."""
+optimizer made capturable. tools/cuda_graph_check.sh runs the real thing on a GPU."""
 import textwrap
 
 import pytest

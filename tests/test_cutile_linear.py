@@ -1,7 +1,8 @@
 """cuTile linear's Hopper variants (issue 14): each compiles for sm_90 without spilling registers, the
 resource reader sees spills where they are, the launcher passes each variant's hints and grid and splits
 dW as measured best; with the kernels stood in by torch, the whole op passes the gate with the bias
-gradient fused into dW and split-K summed in the kernel, and tests/gpu/cutile_fixup_check.py runs."""
+gradient fused into dW and split-K summed in the kernel, bitwise the two-kernel sum (what
+tools/cutile_fixup_check.py checks on a GPU)."""
 import pytest
 import torch
 
@@ -191,28 +192,40 @@ def test_fixup_with_persistent_is_refused():
         m.matmul_part(x, x, 3, **m.IMPL.config({"SPLIT_FIXUP": True, "PERSISTENT": True}))
 
 
-def test_gpu_fixup_check_runs_and_sees_a_race(monkeypatch, capsys):
-    """tests/gpu/cutile_fixup_check.py with the kernels stood in (no graph replays off a GPU): ok as they
-    are, FAIL once the stand-in's fixup sums a slice short (what a race would leave)."""
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).parent / "gpu" / "cutile_fixup_check.py"
-    spec = importlib.util.spec_from_file_location("cutile_fixup_check", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def _dw(dy, x, c):
+    """dW = dY^T X and db = dY's column sums, as the linear's backward calls them."""
+    out, _, db = m.matmul(dy, x, True, False, c, db_dtype=dy.dtype)
+    return out, db
+
+
+def test_fixup_is_bitwise_the_two_kernel_sum_and_a_race_shows(monkeypatch):
+    """What tools/cutile_fixup_check.py checks on a GPU, with the kernels stood in (no graph replays off a GPU):
+    the fixup sums the same fp32 partials in the same order as the two-kernel sum, so its dW and fused bias
+    gradient are bitwise those, call after call, and its counters end at zero; a fixup that sums a slice short
+    (what a race would leave) is not."""
     monkeypatch.setattr(m, "_COUNTERS", {})
     calls = []
     monkeypatch.setattr(m.aot, "launch", _fake_launch(calls))
-    small = {**SMALL, "SPLIT_K": 3}
-    assert script.check(100, 47, 65, "hopper", 2, device="cpu", overrides=small)
-    assert "ok   dW 47x65 over 100 hopper" in capsys.readouterr().out and any(c[2][-1] for c in calls)
+    g = torch.Generator().manual_seed(0)
+    dy, x = torch.randn(100, 47, generator=g).bfloat16(), torch.randn(100, 65, generator=g).bfloat16()
+    c = {**m._config(m.aot.arch_of(dy), {**m.PRESETS["hopper"], **SMALL, "SPLIT_K": 3}), "DB_FUSED": True,
+         "SPLIT_FIXUP": False}
+    ref, db_ref = _dw(dy, x, c)
+    fix = {**c, "SPLIT_FIXUP": True}
+    calls.clear()
+    for _ in range(2):
+        out, db = _dw(dy, x, fix)
+        assert torch.equal(out, ref) and torch.equal(db, db_ref)
+    assert any(call[2][-1] for call in calls if call[0] is m._matmul)      # the fixup ran
+    assert sum(int(b.count_nonzero()) for b in m._COUNTERS.values()) == 0
 
     def short_fixup(kernel, grid, args, **hints):
         _fake_launch([])(kernel, grid, args, **hints)
         if kernel is m._matmul and args[-1]:            # FIXUP: one row summed before a slice's partial landed
             args[3][0] -= args[5][0, 0].to(args[3].dtype)
     monkeypatch.setattr(m.aot, "launch", short_fixup)
-    assert not script.check(100, 47, 65, "hopper", 2, device="cpu", overrides=small)
+    out, db = _dw(dy, x, fix)
+    assert not (torch.equal(out, ref) and torch.equal(db, db_ref))
 
 
 @pytest.mark.parametrize("N,K,want", [(2304, 768, 2), (768, 768, 7), (3072, 768, 3), (768, 3072, 3),

@@ -250,7 +250,7 @@ PARAMS = (
 _BWD = {"BWD_TILE_M": 64, "BWD_TILE_N": 64, "bwd_occupancy": 1, "DQ_TILE_M": 64, "DQ_TILE_N": 64,
         "BWD_FUSED": False, "bwd_num_worker_warps": 0, "BWD_DELTA_INLINE": False}
 _FWD = {"SPLIT_LOOPS": False, "LPT": False, "num_worker_warps": 0}
-# H100 sweep (tests/gpu/cutile_check.py --tune/--sweep): 128x64 at occupancy 2 led the forward at T=1024
+# H100 sweep (tools/cutile_check.py --tune/--sweep): 128x64 at occupancy 2 led the forward at T=1024
 # and 4096, 64x64 at occupancy 4 at T=256; the 64x64 backward gained 30% from occupancy 2.
 PRESETS = {
     # the design notes' Blackwell preset: 64x64 tiles, K latency 2, V latency 5

@@ -109,7 +109,7 @@ PARAMS = (
 )
 _BASE = {"LATENCY": 4, "occupancy": 4, "num_worker_warps": 4, "BWD_PROGS": 2, "TMA": True}
 PRESETS = {
-    # H100 sweep (tests/gpu/cutile_check.py --sweep): one row per block without TMA at occupancy 8 for
+    # H100 sweep (tools/cutile_check.py --sweep): one row per block without TMA at occupancy 8 for
     # the forward (tied with 16 rows over TMA); 8-row steps, 4 blocks per SM, no TMA for the backward
     "hopper": {"ROWS": 1, "BWD_ROWS": 8, **_BASE, "occupancy": 8, "BWD_PROGS": 4, "TMA": False},
     "blackwell": {"ROWS": 4, "BWD_ROWS": 4, **_BASE},

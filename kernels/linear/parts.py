@@ -1,7 +1,7 @@
 """The three matmuls of a linear layer, each alone, so each can be timed against cuBLAS by itself: the
 linear op's shape key `part` (0: the whole op as usual; 1: forward Y = X W^T; 2: dX = dY W; 3: dW = dY^T X),
 at the linear's own sizes (M tokens, N out features, K in features). The `gemm` sweep runs them and
-tests/gpu/gemm_table.py tables ours / cuBLAS per shape and part.
+`run_bench.py --table gemm` tables ours / cuBLAS per shape and part.
 
 An impl times its own matmul through the function attribute `matmul_part(a, b, part, **tile_config)`
 set with `provide()`; an impl without one (torch.compile of the whole op) is `unsupported` for parts."""

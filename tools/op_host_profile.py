@@ -2,7 +2,7 @@
 enqueue time of a fwd+bwd call (host clock, no sync inside: what the GPU waits for when kernels are
 short), the same call's GPU time from CUDA events, and a cProfile of the slowest impl's host path.
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/host_overhead.py [--ops layer_norm,gelu]
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tools/op_host_profile.py [--ops layer_norm,gelu]
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 then timings (triton.testing.do_bench, median) against eager and the peers, only for impls that passed
 the check at that point. Run on the GPU machine:
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/cutile_check.py \
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tools/cutile_check.py \
         [--tune] [--sweep] [--no-fp32] [--budget S]
 
 (PYTHONPATH must keep the pack's /tmp/devpack-site: a bare PYTHONPATH=. hides cuda.tile.)

@@ -1,6 +1,6 @@
 """On a GPU: the harness's kernel times against timers the project did not write.
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/harness_vs_do_bench.py \
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tools/harness_vs_do_bench.py \
         [--results results/<run>/results.jsonl] [--tol 0.10] [--nvbench]
 
 Each case (every `ok` row of a run_bench.py results file with --results, else a fixed list of GPT-2 cases

@@ -2,8 +2,8 @@
 tiles, a causal diagonal inside a tile, T not a multiple of 128, the model's qkv layout; bf16 (fp16 with
 --fp16), fwd+bwd, through the harness's gate (bench.measure.check). The sweep itself checks only GPT-2's even shape.
 
-    PYTHONPATH=. python tests/gpu/fmha_variants_check.py      # ~1 min on an H200; exit 1 if any is wrong
-    TRITON_INTERPRET=1 PYTHONPATH=. python tests/gpu/fmha_variants_check.py --device cpu --impl triton --short
+    PYTHONPATH=. python tools/fmha_variants_check.py      # ~1 min on an H200; exit 1 if any is wrong
+    TRITON_INTERPRET=1 PYTHONPATH=. python tools/fmha_variants_check.py --device cpu --impl triton --short
 """
 import argparse
 import sys

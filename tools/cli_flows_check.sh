@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Issue 15 on a GPU, one step per call (each well under 10 minutes):
-#   bash tests/gpu/issue15_check.sh first    # the README's first command, timed; the console kept
-#   bash tests/gpu/issue15_check.sh profile  # --profile of torch.compile, cuDNN SDPA, TileGym (fmha --quick)
-#   bash tests/gpu/issue15_check.sh compare  # two short runs compared, --fail-above 5%
-# Results, reports and console logs go under $OUT (default out/issue15).
+# What a user meets on a GPU, one step per call (each well under 10 minutes): the first look quiet and capped,
+# --profile of the peers, --compare of two runs.
+#   bash tools/cli_flows_check.sh first    # the README's first command, timed; the console kept
+#   bash tools/cli_flows_check.sh profile  # --profile of torch.compile, cuDNN SDPA, TileGym (fmha --quick)
+#   bash tools/cli_flows_check.sh compare  # two short runs compared, --fail-above 5%
+# Results, reports and console logs go under $OUT (default out/cli_flows).
 set -u
-OUT=${OUT:-out/issue15}
+OUT=${OUT:-out/cli_flows}
 mkdir -p "$OUT"
 case "${1:-}" in
   first)

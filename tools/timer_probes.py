@@ -1,6 +1,6 @@
 """On a GPU: do the harness's two timers measure what they say? Prints a table, exits 1 on a miss.
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/trust_probes.py
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tools/timer_probes.py
 
 1. Host spin: a call that spends 20/50/100 us on the host, then launches one tiny kernel. The harness's
    host-inclusive time (timing.measure_host) must be within 10 % of a synchronised wall clock written here,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-step CUDA graphs on a GPU, one command (from the repo root; data/shakespeare_char carried along):
 #
-#   bash tests/gpu/cuda_graph_check.sh                       # BACKENDS="eager triton" ITERS=50 by default
+#   bash tools/cuda_graph_check.sh                 # BACKENDS="eager triton" ITERS=50 by default
 #
 # Trains shakespeare_6x768 (B=64, T=256, bf16) for $ITERS iterations per backend, without and with
 # --cuda-graph, from the same seed and batches; prints each run's last loss, median ms/step and tokens/s,

@@ -5,7 +5,7 @@ of a GPT preset at its training batch, measures them through run_bench.py (once)
 and checks that a second call measures nothing. Prints the time the first-run measurement took and auto's picks;
 then one devinfo sample and point_state (throttled must be True/False on a GPU with NVML, never None).
 
-    PYTHONPATH=. python tests/gpu/auto_measure_check.py --out $OUT/auto [--model shakespeare_6x768 --impls eager,triton]
+    PYTHONPATH=. python tools/auto_measure_check.py --out $OUT/auto [--model shakespeare_6x768 --impls eager,triton]
 """
 from __future__ import annotations
 

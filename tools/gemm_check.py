@@ -8,7 +8,7 @@
 - what the standalone bias gradient (column sums of dY, where the dW matmul cannot take it) costs against
   torch's sum and the bandwidth bound.
 
-    python tests/gpu/gemm_check.py
+    PYTHONPATH=.:$PYTHONPATH python tools/gemm_check.py
 """
 import torch
 import torch.nn.functional as F

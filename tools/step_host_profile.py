@@ -2,7 +2,7 @@
 host-inclusive and device time, the time Python takes to enqueue it (no sync inside), and a cProfile of
 the enqueue, by own time and by cumulative time.
 
-    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tests/gpu/step_host_profile.py \\
+    source .devpack/setup.sh && PYTHONPATH=.:$PYTHONPATH python tools/step_host_profile.py \\
         --model gpt2_124m --backend triton [--backend cutile ...]
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scale-out checks on one host with 2+ GPUs, one command (from the repo root; carry .devpack, data/shakespeare_char):
 #
-#   source .devpack/setup.sh && bash tests/gpu/scaleout.sh
+#   source .devpack/setup.sh && bash tools/scaleout.sh
 #
 #   1. the same sweep ($SWEEP) on GPU 0 alone, then spread over all GPUs: wall times side by side
 #   2. the sweep again over all GPUs with the GPU-1 worker killed (SIGKILL) mid-sweep: what was lost

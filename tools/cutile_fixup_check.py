@@ -4,7 +4,7 @@ Both ways sum the same fp32 partials in the same order, so the fixup's dW and fu
 bitwise those of the two-kernel sum, on every call, eager and graph-replayed; the counters must end at zero.
 Seconds on an H100/H200 (compiles included):
 
-    python tests/gpu/cutile_fixup_check.py [--reps 100]
+    PYTHONPATH=.:$PYTHONPATH python tools/cutile_fixup_check.py [--reps 100]
 """
 import argparse
 import sys

@@ -1,28 +1,28 @@
 #!/usr/bin/env bash
 # One batched GPU session (the device time is short), run from the repo root on the GPU machine:
 #
-#   source .devpack/setup.sh && bash tests/gpu/session.sh STEP [STEP ...]
+#   source .devpack/setup.sh && bash tools/gpu_session.sh STEP [STEP ...]
 #
 # Steps, in the order given (each under its own time limit; a failing step is recorded and the next runs):
 #   doctor     run_bench.py --doctor
 #   targets    the `targets` sweep (the issues' target shapes, every impl but torch.compile)
 #   model_ops  the `model_ops` sweep into results/<gpu>/ so that `--backend auto` can rank impls on this GPU
 #   model_ops_graph  the same timed as graph replays (what `auto` ranks for --cuda-graph steps), ours and cuDNN
-#   summary    tests/gpu/e2e_summary.py over this session's e2e results (speed-ups over torch.compile)
+#   summary    run_bench.py --table e2e-summary over this session's e2e results (speed-ups over torch.compile)
 #   converge   500 iterations of shakespeare_6x768 per backend (BACKENDS, default "eager triton cutile auto")
 #   e2e        the `e2e` sweep (whole training steps, eager and torch.compile as baselines)
 #   e2e_graph  the `e2e_graph` sweep (the same steps captured whole in a CUDA graph)
 #   ddp        torchrun --nproc_per_node=1 (and 2 where two GPUs are visible)
-#   graph      tests/gpu/cuda_graph_check.sh (loss curves with and without --cuda-graph)
+#   graph      tools/cuda_graph_check.sh (loss curves with and without --cuda-graph)
 #   sweep:NAME any sweep of sweeps.yaml (every impl but torch.compile), e.g. sweep:targets_layer_norm
 #   graphsweep:NAME  the same, timed as CUDA-graph replays (--cuda-graph: no host launch overhead)
-#   probes     tests/gpu/trust_probes.py (host-inclusive timer vs a wall clock; graph timing with fresh grads)
+#   probes     tools/timer_probes.py (host-inclusive timer vs a wall clock; graph timing with fresh grads)
 #   zoo        the wrong-kernel zoo on the GPU (tests/zoo): every member must be reported `wrong`
 #   first      the README's first command, `run_bench.py --sweep fmha`, wall time in first.log
-#   xcheck     tests/gpu/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
+#   xcheck     tools/harness_vs_do_bench.py over first's results: do_bench, do_bench_cudagraph, nvbench
 #              (nvbench where the cuda-bench wheel was installed: CUDA_BENCH_WHEELS=.whl; XCHECK_RESULTS=FILE)
-#   nanogpt    tests/gpu/nanogpt_compile_check.py: our e2e torch_compile step vs nanoGPT's own model.py (carry .nanogpt)
-#   gemm       tests/gpu/gemm_check.py, the `gemm` sweep graph-timed, tests/gpu/gemm_table.py (ours / cuBLAS)
+#   nanogpt    tools/nanogpt_compile_check.py: our e2e torch_compile step vs nanoGPT's own model.py (carry .nanogpt)
+#   gemm       tools/gemm_check.py, the `gemm` sweep graph-timed, run_bench.py --table gemm (ours / cuBLAS)
 # Everything lands in $OUT as a few files (the device returns at most 8): <steps>.tgz with every log and
 # result, each sweep's results.jsonl as <sweep>.jsonl, status.txt. ARGS_<step> adds flags to a step.
 set -u
@@ -50,7 +50,7 @@ for s in "$@"; do
                --budget ${BUDGET:-0.3} --out "results/$GPU/graph" --no-report --impl eager --impl triton --impl cutile \
                --impl sdpa_cudnn ${ARGS_model_ops_graph:-}
              mkdir -p "$W/model_ops_graph" && cp results/"$GPU"/graph/results.jsonl "$W/model_ops_graph/" ;;
-  summary)   python tests/gpu/e2e_summary.py "$W"/*/results.jsonl > "$W/summary.log" 2>&1 ;;
+  summary)   python run_bench.py --table e2e-summary "$W"/*/results.jsonl > "$W/summary.log" 2>&1 ;;
   sweep:*)   n=${s#sweep:}; step "$n" ${LIMIT_sweep:-300} python run_bench.py --sweep "$n" --out "$W/$n" --no-report $NOCOMPILE ${ARGS_sweep:-} ;;
   graphsweep:*) n=${s#graphsweep:}; step "graph_$n" 300 python run_bench.py --sweep "$n" --out "$W/graph_$n" --no-report \
                --cuda-graph $NOCOMPILE ${ARGS_sweep:-} ;;
@@ -59,20 +59,20 @@ for s in "$@"; do
   e2e)       step e2e ${LIMIT_e2e:-400} python run_bench.py --sweep e2e --out "$W/e2e" --no-report ${ARGS_e2e:-} ;;
   e2e_graph) step e2e_graph ${LIMIT_e2e_graph:-300} python run_bench.py --sweep e2e_graph --out "$W/e2e_graph" --no-report ${ARGS_e2e_graph:-} ;;
   ddp)       STAGES="ddp" OUT="$W/model" step ddp 240 bash model/gpu_runs.sh ;;
-  graph)     OUT="$W/graph" step graph 300 bash tests/gpu/cuda_graph_check.sh ;;
-  probes)    step probes 90 python tests/gpu/trust_probes.py ;;
+  graph)     OUT="$W/graph" step graph 300 bash tools/cuda_graph_check.sh ;;
+  probes)    step probes 90 python tools/timer_probes.py ;;
   zoo)       step zoo ${LIMIT_zoo:-150} python -m tests.zoo.run --device cuda --out "$W/zoo" ;;
   first)     step first ${LIMIT_first:-300} bash -c "time python run_bench.py --sweep fmha --out $W/first ${ARGS_first:-}" ;;
   xcheck)    if [ -n "${CUDA_BENCH_WHEELS:-}" ]; then
                python -m pip install -q --no-index --no-deps --target /tmp/cudabench "$CUDA_BENCH_WHEELS"/*.whl \
                  && export PYTHONPATH=$PYTHONPATH:/tmp/cudabench; fi
-             step xcheck ${LIMIT_xcheck:-150} python tests/gpu/harness_vs_do_bench.py --nvbench \
+             step xcheck ${LIMIT_xcheck:-150} python tools/harness_vs_do_bench.py --nvbench \
                --nvbench-json "$W/nvbench.json" --results "${XCHECK_RESULTS:-$W/${XCHECK_RUN:-first}/results.jsonl}" ;;
-  nanogpt)   step nanogpt ${LIMIT_nanogpt:-300} python tests/gpu/nanogpt_compile_check.py --nanogpt .nanogpt/model.py ;;
-  gemm)      step gemm_check 60 python tests/gpu/gemm_check.py
+  nanogpt)   step nanogpt ${LIMIT_nanogpt:-300} python tools/nanogpt_compile_check.py --nanogpt .nanogpt/model.py ;;
+  gemm)      step gemm_check 60 python tools/gemm_check.py
              step gemm ${LIMIT_gemm:-300} python run_bench.py --sweep ${SWEEP_gemm:-gemm} --cuda-graph --budget ${BUDGET:-0.3} \
                --out "$W/gemm" --no-report ${ARGS_gemm:-}
-             python tests/gpu/gemm_table.py "$W/gemm/results.jsonl" > "$W/gemm_table.log" 2>&1; cat "$W/gemm_table.log" ;;
+             python run_bench.py --table gemm "$W/gemm" > "$W/gemm_table.log" 2>&1; cat "$W/gemm_table.log" ;;
   *)         echo "$s: unknown step" | tee -a "$W/status.txt" ;;
   esac
 done

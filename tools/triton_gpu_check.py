@@ -2,7 +2,7 @@
 triton.testing.do_bench (median) beside eager PyTorch and the peers (SDPA flash/cuDNN, Liger, TileGym).
 A point that fails the gate is never timed. Prints a compact table last; writes JSON to $OUT if set.
 
-    source .devpack/setup.sh && PYTHONPATH=. python3 tests/gpu/triton_gpu_check.py [--tune] [--quick]
+    source .devpack/setup.sh && PYTHONPATH=. python3 tools/triton_gpu_check.py [--tune] [--quick]
 """
 import argparse
 import json

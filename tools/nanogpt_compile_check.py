@@ -3,7 +3,7 @@ GPU, same settings: bf16 autocast, fused AdamW (lr 6e-4, betas (0.9, 0.95), weig
 random tokens; both compiled with torch.compile in mode default and timed by the same loop (bench.measure.e2e's
 step and timers), alternating in rounds so drift hits both alike. The baseline passes within 5 %.
 
-    PYTHONPATH=. python tests/gpu/nanogpt_compile_check.py --nanogpt .nanogpt/model.py
+    PYTHONPATH=. python tools/nanogpt_compile_check.py --nanogpt .nanogpt/model.py
 
 --nanogpt is a copy of karpathy/nanoGPT's model.py (kept out of the repository). On CPU (a smoke test of
 the script, not a measurement): --device cpu --models tiny --steps 2 --rounds 1.
