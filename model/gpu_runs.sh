@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU runs of issue 3 in one command; every result lands under $OUT (default out/gpu).
+# The model's GPU runs in one command (training, convergence, throughput); every result lands under $OUT (default out/gpu).
 #
 #   source .devpack/setup.sh && STAGES="converge" BACKENDS="eager triton cutile auto" bash model/gpu_runs.sh
 #

@@ -1,4 +1,4 @@
-"""cuTile linear's Hopper variants (issue 14): each compiles for sm_90 without spilling registers, the
+"""cuTile linear's Hopper variants: each compiles for sm_90 without spilling registers, the
 resource reader sees spills where they are, the launcher passes each variant's hints and grid and splits
 dW as measured best; with the kernels stood in by torch, the whole op passes the gate with the bias
 gradient fused into dW and split-K summed in the kernel, bitwise the two-kernel sum (what
