@@ -342,3 +342,7 @@ def main(argv=None) -> int:
     if live_report:
         print(f"report: {live_report.build()}")
     return 1 if (args.strict and failed(rows)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,6 +77,13 @@ def point_id(row: dict) -> str:
 
 # --- reading --------------------------------------------------------------------------------------------------
 RESULTS_FILE = "results.jsonl"
+RESULTS_DIR = "results"      # run_bench.py writes <working directory>/results/<run>/results.jsonl
+
+
+def results_root() -> str:
+    """Where results go and where `--backend auto` looks for them: results/ under the working directory, whether
+    tilebench runs from a checkout or from an installed copy."""
+    return os.path.abspath(RESULTS_DIR)
 
 
 def result_files(path: str) -> list[str]:

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]   # the checkout, where there is one (an installed copy: site-packages)
+DATA = Path("data")                          # prepared data and downloads: under the working directory
 SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
 
 def local_shakespeare() -> Path | None:
     """A tinyshakespeare input.txt already on this machine (the shared data folder, or an earlier download)."""
-    for p in (REPO.parent / "shared/data/tinyshakespeare/input.txt", REPO / "shared/data/tinyshakespeare/input.txt",
-              REPO / "data/tinyshakespeare/input.txt"):
+    for p in (DATA / "tinyshakespeare/input.txt", REPO.parent / "shared/data/tinyshakespeare/input.txt",
+              REPO / "shared/data/tinyshakespeare/input.txt", REPO / "data/tinyshakespeare/input.txt"):
         if p.is_file():
             return p
     return None
@@ -41,7 +42,7 @@ def read_text(input_path: str | os.PathLike | None = None, url: str | None = SHA
             text = r.read().decode("utf-8")
     except OSError as e:
         raise FileNotFoundError(f"no local tinyshakespeare and the download of {url} failed: {e}") from e
-    cache = REPO / "data/tinyshakespeare/input.txt"   # /data/ is git-ignored
+    cache = DATA / "tinyshakespeare/input.txt"   # /data/ is git-ignored in a checkout
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(text, encoding="utf-8")
     return text
@@ -181,12 +182,12 @@ def main(argv=None):
     ap.add_argument("--encoding", default="gpt2")
     a = ap.parse_args(argv)
     if a.kind == "shakespeare_char":
-        out = a.out or str(REPO / "data/shakespeare_char")
+        out = a.out or str(DATA / "shakespeare_char")
         meta = prepare_char(out, a.input)
     else:
         if not a.input:
             ap.error("bpe needs --input")
-        out = a.out or str(REPO / "data" / Path(a.input).stem)
+        out = a.out or str(DATA / Path(a.input).stem)
         meta = prepare_bpe(a.input, out, a.encoding)
     print(f"{out}: vocab {meta['vocab_size']}, train {meta['train_tokens']:,} tokens, val {meta['val_tokens']:,} tokens")
 

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from kernels import device as devices
-from kernels.rows import timer_for
+from kernels.rows import results_root, timer_for
 from model import ranking
 from model.ops import Backend
 
@@ -49,7 +49,7 @@ def op_shapes(model, batch_size: int, T: int, device: str) -> dict[str, list[dic
 
 def cache_dir(device: str, graphed: bool) -> str:
     """Where auto's own measurements go: results/<gpu>/auto (graph-replay rows in its graph/ folder)."""
-    return os.path.join(ranking.RESULTS_ROOT, devices.slug(device), "auto", *(["graph"] if graphed else []))
+    return os.path.join(results_root(), devices.slug(device), "auto", *(["graph"] if graphed else []))
 
 
 def ensure_results(backend: Backend, model, batch_size: int, T: int, device: str, impls=None) -> str | None:
@@ -91,10 +91,13 @@ def _run_harness(shapes: dict[str, list[dict]], dtype: str, device: str, graphed
     path = os.path.join(out, "sweeps.yaml")
     with open(path, "w") as f:
         json.dump({"sweeps": sweeps}, f, indent=1)   # JSON is YAML: `--sweeps-file` reads it as is
-    cmd = [sys.executable, os.path.join(ranking.REPO, "run_bench.py"), "--sweeps-file", path, "--sweep", "auto",
+    cmd = [sys.executable, "-m", "bench.cli", "--sweeps-file", path, "--sweep", "auto",
            "--out", out, "--resume", "--budget", str(BUDGET_S), "--no-report", "--device", device]
     cmd += ["--cuda-graph"] if graphed else []
     for i in impls or ():
         cmd += ["--impl", i]
-    # the harness's progress and summary go to our stderr: stdout stays the training log
-    return subprocess.run(cmd, cwd=ranking.REPO, stdout=2).returncode   # fd 2: our stderr, even when sys.stderr is wrapped
+    # the harness from wherever this copy of the model lives (a checkout or site-packages), in this working directory;
+    # its progress and summary go to our stderr: stdout stays the training log
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": here + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    return subprocess.run(cmd, env=env, stdout=2).returncode   # fd 2: our stderr, even when sys.stderr is wrapped

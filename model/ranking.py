@@ -13,16 +13,12 @@ import math
 import os
 from collections import Counter, defaultdict
 
-from kernels.rows import is_graph, read_file
+from kernels.rows import is_graph, read_file, results_root
 from model.op_list import OPS
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS_ROOT = os.path.join(REPO, "results")   # run_bench.py writes results/<run>/results.jsonl
-
 
 def default_results() -> str:
     """Every result file under the results folder: auto keeps the rows of this GPU (and this step's timer)."""
-    return os.path.join(RESULTS_ROOT, "**", "*.jsonl")
+    return os.path.join(results_root(), "**", "*.jsonl")
 
 
 def read_results(paths) -> list[dict]:

@@ -21,7 +21,7 @@ TINY = dict(model="tiny", n_layer=1, n_head=2, n_embd=32, block_size=8, batch_si
 @pytest.fixture
 def results_root(tmp_path, monkeypatch):
     root = tmp_path / "results"
-    monkeypatch.setattr(ranking, "RESULTS_ROOT", str(root))
+    monkeypatch.chdir(tmp_path)       # results/ under the working directory
     return root
 
 
