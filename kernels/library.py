@@ -91,6 +91,32 @@ def kernel(k):
     return k
 
 
+# True only while a Backend dry-runs a traced entry on fake tensors at trace time (plain Python, not traced):
+# an entry may then run host checks dynamo could not trace (configs per GPU arch) and raise Unsupported.
+CHECKING = False
+
+
+def dry_run(fn, metas, kwargs: dict, config: str, grad: bool) -> None:
+    """fn(*args, **kwargs, config=config) on fake tensors made from metas (("tensor", shape, stride, dtype,
+    device, requires_grad) or a plain value), raising what fn raises (Unsupported: the impl declines the call)."""
+    global CHECKING
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    CHECKING = True
+    try:
+        with FakeTensorMode(), torch.set_grad_enabled(grad):
+            args = [_fake(m) if isinstance(m, tuple) and m and m[0] == "tensor" else m for m in metas]
+            fn(*args, **kwargs, config=config)
+    finally:
+        CHECKING = False
+
+
+def _fake(meta) -> torch.Tensor:
+    _, shape, stride, dtype, device, requires_grad = meta
+    size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
+    t = torch.empty(size, dtype=dtype, device=device).as_strided(shape, stride)
+    return t.requires_grad_() if requires_grad and t.is_floating_point() else t
+
+
 def _is_fake(t: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import is_fake
     return is_fake(t)

@@ -68,24 +68,6 @@ def _meta(a):
     return a
 
 
-def _dry_run(fn, metas, kwargs, config, grad):
-    """fn(*args, **kwargs, config=config) on fake tensors shaped like the real ones (raises what fn raises)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    with FakeTensorMode(), torch.set_grad_enabled(grad):
-        args = []
-        for m in metas:
-            if isinstance(m, tuple) and m and m[0] == "tensor":
-                _, shape, stride, dtype, device, rg = m
-                size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
-                t = torch.empty(size, dtype=dtype, device=device).as_strided(shape, stride)
-                if rg and t.is_floating_point():
-                    t = t.detach().requires_grad_()
-                args.append(t)
-            else:
-                args.append(m)
-        fn(*args, **kwargs, config=config)
-
-
 def _stderr_log(msg: str) -> None:
     print(f"[tilebench.model] {msg}", file=sys.stderr, flush=True)
 
@@ -368,7 +350,7 @@ class Backend:
             return None
         try:
             config = library.config_json(self._config(op, name, r.impl))
-            _dry_run(r.impl.traced, metas, kwargs, config, grad)
+            library.dry_run(r.impl.traced, metas, kwargs, config, grad)
         except Unsupported as e:
             if refuse == "add_layer_norm":
                 self._aln_refused(name, e)
