@@ -10,7 +10,7 @@ import os
 
 import yaml
 
-from bench.measure.compiled_baseline import COMPILE_BACKENDS
+from bench.measure.compiled_baseline import COMPILE_BACKENDS, compiled_ours
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
 from kernels.rows import point_id, timer_for
 
@@ -22,7 +22,8 @@ SWEEP_KEYS = {
     "models": list, "backends": list, "steps": int, "converge_iters": int, "cuda_graph": bool,
 }
 QUICK_KEYS = {"shapes": int, "dtypes": int, "passes": list}
-E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", *COMPILE_BACKENDS)
+E2E_BACKENDS = ("eager", "eager_sdpa", "triton", "cutile", "auto", *COMPILE_BACKENDS,
+                "compile+triton", "compile+cutile", "compile+auto")
 
 
 class SweepError(ValueError):
@@ -50,10 +51,12 @@ def _backend_error(b) -> str | None:
     if b in E2E_BACKENDS:
         return None
     from model.ops import parse_choice
+    ours = compiled_ours(b)
     try:
-        parse_choice(str(b))
+        parse_choice(ours[1] if ours else str(b))
     except ValueError as e:
-        return f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)}, or a mix like 'cutile,linear=eager'): {e}"
+        return (f"unknown backend {b!r} (known: {', '.join(E2E_BACKENDS)}, or a mix like 'cutile,linear=eager', "
+                f"or compile+ any of those): {e}")
     return None
 
 

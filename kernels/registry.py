@@ -88,6 +88,9 @@ class KernelImpl:
     # timer_refusal(full config, timer) -> None or why that config cannot be timed by `timer` ("events":
     # launch-timed calls, "graph": CUDA-graph replays), e.g. torch_compile's reduce-overhead (graphs only)
     timer_refusal: Callable[[dict, str], str | None] | None = None
+    # The op through its torch.library ops (kernels/library.py), what torch.compile traces: the signature of fn
+    # with the tile config as one keyword, `config` (library.config_json). None: the impl has no such entry.
+    traced: Callable | None = None
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}

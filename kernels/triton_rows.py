@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import poison
+from kernels import library, poison
 from kernels import triton_aot as aot
 
 # rows wider than 2048: one row per program and more warps (16 past 8192)
@@ -51,7 +51,7 @@ def colsum(partial: torch.Tensor, dtype) -> torch.Tensor:
     G, N = partial.shape
     out = poison.empty(N, dtype=dtype, device=partial.device)
     BLOCK_N = 64
-    _colsum[(aot.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
+    library.kernel(_colsum)[(aot.cdiv(N, BLOCK_N),)](partial, out, G, N, partial.stride(0), BLOCK_G=32, BLOCK_N=BLOCK_N,
                                      num_warps=4)
     return out
 

@@ -10,6 +10,15 @@ Where the chosen impl is unavailable, or cannot take a shape/dtype/device (its w
 kernels.registry.Unsupported), that call runs the eager impl instead. Each such fallback is logged once
 per (op, reason) and kept in `backend.fallbacks`, which the benchmark reports: never silent.
 
+Under torch.compile (`torch.compiler.is_compiling()`) every op the backend does not run eagerly goes through its
+impl's torch.library entry (`KernelImpl.traced`, kernels/library.py), which dynamo puts in the graph as ops: the
+model compiles fullgraph with our kernels inside. What the eager path decides by calling (availability, why_not,
+an Unsupported raised by the impl, fallbacks and their log lines) is decided at trace time by plain Python
+(`_at_trace`, a torch._dynamo.assume_constant_result function) and baked into the graph: an impl's Unsupported is
+found by a dry run of its traced entry on fake tensors. An impl without a traced entry falls back to eager there.
+`standins=True` lets a CPU run use the library ops where the kernels cannot run (their eager-math stand-ins):
+for tracing tests only, never a measurement.
+
 Under autocast the backend casts what autocast would cast (linear and attention inputs) before calling
 an impl, so a kernel sees the same dtypes the eager op would compute in. Each call sits in an "op:{name}"
 profiler range (model/ranges.py); "auto" ranks measured results with model/ranking.py.
@@ -18,15 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import json
 import sys
+import types
+import weakref
 from collections import defaultdict
 
 import torch
 
 from kernels import device as devices
 from kernels import registry
-from kernels.fmha.layout import is_qkv_split
+from kernels import library
+from kernels.fmha.layout import heads_inside_rows, is_qkv_split
 from kernels.registry import DTYPE_NAMES, Unsupported
 from model import ranges
 from model.op_list import OPS
@@ -34,6 +47,25 @@ from kernels.rows import timer_for
 from model.ranking import default_results, fastest_by_shape, rank_impls, read_results, shape_key
 
 EAGER_SDPA = "eager_sdpa"   # a baseline backend: nanoGPT's model (eager ops, F.scaled_dot_product_attention)
+
+
+_ENTRIES = types.SimpleNamespace()   # "<op>__<impl>" -> the impl's traced entry (what a plan names)
+_LIVE: "weakref.WeakValueDictionary[int, Backend]" = weakref.WeakValueDictionary()
+_HANDLES = itertools.count(1)
+
+
+@torch._dynamo.assume_constant_result
+def _at_trace(handle: int, method: str, *args):
+    """Backend method `method` run as plain Python while dynamo traces, its (constant) result baked into the graph.
+    The backend is named by an int handle: older dynamo converts only constants into such a call."""
+    return getattr(_LIVE[handle], method)(*args)
+
+
+def _meta(a):
+    """What a dry run needs of an argument: a tensor's metadata, anything else as it is."""
+    if isinstance(a, torch.Tensor):
+        return ("tensor", tuple(a.shape), tuple(a.stride()), a.dtype, a.device, a.requires_grad)
+    return a
 
 
 def _stderr_log(msg: str) -> None:
@@ -73,7 +105,7 @@ def parse_choice(choice) -> tuple[str, dict[str, str], str | None]:
 class Backend:
     def __init__(self, choice="eager", *, results: str | list | None = None, dtype: str = "bf16",
                  configs: dict | None = None, fuse_gelu: bool | None = None, annotate: bool = True, log=None,
-                 graphed: bool = False):
+                 graphed: bool = False, standins: bool = False):
         self.spec = choice if isinstance(choice, str) else json.dumps(choice, sort_keys=True)
         self.mode, self.choice, path = parse_choice(choice)
         self.results_given = bool(results or path)   # else auto reads (and may first measure into) results/
@@ -100,6 +132,11 @@ class Backend:
         self._fused_off: str | None = None
         self._lce_off: str | None = None         # why the fused lm_head + loss was given up
         self._aln_off: str | None = None         # why the fused residual add + LayerNorm was given up
+        # under torch.compile on a machine where the kernels cannot run, trace the library ops' CPU stand-ins
+        # (eager math; kernels/library.py): a tracing test, never a measurement of the kernels
+        self.standins = standins
+        self._handle = next(_HANDLES)
+        _LIVE[self._handle] = self
 
     def __repr__(self):
         return f"Backend({self.spec!r})"
@@ -152,8 +189,13 @@ class Backend:
         """The impl name this backend uses for op at shape: auto's winner at that measured shape if any,
         else the op's choice."""
         if self._by_shape:
+            if torch.compiler.is_compiling():
+                return _at_trace(self._handle, "_impl_for_items", op, tuple(sorted(shape.items())))
             return self._by_shape.get(op, {}).get(shape_key(shape), self.choice[op])
         return self.choice[op]
+
+    def _impl_for_items(self, op, items):
+        return self.impl_for(op, dict(items))
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def _note(self, msg: str) -> None:
@@ -213,9 +255,12 @@ class Backend:
             self._decided[key] = None if why else (name, r.impl, self._config(op, name, r.impl))
         return key, self._decided[key]
 
-    def _call(self, op, shape, args, kwargs, eager_ok=True):
+    def _call(self, op, shape, args, kwargs, eager_ok=True, refuse=None):
         """Run op through the chosen impl, else eager. With eager_ok False: None when the impl cannot
-        run, and its Unsupported propagates (linear_gelu then splits the op instead)."""
+        run, and its Unsupported propagates (linear_gelu then splits the op instead). Under torch.compile through
+        the impl's library entry (_traced_call; `refuse` names the caller whose bookkeeping an Unsupported takes)."""
+        if torch.compiler.is_compiling():
+            return self._traced_call(op, shape, args, kwargs, eager_ok, refuse)
         if self._auto_done and not self.profile_ranges and self.impl_for(op, shape) == "eager":
             with self._range(op):   # the plain path: nothing to decide (and nothing for dynamo to trace)
                 return self._eager[op](*args, **kwargs)
@@ -245,6 +290,80 @@ class Backend:
         if state is not None:
             out = ranges.backward_range_outputs(state, out)
         return out
+
+    # --- under torch.compile ------------------------------------------------------------------------
+    def _traced_call(self, op, shape, args, kwargs, eager_ok, refuse):
+        grad = torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+        plan = _at_trace(self._handle, "_plan", op, tuple(sorted(shape.items())), tuple(_meta(a) for a in args),
+                         tuple(sorted(kwargs.items())), grad, refuse)
+        if plan is None:
+            return self._eager[op](*args, **kwargs) if eager_ok else None
+        entry, config = plan
+        return getattr(_ENTRIES, entry)(*args, **kwargs, config=config)
+
+    def _plan(self, op, shape_items, metas, kw_items, grad, refuse):
+        """At trace time: (name of the traced entry in _ENTRIES, config string) for this call, or None for eager (or, with `refuse`,
+        for the caller's unfused path), with the eager path's bookkeeping (fallbacks, `used`, the fused paths'
+        off switches). An impl's Unsupported comes from a dry run of its traced entry on fake tensors."""
+        shape, kwargs = dict(shape_items), dict(kw_items)
+        x = next(m for m in metas if isinstance(m, tuple) and m and m[0] == "tensor")
+        dtype, device = DTYPE_NAMES.get(x[3], str(x[3])), str(x[4])
+        if not self._auto_done:
+            self.resolve_auto(device)
+        name = self.impl_for(op, shape)
+        if refuse == "linear_gelu":
+            why = self._no_epilogue(name, device)
+            if why:
+                self._gelu_refused(why)
+                return None
+        if name == "eager":
+            return None
+        key = ("traced", op, name, shape_items, dtype, device, "fwd+bwd" if grad else "fwd", kw_items)
+        if key not in self._decided:
+            self._decided[key] = self._traced_pick(op, name, shape, dtype, device, grad, metas, kwargs, refuse)
+        plan = self._decided[key]
+        if plan is None:
+            if refuse == "linear_gelu" and self._fused_off is None:
+                self._fused_off = "linear impl cannot run here"
+            elif refuse == "add_layer_norm" and self._aln_off is None:
+                self._aln_off = "impl cannot run here"
+            return None
+        self.used[op].add(name)
+        if refuse == "linear_gelu":
+            self.used["linear+gelu"].add(name)
+        return plan
+
+    def _traced_pick(self, op, name, shape, dtype, device, grad, metas, kwargs, refuse):
+        if name not in registry.impl_names(op):
+            self._fallback(op, name, f"op {op} has no impl named {name!r}")
+            return None
+        r = registry.resolve(op, name, device)
+        why = r.reason
+        if why and self.standins and r.impl is not None and r.impl.traced is not None and device == "cpu":
+            self._note(f"{op}: {name} traced with its CPU stand-in (eager math, not the kernels): {why}")
+            why = None
+        why = why or r.impl.why_not(shape, dtype, device, "fwd+bwd" if grad else "fwd")
+        if not why and r.impl.traced is None:
+            why = "no torch.library entry (kernels/library.py): under torch.compile it would break the graph"
+        if why:
+            self._fallback(op, name, why)
+            return None
+        try:
+            config = library.config_json(self._config(op, name, r.impl))
+            library.dry_run(r.impl.traced, metas, kwargs, config, grad)
+        except Unsupported as e:
+            if refuse == "add_layer_norm":
+                self._aln_refused(name, e)
+            elif refuse == "linear_gelu":
+                self._gelu_refused(f"Unsupported: {e}")
+            elif refuse == "linear_cross_entropy":
+                self._lce_refused(name, e)
+            else:
+                self._fallback(op, name, f"raised Unsupported: {e}")
+            return None
+        entry = f"{op}__{name}"
+        setattr(_ENTRIES, entry, r.impl.traced)
+        return entry, config
 
     def _range(self, op):
         return ranges.forward_range(op) if self.annotate else contextlib.nullcontext()
@@ -284,22 +403,36 @@ class Backend:
                 y = y.to(out_dtype)
             try:
                 out = self._call("add_layer_norm", shape, (x, y, ybias, weight, bias),
-                                 {"eps": eps, "out_dtype": out_dtype}, eager_ok=False)
+                                 {"eps": eps, "out_dtype": out_dtype}, eager_ok=False, refuse="add_layer_norm")
             except Unsupported as e:
-                self._aln_off = str(e)
-                self._fallback("add_layer_norm", self.impl_for("add_layer_norm", shape), f"raised Unsupported: {e}")
+                self._aln_refused(self.impl_for("add_layer_norm", shape), e)
                 out = None
             if out is not None:
                 return out
-            self._aln_off = self._aln_off or "impl cannot run here"   # its fallback is recorded already
+            if self._aln_off is None:
+                self._aln_off = "impl cannot run here"   # its fallback is recorded already
         if y is not None:
             x = x + (y if ybias is None else y + ybias)
         return x, self.layer_norm(x, weight, bias, eps)
 
+    def _aln_refused(self, name, e) -> None:
+        self._aln_off = str(e)
+        self._fallback("add_layer_norm", name, f"raised Unsupported: {e}")
+
+    def _lce_refused(self, name, e) -> None:
+        self._lce_off = str(e)
+        self._fallback("linear_cross_entropy", name, f"raised Unsupported: {e}; linear then cross_entropy")
+
     def _fused_residual(self, x, shape) -> bool:
         if not self._auto_done:
-            self.resolve_auto(str(x.device))
+            self._resolve_auto_now(x)
         return self._aln_off is None and self.impl_for("add_layer_norm", shape) != "eager"
+
+    def _resolve_auto_now(self, x) -> None:
+        if torch.compiler.is_compiling():
+            _at_trace(self._handle, "resolve_auto", str(x.device))
+        else:
+            self.resolve_auto(str(x.device))
 
     def gelu(self, x, bias=None):
         if bias is not None and bias.dtype != x.dtype:
@@ -311,7 +444,13 @@ class Backend:
         """gelu(x @ weight.T + bias): fused in the linear's epilogue where its impl can, else split."""
         lin = self.choice["linear"]
         fuse = self.fuse_gelu if self.fuse_gelu is not None else (lin != "eager" and lin == self.choice["gelu"])
-        if fuse and self._fused_off is None:
+        if fuse and self._fused_off is None and torch.compiler.is_compiling():
+            xc, w, b = _amp(x, weight, bias)
+            shape = {"M": xc.numel() // xc.shape[-1], "N": w.shape[0], "K": w.shape[1]}
+            out = self._call("linear", shape, (xc, w, b), {"activation": "gelu"}, eager_ok=False, refuse="linear_gelu")
+            if out is not None:
+                return out
+        elif fuse and self._fused_off is None:
             xc, w, b = _amp(x, weight, bias)
             shape = {"M": xc.numel() // xc.shape[-1], "N": w.shape[0], "K": w.shape[1]}
             why = self._no_epilogue(self.impl_for("linear", shape), str(x.device))
@@ -325,14 +464,17 @@ class Backend:
                 except Unsupported as e:
                     why = f"Unsupported: {e}"
             if why:
-                self._fused_off = why
-                msg = f"linear+gelu: {lin} fused GELU epilogue not used ({why}); linear then gelu"
-                self.fallbacks.append(msg)
-                self.log("fallback " + msg)
+                self._gelu_refused(why)
         if self.impl_for("gelu", {"M": x.numel() // x.shape[-1], "C": weight.shape[0]}) == "eager":
             # nanoGPT's own path: the bias rides in the matmul (addmm)
             return self.gelu(self.linear(x, weight, bias), None)
         return self.gelu(self.linear(x, weight, None), bias)   # the gelu kernel fuses the bias add
+
+    def _gelu_refused(self, why: str) -> None:
+        self._fused_off = why
+        msg = f"linear+gelu: {self.choice['linear']} fused GELU epilogue not used ({why}); linear then gelu"
+        self.fallbacks.append(msg)
+        self.log("fallback " + msg)
 
     @staticmethod
     def _no_epilogue(name: str, device: str) -> str | None:
@@ -355,7 +497,7 @@ class Backend:
         q, k, v = _amp(q, k, v)
         B, H, T, D = q.shape
         shape = {"B": B, "H": H, "T": T, "D": D, "causal": causal}
-        if is_qkv_split(q, k, v):   # as a qkv: true sweep point measures it, transposes and dqkv included
+        if _qkv_layout(q, k, v):   # as a qkv: true sweep point measures it, transposes and dqkv included
             shape["qkv"] = True
         return self._call("fmha", shape, (q, k, v), {"causal": causal})
 
@@ -369,22 +511,31 @@ class Backend:
         linear then cross_entropy (each dispatched by its own choice), which returns the logits too."""
         op = "linear_cross_entropy"
         if not self._auto_done:
-            self.resolve_auto(str(x.device))
+            self._resolve_auto_now(x)
         shape = {"M": x.numel() // x.shape[-1], "K": x.shape[-1], "V": weight.shape[0]}
         if self._lce_off is None and self.impl_for(op, shape) != "eager":
             xc, w = _amp(x, weight)
             x2, t = xc.reshape(-1, xc.shape[-1]), targets.reshape(-1)
             try:
-                loss = self._call(op, shape, (x2, w, t), {"ignore_index": ignore_index}, eager_ok=False)
+                loss = self._call(op, shape, (x2, w, t), {"ignore_index": ignore_index}, eager_ok=False,
+                                  refuse="linear_cross_entropy")
             except Unsupported as e:   # e.g. a dtype the impl declines at run time: split from now on
-                self._lce_off = str(e)
-                self._fallback(op, self.impl_for(op, shape), f"raised Unsupported: {e}; linear then cross_entropy")
+                self._lce_refused(self.impl_for(op, shape), e)
                 loss = None
             if loss is not None:
                 return loss, None
         logits = self.linear(x, weight)
         loss = self.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=ignore_index)
         return loss, logits
+
+
+def _qkv_layout(q, k, v) -> bool:
+    """is_qkv_split; under torch.compile (no data pointers on fake tensors) by the strides alone."""
+    if torch.compiler.is_compiling():
+        C = q.shape[1] * q.shape[3]
+        return (k.shape == q.shape == v.shape and heads_inside_rows(q) and q.stride() == k.stride() == v.stride()
+                and q.stride(2) == 3 * C)
+    return is_qkv_split(q, k, v)
 
 
 def _sdpa_fmha(q, k, v, causal=True):

@@ -7,9 +7,21 @@ from __future__ import annotations
 # e2e backend -> torch.compile mode
 COMPILE_BACKENDS = {"torch_compile": "default", "torch_compile_max_autotune": "max-autotune-no-cudagraphs",
                     "torch_compile_graphs": "reduce-overhead"}   # reduce-overhead: inductor's own CUDA graphs
+# our GPT (model/gpt.py) with its kernels inside torch.compile(fullgraph=True): "<prefix>+<backend>", e.g.
+# compile+triton, compile_max_autotune+cutile, compile+triton,fmha=cutile (the backend in model/ops.py's syntax)
+COMPILED_OURS = {"compile": "default", "compile_max_autotune": "max-autotune-no-cudagraphs",
+                 "compile_graphs": "reduce-overhead"}
 BEST = "torch_compile_best"
 # what makes two e2e rows the same measurement
 POINT_KEYS = ("device_name", "model", "B", "T", "dtype", "cuda_graph")
+
+
+def compiled_ours(backend: str) -> tuple[str, str] | None:
+    """(torch.compile mode, the model's backend) of a "compile+..." e2e backend, else None."""
+    prefix, plus, inner = str(backend).partition("+")
+    if not plus or prefix not in COMPILED_OURS or not inner:
+        return None
+    return COMPILED_OURS[prefix], inner
 
 
 def backend_of(row: dict) -> str | None:

@@ -3,10 +3,15 @@
 run_e2e_point(point, device) -> row. point: model (preset), backend (eager | eager_sdpa (nanoGPT's model:
 eager ops, SDPA attention) | triton | cutile | auto[:path] | op=impl,... | a torch.compile baseline:
 torch_compile, torch_compile_max_autotune, torch_compile_graphs = nanoGPT's model (model/plain_gpt.py) under
-torch.compile(fullgraph=True) in mode default, max-autotune-no-cudagraphs, reduce-overhead), B, T, dtype
+torch.compile(fullgraph=True) in mode default, max-autotune-no-cudagraphs, reduce-overhead | compile+<backend>,
+compile_max_autotune+<backend>, compile_graphs+<backend> = our GPT with that backend (triton, cutile, auto, a mix)
+under torch.compile(fullgraph=True) in those modes, each op through its impl's torch.library ops
+(kernels/library.py)), B, T, dtype
 (bf16), steps; optional warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, check_steps,
 converge_iters (+ data_dir, lr), cuda_graph (true: the whole step, clipping and AdamW included, captured once
-and replayed; model/cuda_graph.py).
+and replayed; model/cuda_graph.py); for compile+ backends on a CPU only (a tracing check, never a measurement):
+compile_backend (e.g. aot_eager) and standins (true: the library ops' eager-math stand-ins run where the kernels
+cannot).
 
 The row: status (ok | wrong | compile_error | error | oom | unsupported), message, ms_per_step (median of
 CUDA-event times per step, graph replays under cuda_graph, perf_counter on CPU, after warm-up; also as
@@ -48,7 +53,7 @@ from torch.profiler import record_function
 
 from bench import SOURCE_ROOT
 from bench.measure import devinfo, timing
-from bench.measure.compiled_baseline import COMPILE_BACKENDS
+from bench.measure.compiled_baseline import COMPILE_BACKENDS, compiled_ours
 from bench.measure.outcome import classify
 from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
 from kernels.device import name as device_name
@@ -108,6 +113,17 @@ def build_model(cfg, impl, device, seed, dtype, point, graphed, log):
     """(model, forward callable, backend or None) at the seed's initialisation: every backend, and the eager
     reference the losses are checked against, starts from the same weights."""
     torch.manual_seed(seed)
+    ours = compiled_ours(impl)
+    if ours:   # our GPT, kernels inside, one dynamo graph (model/ops.py traces each op's library entry)
+        mode, inner = ours
+        backend = Backend(inner, results=point.get("results"), dtype=dtype, fuse_gelu=point.get("fuse_gelu"),
+                          log=log, annotate=False, standins=bool(point.get("standins")))
+        model = GPT(cfg, backend).to(device)
+        backend.resolve_auto(device)
+        forward = types.MethodType(fresh_code(GPT.forward), model)
+        compiled = torch.compile(forward, mode=None if mode == "default" else mode, fullgraph=True,
+                                 backend=point.get("compile_backend", "inductor"))
+        return model, functools.partial(call_compiled, compiled, f"torch.compile(GPT({inner}), mode={mode})"), backend
     if impl in COMPILE_BACKENDS:
         model = PlainGPT(cfg).to(device)
         mode = COMPILE_BACKENDS[impl]
@@ -166,10 +182,18 @@ def _run(point: dict, device: str, state: dict) -> dict:
     warmup = max(int(point.get("warmup", 3 if cuda else 1)), n_check - 1)
     n_prof = int(point.get("profile_steps", 3 if cuda else 1))
     seed = int(point.get("seed", 0))
-    compiled = impl in COMPILE_BACKENDS
-    if compiled and not cuda and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
+    ours = compiled_ours(impl)
+    compiled = impl in COMPILE_BACKENDS or ours is not None
+    mode = COMPILE_BACKENDS.get(impl) or (ours[0] if ours else None)
+    tracing_check = bool(point.get("standins") or point.get("compile_backend"))
+    if tracing_check and (cuda or not ours):
+        raise Unsupported("standins / compile_backend are a CPU tracing check of compile+ backends, never a "
+                          "measurement: not on a GPU, not for other backends")
+    if compiled and not cuda and not tracing_check and os.environ.get("TILEBENCH_COMPILE_ON_CPU") != "1":
         raise Unsupported(f"{impl} is timed on CUDA only: inductor's CPU build time dwarfs the step "
                           "(TILEBENCH_COMPILE_ON_CPU=1 forces it)")
+    if mode == "reduce-overhead" and not cuda:
+        raise Unsupported(f"{impl}: mode reduce-overhead is CUDA graphs")
     graphed = bool(point.get("cuda_graph"))
     if graphed:
         why = cuda_graph.refusal(device, dtype, 1, compiled)
@@ -188,7 +212,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     data = batches(cfg.vocab_size, B, T, device, seed)
     ctx = autocast(device, dtype)
     clip = float(point.get("grad_clip", 1.0))
-    step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=COMPILE_BACKENDS.get(impl) == "reduce-overhead")
+    step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=mode == "reduce-overhead")
     gstep, eager_step = None, step
     if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
         gstep = cuda_graph.GraphedStep(model, opt, model.parameters(), B, T, 1, clip, dtype, device,
@@ -224,7 +248,7 @@ def _run(point: dict, device: str, state: dict) -> dict:
     ms = out["ms_per_step"]
     tflops = model.flops_per_token(T) * B * T / (ms * 1e-3) / 1e12
     peak = point.get("peak_tflops")
-    out.update(status="ok", message="", steps=steps,
+    out.update(status="ok", message="", steps=steps, compile_mode=mode,
                tokens_per_s=B * T / (ms * 1e-3), model_tflops=tflops,
                mfu=(tflops / peak if peak else None), peak_tflops=peak,
                peak_mem_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
@@ -251,6 +275,10 @@ def _run(point: dict, device: str, state: dict) -> dict:
     if backend is not None and impl not in BASELINES:
         out.update(_ops_ran(backend))
         out["message"] = _ops_message(impl, out)
+        if point.get("standins"):
+            out["standins"] = True
+            out["message"] += ("; CPU stand-ins (the ops' eager math) ran in the kernels' place: a tracing check, "
+                               "not a measurement")
     state.clear()   # the timed model's memory back before the reference runs
     del model, fwd, opt, step, gstep, backend
     gc.collect()
@@ -409,12 +437,14 @@ def _converge(point, device, B, T, dtype) -> dict:
     iters = int(point["converge_iters"])
     impl = point.get("backend", "eager")
     lr = float(point.get("lr", 6e-4 if point["model"] == "gpt2_124m" else 1e-3))
+    ours = compiled_ours(impl)
+    compiled = impl in COMPILE_BACKENDS or ours is not None
     with tempfile.TemporaryDirectory() as tmp:
         cfg = train.TrainConfig(
             model=point["model"], data_dir=data_dir, batch_size=B, block_size=T, max_iters=iters,
             learning_rate=lr, min_lr=lr / 10, warmup_iters=min(100, iters // 5), eval_interval=0, eval_iters=0, save_checkpoints=False,
             log_interval=max(1, min(10, iters // 10)), out_dir=tmp, dtype=dtype, device=device,
-            backend=EAGER_SDPA if impl in COMPILE_BACKENDS else impl, compile=impl in COMPILE_BACKENDS,
+            backend=EAGER_SDPA if impl in COMPILE_BACKENDS else (ours[1] if ours else impl), compile=bool(compiled),
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
             fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
         res = train.run(cfg, log=lambda m: None)

@@ -9,7 +9,8 @@ import torch
 import cuda.tile as ct
 
 from kernels import cutile_aot as aot
-from kernels import poison
+from kernels import library, poison
+from kernels.cross_entropy import eager
 from kernels.cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
@@ -151,6 +152,76 @@ def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, **cfg):
     return _CrossEntropy.apply(logits, targets, ignore_index, full)
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+
+def _lib_fwd(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int,
+             config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean loss (fp32 scalar), lse (N,) fp32, count of valid rows (1,) fp32)."""
+    c = _config(aot.arch_of(logits), library.config(config))
+    N = logits.shape[0]
+    lse = poison.empty(N, dtype=torch.float32, device=logits.device)
+    loss = poison.empty(N, dtype=torch.float32, device=logits.device)
+    aot.launch(_ce_fwd, (aot.cdiv(N, c["ROWS"]),), _fwd_args(logits, targets, lse, loss, ignore_index, c),
+               occupancy=c["occupancy"])
+    out = poison.empty(1, dtype=torch.float32, device=logits.device)
+    count = poison.empty(1, dtype=torch.float32, device=logits.device)
+    aot.launch(_ce_reduce, (1,), (loss, targets, out, count, int(ignore_index), 1024))
+    return out.view(()), lse, count
+
+
+def _lib_bwd(grad: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, count: torch.Tensor,
+             ignore_index: int, config: str) -> torch.Tensor:
+    c = _config(aot.arch_of(logits), library.config(config))
+    N, V = logits.shape
+    dlogits = poison.empty(N, V, dtype=logits.dtype, device=logits.device)
+    g = grad.reshape(1).to(torch.float32).contiguous()
+    aot.launch(_ce_bwd, (aot.cdiv(N, c["ROWS"]), aot.cdiv(V, c["BWD_BV"])),
+               (logits, targets, lse, g, count, dlogits, int(ignore_index), c["ROWS"], c["BWD_BV"], c["LATENCY"]),
+               occupancy=c["occupancy"])
+    return dlogits
+
+
+def _standin_fwd(logits, targets, ignore_index, config):
+    rows, lse, valid, n = eager.standin_rows(logits, targets, ignore_index)
+    return rows.sum() / n, lse, n.reshape(1)
+
+
+def _standin_bwd(grad, logits, targets, lse, count, ignore_index, config):
+    valid = targets != ignore_index
+    return eager.standin_dlogits(logits, targets, lse, valid, grad.float() / count[0])
+
+
+FWD_OP = library.define(
+    "cross_entropy_fwd_cutile", _lib_fwd, standin=_standin_fwd,
+    alloc=lambda logits, targets, ignore_index, config: (logits.new_empty((), dtype=torch.float32),
+                                                         logits.new_empty(logits.shape[0], dtype=torch.float32),
+                                                         logits.new_empty(1, dtype=torch.float32)))
+BWD_OP = library.define("cross_entropy_bwd_cutile", _lib_bwd, standin=_standin_bwd,
+                        alloc=lambda grad, logits, targets, lse, count, ignore_index, config: logits.new_empty(logits.shape))
+
+
+def _lib_setup(ctx, inputs, output):
+    logits, targets, ignore_index, config = inputs
+    ctx.save_for_backward(logits, targets, output[1], output[2])
+    ctx.ignore_index, ctx.config = ignore_index, config
+
+
+def _lib_backward(ctx, g, _dlse, _dcount):
+    logits, targets, lse, count = ctx.saved_tensors
+    return BWD_OP(g, logits, targets, lse, count, ctx.ignore_index, ctx.config), None, None, None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(logits, targets, ignore_index=IGNORE_INDEX, *, config):
+    """cross_entropy through the library ops (torch.compile traces this; config: library.config_json)."""
+    if logits.dim() != 2 or targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
+        raise Unsupported(f"logits (N, V) and targets (N,), got {tuple(logits.shape)}, {tuple(targets.shape)}")
+    lg = logits if logits.stride(-1) == 1 and logits.stride(0) % 8 == 0 else logits.contiguous()
+    return FWD_OP(lg, targets.contiguous(), ignore_index, config)[0]
+
+
 def _aot(config, arch, dtype="bf16"):
     c = _config(arch, {k: v for k, v in (config or {}).items() if k != "autotune"})
     L, T, F = aot.array(dtype, 2), aot.array("i64", 1), aot.array("fp32", 1)
@@ -165,5 +236,5 @@ def _aot(config, arch, dtype="bf16"):
 
 
 IMPL = KernelImpl(fn=cross_entropy, backend="cutile", params=PARAMS, presets=PRESETS, aot=_aot,
-                  picked=TUNER.picked,
+                  picked=TUNER.picked, traced=traced,
                   doc="chunked online-softmax fwd saving LSE per row; one-pass bwd writing dlogits in the logits dtype")

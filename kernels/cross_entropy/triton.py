@@ -6,8 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import poison
+from kernels import library, poison
 from kernels import triton_aot as aot
+from kernels.cross_entropy import eager
 from kernels.cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl, TileParam
 
@@ -79,7 +80,7 @@ def _launch(logits, targets, ignore_index, n_valid, cfg, grad: bool):
     N, V = logits.shape
     loss_rows = poison.empty(N, dtype=torch.float32, device=logits.device)
     dx = poison.empty(N, V, dtype=logits.dtype, device=logits.device) if grad else loss_rows
-    _ce_fwd[(N,)](logits, targets, loss_rows, dx, n_valid, V, logits.stride(0), dx.stride(0) if grad else 0,
+    library.kernel(_ce_fwd)[(N,)](logits, targets, loss_rows, dx, n_valid, V, logits.stride(0), dx.stride(0) if grad else 0,
                   ignore_index, HAS_GRAD=grad, BLOCK_V=cfg["BLOCK_V"], num_warps=cfg["num_warps"])
     return loss_rows, (dx if grad else None)
 
@@ -123,6 +124,50 @@ def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, **cfg):
 CONFIGS = aot.Configs(PARAMS, lambda arch, _: PRESETS[aot.family(arch)])
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+# The forward writes dlogits / n_valid beside the losses; the backward only scales them by grad_out (plain torch
+# ops in the autograd formula, which inductor fuses), so there is no backward op.
+
+def _lib_fwd(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int, grad: bool,
+             config: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss (fp32 scalar), dlogits / n_valid (empty without grad)); logits (N, V) unit column stride."""
+    n_valid = (targets != ignore_index).sum()
+    cfg = CONFIGS.get(aot.arch_of(logits), 0, library.config(config))
+    loss_rows, dx = _launch(logits, targets, ignore_index, n_valid, cfg, grad)
+    return loss_rows.sum() / n_valid, dx if dx is not None else logits.new_empty(0)
+
+
+def _standin_fwd(logits, targets, ignore_index, grad, config):
+    rows, lse, valid, n = eager.standin_rows(logits, targets, ignore_index)
+    dx = eager.standin_dlogits(logits, targets, lse, valid, 1.0 / n) if grad else logits.new_empty(0)
+    return rows.sum() / n, dx
+
+
+FWD_OP = library.define(
+    "cross_entropy_fwd_triton", _lib_fwd, triton=True, standin=_standin_fwd,
+    alloc=lambda logits, targets, ignore_index, grad, config: (
+        logits.new_empty((), dtype=torch.float32), logits.new_empty(logits.shape if grad else (0,))))
+
+
+def _lib_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _lib_backward(ctx, g, _ddx):
+    (dx,) = ctx.saved_tensors
+    return (dx.float() * g.float()).to(dx.dtype), None, None, None, None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(logits, targets, ignore_index=IGNORE_INDEX, *, config):
+    """cross_entropy through the library op (torch.compile traces this; config: library.config_json)."""
+    lg = logits if logits.stride(-1) == 1 else logits.contiguous()
+    grad = torch.is_grad_enabled() and logits.requires_grad
+    return FWD_OP(lg, targets.contiguous(), ignore_index, grad, config)[0]
+
+
 def _aot(config, arch):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
     sig = {"X": "*bf16", "Tgt": "*i64", "Loss": "*fp32", "DX": "*bf16", "NValid": "*i64", "V": "i32",
@@ -137,7 +182,7 @@ def _aot(config, arch):
 
 
 TEST_CONFIG = {"BLOCK_V": 256}   # CPU tests: several blocks per test shape
-IMPL = KernelImpl(fn=cross_entropy, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot,
+IMPL = KernelImpl(fn=cross_entropy, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, traced=traced,
                   picked=TUNER.picked,
                   test_config=TEST_CONFIG,
                   doc="row per program, vocabulary in chunks; dlogits written in the forward (logits dtype)")

@@ -30,6 +30,22 @@ def is_qkv_split(q, k, v) -> bool:
             and k.data_ptr() == q.data_ptr() + C * e and v.data_ptr() == q.data_ptr() + 2 * C * e)
 
 
+def out_alloc(q: torch.Tensor) -> torch.Tensor:
+    """torch.empty in out_like's layout (a library op's fake and stand-in buffer: no poisoning there)."""
+    B, H, T, D = q.shape
+    if heads_inside_rows(q):
+        return q.new_empty(B, T, H, D).transpose(1, 2)
+    return q.new_empty(B, H, T, D)
+
+
+def packed_grads(q) -> tuple:
+    """(buffer, (dQ, dK, dV)): the three gradients as slices of one (B, T, 3, H, D) buffer, whatever q, k and v's
+    layout. The library ops return the buffer: an op's outputs may not alias each other."""
+    B, H, T, D = q.shape
+    buf = poison.empty(B, T, 3, H, D, dtype=q.dtype, device=q.device)
+    return buf, tuple(buf[:, :, i].transpose(1, 2) for i in range(3))
+
+
 def grads_like(q, k, v) -> tuple:
     """dQ, dK, dV buffers with one set of strides (the kernels take one): slices of one (B, T, 3, H, D) tensor
     for a qkv split, in q's layout when k and v share it, else contiguous."""

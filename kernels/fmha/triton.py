@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import poison
-from kernels.fmha import layout
+from kernels import library, poison
+from kernels.fmha import eager, layout
 from kernels import triton_aot as aot
 from kernels.mask import MASK_FLOOR
 from kernels.registry import KernelImpl, TileParam, Unsupported
@@ -373,27 +373,28 @@ def _forward(q, k, v, causal, sm_scale, cfg):
     o = layout.out_like(q)
     lse = poison.empty(B * H, T, dtype=torch.float32, device=q.device)
     BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    _fmha_fwd[_grid(B * H, aot.cdiv(T, BM), cfg["LPT"])](
+    library.kernel(_fmha_fwd)[_grid(B * H, aot.cdiv(T, BM), cfg["LPT"])](
         q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o), H, T, sm_scale * LOG2E,
         D=D, BLOCK_M=BM, BLOCK_N=BN, CAUSAL=causal, EVEN_T=(T % BM == 0 and T % BN == 0), LPT=cfg["LPT"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return o, lse
 
 
-def _backward(q, k, v, o, lse, do, causal, sm_scale, cfg):
+def _backward(q, k, v, o, lse, do, causal, sm_scale, cfg, grads=None):
     B, H, T, D = q.shape
     delta = torch.empty(B * H, T, dtype=torch.float32, device=q.device)   # fully written below
-    _bwd_delta[(aot.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), *_strides(do), H, T, D=D, BLOCK=64,
-                                         num_warps=4)
-    dq, dk, dv = layout.grads_like(q, k, v)   # one (B, T, 3, H, D) buffer when q, k, v are a qkv split
+    library.kernel(_bwd_delta)[(aot.cdiv(T, 64), B * H)](o, do, delta, *_strides(o), *_strides(do), H, T, D=D,
+                                                        BLOCK=64, num_warps=4)
+    # one (B, T, 3, H, D) buffer when q, k, v are a qkv split (or the library op's, given)
+    dq, dk, dv = grads if grads is not None else layout.grads_like(q, k, v)
     if dk.stride() != dq.stride() or dv.stride() != dq.stride():
         raise Unsupported("dq, dk, dv must share strides")
     common = dict(num_warps=cfg["bwd_num_warps"], num_stages=cfg["bwd_num_stages"], LPT=cfg["LPT"])
     M1, N1, M2, N2 = (cfg[k_] for k_ in ("BWD_BLOCK_M1", "BWD_BLOCK_N1", "BWD_BLOCK_M2", "BWD_BLOCK_N2"))
-    _fmha_bwd_dkdv[_grid(B * H, aot.cdiv(T, N1), cfg["LPT"])](
+    library.kernel(_fmha_bwd_dkdv)[_grid(B * H, aot.cdiv(T, N1), cfg["LPT"])](
         q, k, v, do, dk, dv, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dk),
         H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M1, BLOCK_N=N1, CAUSAL=causal, EVEN_T=(T % M1 == 0 and T % N1 == 0), **common)
-    _fmha_bwd_dq[_grid(B * H, aot.cdiv(T, M2), cfg["LPT"])](
+    library.kernel(_fmha_bwd_dq)[_grid(B * H, aot.cdiv(T, M2), cfg["LPT"])](
         q, k, v, do, dq, lse, delta, *_strides(q), *_strides(k), *_strides(v), *_strides(do), *_strides(dq),
         H, T, sm_scale * LOG2E, sm_scale, D=D, BLOCK_M=M2, BLOCK_N=N2, CAUSAL=causal, EVEN_T=(T % M2 == 0 and T % N2 == 0), **common)
     return dq, dk, dv
@@ -463,6 +464,63 @@ def _supports(shape, dtype, device):
     return None if D in HEAD_DIMS else f"head dim {D} (takes {HEAD_DIMS})"
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+# triton_ops: inductor sees the forward's and the backward's Triton kernels. The backward op returns dQ, dK, dV as one (B, T, 3, H, D) buffer (layout.packed_grads).
+
+def _lib_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
+             config: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(o, lse (B*H, T) fp32) of q, k, v (B, H, T, D) with unit last stride."""
+    return _forward(q, k, v, causal, scale, CONFIGS.get(aot.arch_of(q), q.shape[-1], library.config(config)))
+
+
+def _lib_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+             lse: torch.Tensor, causal: bool, scale: float, config: str) -> torch.Tensor:
+    buf, grads = layout.packed_grads(q)
+    _backward(q, k, v, o, lse, do, causal, scale, CONFIGS.get(aot.arch_of(q), q.shape[-1], library.config(config)), grads=grads)
+    return buf
+
+
+def _alloc_bwd(do, q, k, v, o, lse, causal, scale, config):
+    B, H, T, D = q.shape
+    return q.new_empty(B, T, 3, H, D)
+
+
+FWD_OP = library.define(
+    "fmha_fwd_triton", _lib_fwd, triton=True, standin=lambda q, k, v, causal, scale, config: eager.standin_fwd(q, k, v, causal, scale),
+    alloc=lambda q, k, v, causal, scale, config: (layout.out_alloc(q), q.new_empty(q.shape[0] * q.shape[1], q.shape[2],
+                                                                                  dtype=torch.float32)))
+BWD_OP = library.define("fmha_bwd_triton", _lib_bwd, triton=True, alloc=_alloc_bwd,
+                        standin=lambda *args: eager.standin_bwd(*args[:-1]))
+
+
+def _lib_setup(ctx, inputs, output):
+    q, k, v, causal, scale, config = inputs
+    ctx.save_for_backward(q, k, v, *output)
+    ctx.causal, ctx.scale, ctx.config = causal, scale, config
+
+
+def _lib_backward(ctx, do, _dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    buf = BWD_OP(_last_dim_unit(do), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.config)
+    return buf[:, :, 0].transpose(1, 2), buf[:, :, 1].transpose(1, 2), buf[:, :, 2].transpose(1, 2), None, None, None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(q, k, v, causal=True, scale=None, *, config):
+    """fmha through the library ops (torch.compile traces this; config: library.config_json)."""
+    B, H, T, D = q.shape
+    if k.shape != q.shape or v.shape != q.shape or not (q.dtype == k.dtype == v.dtype):
+        raise Unsupported(f"q, k, v must share shape and dtype, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if D not in HEAD_DIMS:
+        raise Unsupported(f"head dim {D} (takes {HEAD_DIMS})")
+    if library.CHECKING:   # per-arch config checks: at trace time only (see kernels/library.py)
+        _check_cfg(CONFIGS.get(aot.arch_of(q), D, library.config(config)), causal)
+    sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    return FWD_OP(_last_dim_unit(q), _last_dim_unit(k), _last_dim_unit(v), causal, sm_scale, config)[0]
+
+
 def _aot(config, arch, D=64):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, _preset(arch, D))
     ptrs = {n: "*bf16" for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")}
@@ -488,5 +546,5 @@ TEST_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1":
                "BWD_BLOCK_N2": 16}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=fmha, backend="triton", dtypes=("bf16", "fp16", "fp32"), params=PARAMS, presets=PRESETS,
                   supports=_supports, aot=_aot, picked=picked,
-                  test_config=TEST_CONFIG,
+                  test_config=TEST_CONFIG, traced=traced,
                   doc="flash attention fwd (online softmax, LSE) + bwd (delta, dK/dV and dQ kernels)")

@@ -1,11 +1,14 @@
 """tanh-GELU with the bias add fused, in Triton. The forward is a flat elementwise pass; the backward
 walks row tiles so each program can also sum its share of dbias (folded by kernels/triton_rows.py's colsum)."""
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 
-from kernels import poison
+from kernels import library, poison
 from kernels import triton_aot as aot
+from kernels.gelu import eager
 from kernels.registry import KernelImpl, TileParam
 from kernels.triton_rows import colsum, split_rows
 
@@ -92,7 +95,7 @@ TUNER = aot.Tuner()
 def gelu_forward(x2, bias, cfg):
     y = poison.empty(*x2.shape, dtype=x2.dtype, device=x2.device)
     n, C = x2.numel(), x2.shape[-1]
-    _gelu_fwd[(aot.cdiv(n, cfg["BLOCK"]),)](x2, bias if bias is not None else x2, y, n, C,
+    library.kernel(_gelu_fwd)[(aot.cdiv(n, cfg["BLOCK"]),)](x2, bias if bias is not None else x2, y, n, C,
                                                HAS_BIAS=bias is not None, BLOCK=cfg["BLOCK"],
                                                num_warps=cfg["num_warps"])
     return y
@@ -108,7 +111,7 @@ def gelu_backward(x2, bias, dy2, cfg, need_db):
     progs = aot.cdiv(aot.sm_count(x2) * cfg["BWD_PROGS"], nc) if cfg["BWD_PROGS"] else aot.cdiv(M, BM)
     G, rows_per_prog = split_rows(M, BM, progs)
     dbp = torch.empty(G, C, dtype=torch.float32, device=x2.device) if need_db else dx
-    _gelu_bwd[(G, nc)](x2, bias if bias is not None else x2, dy2, dx, dbp, M, C, rows_per_prog,
+    library.kernel(_gelu_bwd)[(G, nc)](x2, bias if bias is not None else x2, dy2, dx, dbp, M, C, rows_per_prog,
                        HAS_BIAS=bias is not None, NEED_DB=need_db, BLOCK_M=BM, BLOCK_C=BC,
                        num_warps=cfg["bwd_num_warps"])
     db = colsum(dbp, bias.dtype if bias is not None else x2.dtype) if need_db else None
@@ -169,6 +172,53 @@ def gelu(x, bias=None, **cfg):
     return gelu_forward(_flat(x, x.shape[-1]), bias, full).view(x.shape)
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+
+def _lib_fwd(x: torch.Tensor, bias: Optional[torch.Tensor], config: str) -> torch.Tensor:
+    """tanh-GELU(x + bias) of rows x (M, C) with unit column stride."""
+    return gelu_forward(x, bias, CONFIGS.get(aot.arch_of(x), 0, library.config(config)))
+
+
+def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor], need_db: bool,
+             config: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, db); db is empty when not wanted (an op's outputs are tensors)."""
+    dx, db = gelu_backward(x, bias, dy, CONFIGS.get(aot.arch_of(x), 0, library.config(config)), need_db)
+    return dx, db if db is not None else x.new_empty(0, dtype=bias.dtype if bias is not None else x.dtype)
+
+
+def _db_like(x, bias, need_db):
+    return x.new_empty(x.shape[1] if need_db else 0, dtype=bias.dtype if bias is not None else x.dtype)
+
+
+FWD_OP = library.define("gelu_fwd_triton", _lib_fwd, triton=True, standin=lambda x, bias, config: eager.standin_fwd(x, bias),
+                        alloc=lambda x, bias, config: x.new_empty(x.shape))
+BWD_OP = library.define("gelu_bwd_triton", _lib_bwd, triton=True, 
+                        standin=lambda dy, x, bias, need_db, config: eager.standin_bwd(dy, x, bias, need_db),
+                        alloc=lambda dy, x, bias, need_db, config: (x.new_empty(x.shape), _db_like(x, bias, need_db)))
+
+
+def _lib_setup(ctx, inputs, output):
+    x, bias, config = inputs
+    ctx.save_for_backward(x, bias)
+    ctx.config = config
+
+
+def _lib_backward(ctx, dy):
+    x, bias = ctx.saved_tensors
+    need_db = bias is not None and ctx.needs_input_grad[1]
+    dx, db = BWD_OP(_flat(dy, x.shape[1]), x, bias, need_db, ctx.config)
+    return dx, (db if need_db else None), None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(x, bias=None, *, config):
+    """gelu through the library ops (torch.compile traces this; config: library.config_json)."""
+    b = bias.contiguous() if bias is not None else None
+    return FWD_OP(_flat(x, x.shape[-1]), b, config).view(x.shape)
+
+
 def _aot(config, arch):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
     rows = [aot.compile_kernel(_gelu_fwd, "gelu_fwd", {"X": "*bf16", "B": "*bf16", "Y": "*bf16", "n": "i32",
@@ -184,5 +234,5 @@ def _aot(config, arch):
 
 TEST_CONFIG = {"BLOCK": 512, "BWD_BLOCK_M": 4, "BWD_BLOCK_C": 64, "BWD_PROGS": 1}   # CPU tests: several blocks
 IMPL = KernelImpl(fn=gelu, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked,
-                  test_config=TEST_CONFIG,
+                  test_config=TEST_CONFIG, traced=traced,
                   doc="flat elementwise fwd; row-tiled bwd with per-program dbias partials")

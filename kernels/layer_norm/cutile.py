@@ -6,7 +6,8 @@ import torch
 import cuda.tile as ct
 
 from kernels import cutile_aot as aot
-from kernels import poison
+from kernels import library, poison
+from kernels.layer_norm import eager
 from kernels.layer_norm.spec import EPS
 from kernels.registry import KernelImpl, RowLimit, TileParam
 
@@ -200,6 +201,55 @@ def layer_norm(x, weight, bias, eps=EPS, **cfg):
     return _LayerNorm.apply(x, weight, bias, eps, full)
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+
+def _lib_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float,
+             config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, rstd) of rows x (M, C) (row stride a multiple of 8), w and b contiguous."""
+    return _forward(x, w, b, eps, _config(aot.arch_of(x), x.shape[1], library.config(config)))
+
+
+def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+             config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(x, w, dy, mean, rstd, _config(aot.arch_of(x), x.shape[1], library.config(config)))
+
+
+def _rows_like(x):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+FWD_OP = library.define(
+    "layer_norm_fwd_cutile", _lib_fwd, standin=lambda x, w, b, eps, config: eager.standin_fwd(x, w, b, eps),
+    alloc=lambda x, w, b, eps, config: (_rows_like(x), x.new_empty(x.shape[0], dtype=torch.float32),
+                                        x.new_empty(x.shape[0], dtype=torch.float32)))
+BWD_OP = library.define(
+    "layer_norm_bwd_cutile", _lib_bwd, standin=lambda dy, x, w, mean, rstd, config: eager.standin_bwd(dy, x, w, mean, rstd),
+    alloc=lambda dy, x, w, mean, rstd, config: (_rows_like(x), torch.empty_like(w), torch.empty_like(w)))
+
+
+def _lib_setup(ctx, inputs, output):
+    x, w, _, _, config = inputs
+    ctx.save_for_backward(x, w, output[1], output[2])
+    ctx.config = config
+
+
+def _lib_backward(ctx, dy, _dmean, _drstd):
+    x, w, mean, rstd = ctx.saved_tensors
+    dx, dw, db = BWD_OP(aot.rows2d(dy, x.shape[1]), x, w, mean, rstd, ctx.config)
+    return dx, dw, db, None, None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(x, weight, bias, eps=EPS, *, config):
+    """layer_norm through the library ops (torch.compile traces this; config: library.config_json)."""
+    C = x.shape[-1]
+    ROW_LIMIT.check(C)
+    y = FWD_OP(aot.rows2d(x, C), weight.contiguous(), bias.contiguous(), eps, config)[0]
+    return y.view(x.shape)
+
+
 def _aot(config, arch, C=768, dtype="bf16"):
     c = _config(arch, C, {k: v for k, v in (config or {}).items() if k != "autotune"})
     BC = aot.next_pow2(C)
@@ -215,5 +265,5 @@ def _aot(config, arch, C=768, dtype="bf16"):
 
 
 IMPL = KernelImpl(fn=layer_norm, backend="cutile", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
-                  aot=_aot, picked=TUNER.picked,
+                  aot=_aot, picked=TUNER.picked, traced=traced,
                   doc="rows-per-block fwd; persistent bwd with per-block dW/dB partials, then a column sum")

@@ -4,8 +4,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import poison
+from kernels import library, poison
 from kernels import triton_aot as aot
+from kernels.layer_norm import eager
 from kernels.layer_norm.spec import EPS
 from kernels.registry import KernelImpl, RowLimit, TileParam
 from kernels.triton_rows import colsum, colsum_aot, row_preset, rows2d, split_rows
@@ -115,22 +116,22 @@ def _forward(x2, w, b, eps, cfg, stats=True):
     y = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     st = poison.empty(2 * M, dtype=torch.float32, device=x2.device) if stats else y
     rows = cfg["ROWS"]
-    _ln_fwd[(aot.cdiv(M, rows),)](x2, w, b, y, st, M, C, x2.stride(0), y.stride(0), eps,
+    library.kernel(_ln_fwd)[(aot.cdiv(M, rows),)](x2, w, b, y, st, M, C, x2.stride(0), y.stride(0), eps,
                                   BLOCK_C=aot.pow2(C), ROWS=rows, STATS=stats,
                                   num_warps=cfg["num_warps"])
     return y, st
 
 
-def _backward(x2, w, dy, st, cfg):
+def _backward(x2, w, dy, st, cfg, packed=False):
     M, C = x2.shape
     dx = poison.empty(M, C, dtype=x2.dtype, device=x2.device)
     R = cfg["BWD_ROWS"]
     G, rows_per_prog = split_rows(M, R, aot.sm_count(x2) * cfg["BWD_PROGS"])
     part = torch.empty(G, 2 * C, dtype=torch.float32, device=x2.device)   # every element written by _ln_bwd
-    _ln_bwd[(G,)](x2, w, dy, dx, st, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
+    library.kernel(_ln_bwd)[(G,)](x2, w, dy, dx, st, part, M, C, x2.stride(0), dy.stride(0), dx.stride(0),
                   rows_per_prog, BLOCK_C=aot.pow2(C), ROWS=R, num_warps=cfg["bwd_num_warps"])
     dwb = colsum(part, w.dtype)     # one launch folds dW and dB together
-    return dx, dwb[:C], dwb[C:]
+    return (dx, dwb) if packed else (dx, dwb[:C], dwb[C:])
 
 
 BWD_KEYS = ("BWD_ROWS", "bwd_num_warps", "BWD_PROGS")
@@ -199,8 +200,64 @@ def _aot(config, arch):
     return rows
 
 
+# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+
+def _lib_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float, config: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, stats): rows x (M, C) with unit column stride; stats = mean | rstd, (2M,) fp32."""
+    return _forward(x, w, b, eps, CONFIGS.get(aot.arch_of(x), x.shape[1], library.config(config)))
+
+
+def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stats: torch.Tensor,
+             config: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dW | dB as one (2C,) vector)."""
+    return _backward(x, w, dy, stats, CONFIGS.get(aot.arch_of(x), x.shape[1], library.config(config)), packed=True)
+
+
+def _standin_fwd(x, w, b, eps, config):
+    y, mean, rstd = eager.standin_fwd(x, w, b, eps)
+    return y, torch.cat([mean, rstd])
+
+
+def _standin_bwd(dy, x, w, stats, config):
+    M = x.shape[0]
+    dx, dw, db = eager.standin_bwd(dy, x, w, stats[:M], stats[M:])
+    return dx, torch.cat([dw, db])
+
+
+FWD_OP = library.define("layer_norm_fwd_triton", _lib_fwd, triton=True, standin=_standin_fwd,
+                        alloc=lambda x, w, b, eps, config: (torch.empty_like(x, memory_format=torch.contiguous_format),
+                                                            x.new_empty(2 * x.shape[0], dtype=torch.float32)))
+BWD_OP = library.define("layer_norm_bwd_triton", _lib_bwd, triton=True, standin=_standin_bwd,
+                        alloc=lambda dy, x, w, stats, config: (torch.empty_like(x, memory_format=torch.contiguous_format),
+                                                               w.new_empty(2 * w.shape[0])))
+
+
+def _lib_setup(ctx, inputs, output):
+    x, w, _, _, config = inputs
+    ctx.save_for_backward(x, w, output[1])
+    ctx.config = config
+
+
+def _lib_backward(ctx, dy, _dstats):
+    x, w, stats = ctx.saved_tensors
+    C = x.shape[1]
+    dx, dwb = BWD_OP(rows2d(dy, C), x, w, stats, ctx.config)
+    return dx, dwb[:C], dwb[C:], None, None
+
+
+library.autograd(FWD_OP, _lib_backward, _lib_setup)
+
+
+def traced(x, weight, bias, eps=EPS, *, config):
+    """layer_norm through the library ops (torch.compile traces this; config: library.config_json)."""
+    C = x.shape[-1]
+    ROW_LIMIT.check(C)
+    y = FWD_OP(rows2d(x, C), weight.contiguous(), bias.contiguous(), eps, config)[0]
+    return y.view(x.shape)
+
+
 TEST_CONFIG = {"ROWS": 4, "BWD_ROWS": 2, "BWD_PROGS": 1}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=layer_norm, backend="triton", params=PARAMS, presets=PRESETS, supports=ROW_LIMIT.supports,
                   aot=_aot, picked=TUNER.picked,
-                  test_config=TEST_CONFIG,
+                  test_config=TEST_CONFIG, traced=traced,
                   doc="row-per-program LayerNorm; bwd sums dW/dB per program, then a column-sum kernel")
