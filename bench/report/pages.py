@@ -173,10 +173,11 @@ def _truthy(s: pd.Series) -> pd.Series:
 def notes(df: pd.DataFrame, k: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     """The notes that apply to these rows, and only those."""
     out = []
-    timers = sorted(str(t) for t in k["timer"].dropna().unique()) if not k.empty else []
+    timed = df[df["mode"] != "static"]           # kernel rows and whole steps: the timers they carry
+    timers = sorted(str(t) for t in timed["timer"].dropna().unique()) if not timed.empty else []
     for t in timers:
         out.append(f"Timer {t}: {TIMERS.get(t, 'a timer this version does not know')}.")
-    if "host_median_ms" in k and k["host_median_ms"].notna().any() and set(timers) - {"cpu_clock"}:
+    if "host_median_ms" in timed and timed["host_median_ms"].notna().any() and set(timers) - {"cpu_clock"}:
         out.append(f"Host-inclusive time (host_*, timer {HOST_TIMER}): the GPU idle and the L2 flushed, then a wall "
                    "clock from the Python call to the end of its GPU work: launch cost included, what an eager step "
                    "pays.")
