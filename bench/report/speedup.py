@@ -6,8 +6,8 @@ fastest `ok` impl that is neither ours nor the eager baseline: cuDNN / flash / e
 TileGym, torch.compile (`impl_kind` "peer"). Where no peer ran, eager stands in (the fastest baseline) and the
 reference says so. Every impl's speed-up is the reference's median time over its own: above 1 it beats the best
 peer. The 95 % interval comes from the rows' stored samples by a percentile bootstrap of the two medians, as
-`--compare` (bench/report/compare.py) does, or, for rows without samples, from the quartiles (ref q1 / impl q3 ..
-ref q3 / impl q1), wider. A ratio is `unsettled` where either time stopped on its budget with its IQR above the
+`--compare` (bench/report/compare.py) does, or, for rows without samples (and in reports past MAX_PAIRS ratios),
+from the quartiles (ref q1 / impl q3 .. ref q3 / impl q1), wider. A ratio is `unsettled` where either time stopped on its budget with its IQR above the
 timing target (kernels.rows.SPREAD_TARGET)."""
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from kernels.rows import SPREAD_TARGET
 
 OURS = ("triton", "cutile")
 BASELINES = ("eager", "eager_chunked", "eager_sdpa")
-RESAMPLES = 1000          # the report's bootstrap: intervals stable to ~0.5 %, ~2 ms a pair at 256 samples
+RESAMPLES = 500           # the report's bootstrap: ~1 ms a pair; the ends stable to ~1 % of the interval
+MAX_SAMPLES = 64          # each side's samples evenly thinned to this many: a slightly wider (conservative) interval
+MAX_PAIRS = 2000          # past this many ratios in one report, quartile intervals: a live rebuild stays seconds
 CONFIDENCE = 0.95
 POINT = ["device_name", "op", "shape_label", "dtype", "pass", "timer"]
 
@@ -38,6 +40,8 @@ def kind_of(impl, impl_kind=None) -> str:
 def _samples(v) -> np.ndarray | None:
     if isinstance(v, (list, tuple, np.ndarray)) and len(v) >= 2:
         a = np.asarray(v, dtype=float)
+        if len(a) > MAX_SAMPLES:
+            a = a[np.arange(MAX_SAMPLES) * len(a) // MAX_SAMPLES]
         return a if np.all(np.isfinite(a)) else None
     return None
 
@@ -50,11 +54,11 @@ def _num(v) -> float | None:
     return f if f == f else None
 
 
-def interval(ref: dict, impl: dict, seed: int = 0) -> tuple[float, float, float, str]:
+def interval(ref: dict, impl: dict, seed: int = 0, bootstrap: bool = True) -> tuple[float, float, float, str]:
     """(ratio, lo, hi, method) of ref / impl median times; method 'bootstrap' or 'quartiles'."""
     r = ref["median_ms"] / impl["median_ms"]
     a, b = _samples(ref.get("samples_ms")), _samples(impl.get("samples_ms"))
-    if a is not None and b is not None:
+    if bootstrap and a is not None and b is not None:
         if np.ptp(a) == 0 and np.ptp(b) == 0:
             return r, r, r, "bootstrap"
         rng = np.random.default_rng(seed)
@@ -95,13 +99,14 @@ def table(best: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     best = best.assign(**{c: best[c] if c in best else None for c in POINT + ["x", "config_text", "stress_declined",
                                                                              "impl_kind"] if c not in best})
+    bootstrap = len(best) <= MAX_PAIRS
     for contest, g in best.groupby("contest", sort=False):
         ref, why = reference(g)
         if ref is None:
             continue
         for r in g.to_dict("records"):
             is_ref = r["impl"] == ref["impl"]
-            ratio, lo, hi, how = (1.0, 1.0, 1.0, "reference") if is_ref else interval(ref, r, seed)
+            ratio, lo, hi, how = (1.0, 1.0, 1.0, "reference") if is_ref else interval(ref, r, seed, bootstrap)
             out.append({**{k: r.get(k) for k in POINT}, "contest": contest, "x": r.get("x"), "impl": r["impl"],
                         "kind": kind_of(r["impl"], r.get("impl_kind")), "median_ms": r["median_ms"],
                         "ref_impl": ref["impl"], "ref_kind": why, "ref_ms": ref["median_ms"], "ratio": ratio, "lo": lo,
