@@ -341,6 +341,7 @@ def _op_sections(ok: pd.DataFrame, best: pd.DataFrame, sp: pd.DataFrame, outdir:
                 if not s.empty else None,
                 "speedup_table": _speedup_table(s, order) if not s.empty and not s["is_ref"].all() else None,
                 "refs": refs, "no_peer": no_peer,
+                "declined": bool(len(s)) and s["stress_declined"].map(lambda v: isinstance(v, list) and bool(v)).any(),
                 "throughput": charts.throughput(b, f"{op}: throughput, {dev}", outdir, tag, interactive, kinds),
                 "heatmaps": charts.heatmaps(ok[(ok["op"] == op) & (ok["device_name"] == dev)], outdir, tag),
                 "colors": color_map(order),
