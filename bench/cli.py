@@ -66,6 +66,8 @@ def parse_args(argv=None):
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     from bench.scale import cluster
     cluster.add_arguments(p)
+    from bench import history
+    history.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -111,12 +113,15 @@ def _results_files(paths):
 
 
 def cmd_compare(args) -> int:
-    from bench.report import compare, compare_page
+    from bench import history
+    from bench.report import compare, compare_page, history_page
     base, new = args.compare
+    # two commit names (or a commit and `latest`), neither an existing path: from the results history
+    by_commit = not any(os.path.exists(p) for p in (base, new)) and all(map(history.looks_like_commit, (base, new)))
     try:
         threshold = compare.parse_threshold(args.fail_above) if args.fail_above is not None else None
-        c = compare.compare(base, new, time=args.compare_time)
-    except compare.CompareError as e:
+        c = history_page.compare_commits(args) if by_commit else compare.compare(base, new, time=args.compare_time)
+    except (compare.CompareError, history.HistoryError) as e:
         return die(str(e))
     print(compare.text(c, threshold))
 
@@ -233,6 +238,9 @@ def main(argv=None) -> int:
         return cmd_report(args.report, args.report_dir)
     if args.compare:
         return cmd_compare(args)
+    if args.history_add or args.history:          # the results history (bench/history.py)
+        from bench.report import history_page
+        return history_page.cmd_history_add(args) if args.history_add else history_page.cmd_history(args)
     if args.fail_above is not None:
         return die("--fail-above goes with --compare BASE NEW")
     if args.static:

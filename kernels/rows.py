@@ -4,12 +4,19 @@ table and report use these names; the module sits at the bottom layer so that ea
 
 A row is one JSON object per line of a results file (`results.jsonl` in a run folder; Slurm shards keep
 `shard-I-of-N/results.jsonl` under it). Rows written by older versions still load: `read_rows` fills what they
-lack (`impl` of e2e rows that named it `backend`, `timer` of rows written before timers had names)."""
+lack (`impl` of e2e rows that named it `backend`, `timer` of rows written before timers had names). Every column a row
+can carry is documented in docs/results.md; `frame` loads rows as one flat pandas DataFrame."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+
+# --- the row format ---------------------------------------------------------------------------------------------
+# Stamped as `schema_version` into every row a writer finishes (the runner's kernel and e2e rows, e2e's own CLI rows,
+# --static rows). Raise it when a column changes meaning or is renamed (adding a column needs no new version) and
+# say what changed in docs/results.md. Rows without it were written before it existed.
+SCHEMA_VERSION = 1
 
 # --- statuses -------------------------------------------------------------------------------------------------
 OK = "ok"
@@ -33,6 +40,9 @@ TIMERS = {
     "cpu_clock": "a monotonic clock around each call (no GPU)",
 }
 HOST_TIMER = "host_wall"
+# The timers stop once the interquartile range is within this fraction of the median (or the budget is spent): a
+# row whose `iqr_rel` is above it never settled, and reports flag it.
+SPREAD_TARGET = 0.03
 MODES = ("events", "graph")      # what a user asks for: launched calls, or graph replays (--cuda-graph)
 
 
@@ -131,6 +141,27 @@ def read_file(path: str) -> list[dict]:
 def read_rows(*paths: str) -> list[dict]:
     """Every row of every result file the paths name (files or run folders, see result_files)."""
     return [r for p in paths for f in result_files(p) for r in read_file(f)]
+
+
+def unsettled(row: dict) -> bool:
+    """The row's kernel time stopped on the budget with its spread above SPREAD_TARGET (rows without iqr_rel: no)."""
+    v = row.get("iqr_rel")
+    return isinstance(v, (int, float)) and v == v and v > SPREAD_TARGET
+
+
+def flatten(rows: list[dict]):
+    """Rows as one flat pandas DataFrame: nested objects become dotted columns (`shape.B`, `config.BLOCK_M`,
+    `errors.out`, `stress.qkv_view`, `breakdown.fmha`), lists (samples_ms, profile) stay lists in their cell."""
+    import pandas as pd
+    if not rows:
+        return pd.DataFrame()
+    return pd.json_normalize(rows, sep=".")
+
+
+def frame(*paths: str):
+    """Every row of the result files or run folders named, as one flat DataFrame (see flatten):
+    `kernels.rows.frame("results/fmha_cuda")`."""
+    return flatten(read_rows(*paths))
 
 
 def normalize(row: dict) -> dict:

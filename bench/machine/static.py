@@ -6,6 +6,7 @@ import time
 
 from bench.measure import devinfo
 from kernels import registry
+from kernels.rows import SCHEMA_VERSION
 
 ARCHS = ("sm_80", "sm_89", "sm_90", "sm_100", "sm_120")
 
@@ -37,6 +38,7 @@ def run(archs, store, ops=None, impls=None, quick=False, progress=True) -> list[
             for arch in archs:
                 base = {"mode": "static", "op": op, "impl": name, "preset": preset, "arch": arch,
                         "point_id": f"static:{op}:{name}:{preset}:{arch}", "date": devinfo.now_iso(),
+                        "schema_version": SCHEMA_VERSION,
                         **{k: v for k, v in meta.items() if k not in ("device", "arch")},
                         "device_name": f"aot {arch}"}
                 if impl is None or reason:

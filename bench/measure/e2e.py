@@ -58,6 +58,7 @@ from bench.measure.outcome import classify
 from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_compiled
 from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported
+from kernels.rows import SCHEMA_VERSION
 from model import cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
@@ -518,7 +519,7 @@ def main(argv=None):
             if peak:
                 point["peak_tflops"] = peak
             row = _run_isolated(point, a.device, a.timeout) if isolate else run_e2e_point(point, a.device)
-            row.update(date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), torch=torch.__version__)
+            row.update(date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), torch=torch.__version__, schema_version=SCHEMA_VERSION)
             rows.append(row)
             if a.out:
                 os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

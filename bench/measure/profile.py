@@ -75,16 +75,14 @@ def capture(row: dict, checked_call, timed_call, setup, device: str, trace_dir: 
         row["profile_error"] = f"{type(e).__name__}: {str(e).strip()[:300]}"
 
 
-def report_section(df, fmt) -> str:
-    """HTML: per profiled point, its kernel table (fmt: DataFrame -> HTML table) and its trace's path."""
-    import html
-
+def report_items(df) -> dict | None:
+    """What the report shows of --profile (bench/report/templates/report.html): per profiled point a one-line head,
+    its kernel table and its trace's path; the points the profiler failed on. None without profiled rows."""
+    from bench.report import tables
     import pandas as pd
     if "profile" not in df or not df["profile"].map(lambda p: isinstance(p, list)).any():
-        return ""
-    parts = ["<h2>What each point ran (--profile)</h2><p class='note'>torch.profiler over the checked call and "
-             f"{TIMED_CALLS} timed calls: device kernels on a GPU (aten ops by self time on a CPU), largest first; "
-             "source is read from the kernel's name. Traces open in https://ui.perfetto.dev.</p>"]
+        return None
+    points = []
     for _, r in df[df["profile"].map(lambda p: isinstance(p, list))].iterrows():
         t = pd.DataFrame(r["profile"])
         top = t.iloc[0] if not t.empty else None
@@ -94,12 +92,9 @@ def report_section(df, fmt) -> str:
             what += f" [{r['config_label']}]"
         head = f"{what}: {len(t)} kernels ({sources})" + \
             (f", top {top['kernel'][:80]} {top['share']:.0%}" if top is not None else "")
-        trace = f"<p class='note'>trace: {html.escape(str(r.get('profile_trace', '')))}</p>"
-        parts.append(f"<details><summary>{html.escape(head)}</summary>{fmt(t)}{trace}</details>")
+        points.append({"head": head, "table": tables.from_df(t), "trace": str(r.get("profile_trace", ""))})
+    errors = []
     if "profile_error" in df:
-        errs = df[df["profile_error"].notna()]
-        if not errs.empty:
-            parts.append("<p class='note'>profiler failed on: " + "; ".join(
-                html.escape(f"{r['op']}/{r['impl']} {r.get('shape_label', '')}: {r['profile_error']}")
-                for _, r in errs.iterrows()) + "</p>")
-    return "\n".join(parts)
+        errors = [f"{r['op']}/{r['impl']} {r.get('shape_label', '')}: {r['profile_error']}"
+                  for _, r in df[df["profile_error"].notna()].iterrows()]
+    return {"timed_calls": TIMED_CALLS, "points": points, "errors": errors}

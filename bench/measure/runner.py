@@ -19,7 +19,7 @@ from bench.measure import devinfo, stress, timing
 from bench.measure import capture, profile, tunecap
 from bench.measure.progress import Progress
 from kernels import registry
-from kernels.rows import STATUSES, is_graph, timer_for  # noqa: F401 - STATUSES: what run_point may answer
+from kernels.rows import SCHEMA_VERSION, STATUSES, is_graph, timer_for  # noqa: F401 - STATUSES: what run_point may answer
 from kernels.spec import gen_for
 
 
@@ -235,6 +235,7 @@ def _finish(row, status, message, t_start):
     row["message"] = message or ""
     row["duration_s"] = round(time.perf_counter() - t_start, 3)
     row["date"] = devinfo.now_iso()
+    row["schema_version"] = SCHEMA_VERSION
     return row
 
 

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from kernels.rows import read_file as read_rows, scan   # noqa: F401 - read_rows: the store's file as rows are read
+from kernels.rows import SCHEMA_VERSION, read_file as read_rows, scan   # noqa: F401 - read_rows: the store's file as rows are read
 
 
 def _clean(v):
@@ -62,6 +62,7 @@ class ResultStore:
             pass
 
     def append(self, row: dict) -> None:
+        row.setdefault("schema_version", SCHEMA_VERSION)    # rows made outside the runner (a dead worker's) too
         line = json.dumps(_clean(row), default=str)
         with open(self.path, "a") as f:
             f.write(line + "\n")

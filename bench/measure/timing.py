@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from kernels.rows import SPREAD_TARGET
+
 
 @dataclasses.dataclass
 class Stats:
@@ -87,7 +89,7 @@ def _l2_flush_buffer(device) -> torch.Tensor:
 
 
 def measure(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
-            warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = 0.03,
+            warmup: int = 3, min_reps: int = 10, max_reps: int = 2000, rel_spread: float = SPREAD_TARGET,
             budget_s: float = 2.0, flush_l2: bool = True, mode: str = "events") -> Stats:
     """Kernel time of fn() in ms, the row's timer `timer_for(device, mode)` (kernels/rows.py). setup() runs before
     each rep, outside the timed region (in graph mode: before capture, so a captured backward writes fresh
@@ -205,7 +207,7 @@ def _measure_graph(fn, device, setup, warmup, min_reps, max_reps, rel_spread, bu
 
 
 def measure_host(fn: Callable[[], object], device: str, *, setup: Callable[[], None] | None = None,
-                 warmup: int = 5, min_reps: int = 30, max_reps: int = 2000, rel_spread: float = 0.03,
+                 warmup: int = 5, min_reps: int = 30, max_reps: int = 2000, rel_spread: float = SPREAD_TARGET,
                  budget_s: float = 1.0, flush_l2: bool = True) -> Stats:
     """Host-inclusive time of fn() in ms: the device idle and the L2 flushed before each call, then a wall clock
     from the Python call to the end of its GPU work (a synchronize). Launch cost, host-side work in the impl

@@ -139,7 +139,15 @@ def _devices(rows):
 def compare(base_path: str, new_path: str, time: str = "kernel", band: float = SAME_BAND) -> Comparison:
     if time not in TIMES:
         raise CompareError(f"unknown time {time!r} (known: {', '.join(TIMES)})")
-    base_rows, new_rows = load(base_path), load(new_path)
+    return compare_rows(load(base_path), load(new_path), base_path, new_path, time, band)
+
+
+def compare_rows(base_rows: list[dict], new_rows: list[dict], base_name: str, new_name: str, time: str = "kernel",
+                 band: float = SAME_BAND) -> Comparison:
+    """compare() of rows from anywhere (two commits of the results history, bench/history.py); the names label
+    them. Within each side the latest row of a point wins."""
+    if time not in TIMES:
+        raise CompareError(f"unknown time {time!r} (known: {', '.join(TIMES)})")
     base, new = _by_key(base_rows), _by_key(new_rows)
     if not base.keys() & new.keys():    # a gate that compared nothing must not read as a pass
         raise CompareError(f"nothing compared: no point is in both runs (BASE has {len(base)} points, NEW has "
@@ -164,7 +172,7 @@ def compare(base_path: str, new_path: str, time: str = "kernel", band: float = S
     df = pd.DataFrame(points, columns=["op", "impl", "point", "shape", "dtype", "pass", "config", "timer", "base_ms",
                                        "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "time",
                                        "verdict"])
-    return Comparison(base_path, new_path, time, df.sort_values("ratio", ascending=False, ignore_index=True),
+    return Comparison(base_name, new_name, time, df.sort_values("ratio", ascending=False, ignore_index=True),
                       _per_impl(df), sorted(label(base[k]) for k in base if k not in new),
                       sorted(label(new[k]) for k in new if k not in base), pd.DataFrame(changed),
                       (_devices(base_rows), _devices(new_rows)))

@@ -1,5 +1,5 @@
 """The HTML page of a comparison (bench.report.compare): a forest chart of new/base ratios with their confidence
-intervals, interactive where plotly is installed and always as a PNG, then the tables."""
+intervals, interactive where plotly is installed and always as a PNG, then the tables (templates/compare.html)."""
 from __future__ import annotations
 
 import html
@@ -10,9 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.report import plotly_charts  # noqa: E402
+from bench.report import charts, plotly_charts, render, tables  # noqa: E402
 from bench.report.compare import CONFIDENCE, SAME_BAND, Comparison  # noqa: E402
-from bench.report.pages import CSS, _fmt  # noqa: E402
 
 COLORS = {"slower": "#d62728", "faster": "#2ca02c", "same": "#7f7f7f", "noisy": "#ff7f0e"}
 PNG = "compare.png"
@@ -37,8 +36,7 @@ def _png(c: Comparison, path: str) -> None:
                   f"{SAME_BAND:.0%})")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    charts.save(fig, path)
 
 
 def _interactive(c: Comparison, go, outdir: str) -> str:
@@ -64,51 +62,41 @@ def _interactive(c: Comparison, go, outdir: str) -> str:
 
 
 def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
-    """outdir/index.html for the comparison; returns its path."""
+    """outdir/index.html for the comparison (templates/compare.html); returns its path."""
     os.makedirs(outdir, exist_ok=True)
     go = plotly_charts.plotly_or_none()
-    head = plotly_charts.script_tag() if go is not None and not c.points.empty else ""
-    parts = [f"<html><head><meta charset='utf-8'><title>tilebench compare</title><style>{CSS}"
-             ".slower{color:#d62728;font-weight:bold}.faster{color:#2ca02c;font-weight:bold}</style>"
-             f"{head}</head><body>",
-             "<h1>tilebench compare</h1>",
-             f"<p><b>BASE</b> {html.escape(c.base)} ({html.escape(c.devices[0])})<br><b>NEW</b> "
-             f"{html.escape(c.new)} ({html.escape(c.devices[1])})</p>",
-             f"<p class='note'>{'Kernel' if c.time == 'kernel' else 'Host-inclusive'} time. Ratio = new / base "
-             f"median; below 1 is faster. The {CONFIDENCE:.0%} interval is bootstrapped from each row's "
-             f"per-repetition samples (rows without samples: from their quartiles, wider). slower/faster: the "
-             f"interval excludes 1 and the ratio is beyond {SAME_BAND:.0%}; same: the whole interval is within "
-             f"{SAME_BAND:.0%}; noisy: the samples cannot tell. The interval covers the spread of the repetitions "
-             f"within each run, not drift between runs (clocks, temperature, another tenant): rerun to confirm a "
-             f"small change.</p>"]
+    interactive = go is not None and not c.points.empty
+    ctx = {"title": "tilebench compare", "interactive": interactive, "base": c.base, "new": c.new,
+           "devices": c.devices, "time": c.time, "confidence": f"{CONFIDENCE:.0%}", "band": f"{SAME_BAND:.0%}",
+           "gate": None, "empty": c.points.empty, "only_in": [(n, o) for n, o in (("BASE", c.only_base),
+                                                                                 ("NEW", c.only_new)) if o],
+           "status_changed": tables.from_df(c.status_changed) if not c.status_changed.empty else None}
     if fail_above is not None:
         over, broken = c.over(fail_above), c.newly_broken()
-        bad = len(over) + len(broken)
-        parts.append(f"<p class='{'slower' if bad else 'faster'}'>--fail-above {fail_above:.1%}: "
-                     + (f"FAIL, {len(over)} point(s) slower beyond it with {CONFIDENCE:.0%} confidence, "
-                        f"{len(broken)} newly broken" if bad else "pass") + "</p>")
-    if c.points.empty:
-        parts.append("<p>No point was timed in both runs.</p>")
-    else:
+        ctx["gate"] = {"threshold": f"{fail_above:.1%}", "failed": bool(len(over) + len(broken)), "over": len(over),
+                       "broken": len(broken)}
+    if not c.points.empty:
         counts = c.points["verdict"].value_counts()
-        parts.append("<p>" + ", ".join(f"<span class='{k}'>{k} {counts[k]}</span>"
-                                       for k in ("slower", "faster", "same", "noisy") if k in counts) + "</p>")
-        parts.append("<h2>Per impl: geometric mean of the ratios</h2>" + _fmt(c.per_impl))
-        parts.append("<h2>Every point</h2>")
-        parts.append(_interactive(c, go, outdir) if go is not None else plotly_charts.MISSING)
+        ctx["counts"] = [(k, int(counts[k])) for k in ("slower", "faster", "same", "noisy") if k in counts]
+        per = c.per_impl
+        ctx["per_impl"] = tables.Table(list(per.columns), [
+            [tables.cell(v) if col != "geomean ratio" else tables.ratio(v) for col, v in zip(per.columns, r)]
+            for r in per.itertuples(index=False)])
         _png(c, os.path.join(outdir, PNG))
-        parts.append(f'<details{" open" if go is None else ""}><summary>the same chart as a PNG</summary>'
-                     f'<img src="{PNG}"></details>')
-        cols = ["point", "base_ms", "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "verdict"]
-        parts.append(_fmt(c.points[cols + (["time"] if c.time == "host" else [])]))
-    for name, only in (("BASE", c.only_base), ("NEW", c.only_new)):
-        if only:
-            parts.append(f"<h2>Only in {name} ({len(only)})</h2><ul>" +
-                         "".join(f"<li>{html.escape(p)}</li>" for p in only) + "</ul>")
-    if not c.status_changed.empty:
-        parts.append("<h2>Status changed, or not timed in one run</h2>" + _fmt(c.status_changed))
-    parts.append("</body></html>")
-    path = os.path.join(outdir, "index.html")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
-    return path
+        ctx["chart"] = charts.Chart("new / base per point", PNG, _interactive(c, go, outdir) if interactive else None)
+        cols = ["point", "base_ms", "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "verdict"] + \
+            (["time"] if c.time == "host" else [])
+        rows = []
+        for r in c.points[cols].to_dict("records"):
+            row = []
+            for col in cols:
+                v = r[col]
+                if col == "verdict":
+                    row.append(tables.Cell(v, v))
+                elif col in ("ratio", "ci_lo", "ci_hi"):
+                    row.append(tables.Cell(f"{v:.4f}", "num"))
+                else:
+                    row.append(tables.cell(v))
+            rows.append(row)
+        ctx["points"] = tables.Table(cols, rows)
+    return render.render("compare.html", outdir, **ctx)

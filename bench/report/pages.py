@@ -1,28 +1,31 @@
-"""Reports: pandas tables and matplotlib charts from one or more result files, as an HTML page.
+"""The report: one HTML page (templates/report.html) with PNG charts beside it, from one or more result files.
 
-Merging several files (two GPUs, shards of one sweep) is the same as reading one: every row carries its
-device, so tables and charts split by device where there is more than one."""
+It answers the question a reader comes with: which impl is fastest at a point, and by how much against the best
+thing they could use instead (bench.report.speedup: the best peer, eager only where no peer ran). Per op and
+device: the speed-up chart and table against the best peer, throughput against the measured roofline, tile-config
+heatmaps, every measurement. Around them: what ran where, the notes that apply to these rows (timers, CPU rows,
+unsettled or throttled points, skipped stress battery), the status of every impl, the points that produced no time,
+declined stress cases, several GPUs, presets, --profile tables, --static compiles and whole training steps.
+
+Merging several files (two GPUs, shards of one sweep) is the same as reading one: every row carries its device, so
+tables and charts split by device where there is more than one."""
 from __future__ import annotations
 
-import html
 import json
 import os
-import re
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.report import plotly_charts, hover  # noqa: E402
+import pandas as pd
 
 from bench.measure import profile
-from bench.measure.compiled_baseline import BEST, best_rows  # noqa: E402
-from kernels.rows import group_key, scan  # noqa: E402
+from bench.measure.compiled_baseline import BEST, best_rows
+from bench.report import charts, plotly_charts, render, speedup, tables
+from bench.report.colors import color_map
+from bench.report.speedup import OURS, kind_of, winners  # noqa: F401 - winners: part of this module's API
+from bench.report.tables import Table, cell, config_text
+from kernels.rows import HOST_TIMER, SPREAD_TARGET, TIMERS, flatten, group_key, scan
 
 PEER_KINDS = ("peer",)
-OURS = ("triton", "cutile")
+OP_ORDER = ("fmha", "layer_norm", "add_layer_norm", "gelu", "linear", "cross_entropy", "linear_cross_entropy")
 
 
 def training_log_row(path: str) -> dict | None:
@@ -77,13 +80,18 @@ def read_input(path: str) -> tuple[list[dict], str | None]:
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame with their groups (kernels/rows.py group_key): every point axis but the tile config, so
-    rows of a `group` compete for best config and rows of a `contest` (impl left out too) for fastest impl, and
-    launch- and graph-timed rows of one point never meet."""
-    df = pd.DataFrame(rows)
+    """Rows as a flat DataFrame (kernels.rows.flatten: shape.B, config.BLOCK_M, errors.out ...) with their groups
+    (kernels/rows.py group_key): every point axis but the tile config, so rows of a `group` compete for best config
+    and rows of a `contest` (impl left out too) for fastest impl, and launch- and graph-timed rows of one point never
+    meet; `config_text` and `picked_text` are the configs as `BLOCK_M=128, num_warps=8`."""
+    df = flatten(rows)
     if not df.empty:
         df["group"] = [group_key(r) for r in rows]
         df["contest"] = [group_key(r, without=("impl",)) for r in rows]
+        df["config_text"] = [config_text(r["config"]) if isinstance(r.get("config"), dict) and r["config"]
+                             else (r.get("config_label") or "default") for r in rows]
+        df["picked_text"] = [config_text(r["picked_config"]) if isinstance(r.get("picked_config"), dict)
+                             else r.get("picked_config") for r in rows]
     return df
 
 
@@ -92,22 +100,18 @@ def load(paths: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
     for col in ("device_name", "mode", "config_label", "median_ms", "tflops", "gbps", "roofline_frac", "impl_kind",
-                "shape_label", "x", "message"):
+                "shape_label", "x", "message", "timer", "dtype", "pass", "bound", "iqr_rel", "gpu_index", "host"):
         if col not in df:
             df[col] = None
     df["device_name"] = df["device_name"].fillna("unknown device")
     df["mode"] = df["mode"].fillna("kernel")
     df["config_label"] = df["config_label"].fillna("default")
-    # the latest row wins when a point was measured twice (a resumed or repeated run)
-    if "gpu_index" not in df:
-        df["gpu_index"] = None
-    if "host" not in df:
-        df["host"] = None
     if "point_id" in df:
-        # two hosts with the same GPU model (shards of a cluster run) are two measurements, not a repeat
+        # the latest row wins when a point was measured twice (a resumed or repeated run); two hosts with the same
+        # GPU model (shards of a cluster run) are two measurements, not a repeat
         df = df.assign(_g=df["gpu_index"].astype(str), _h=df["host"].astype(str)).drop_duplicates(
             subset=["point_id", "device_name", "mode", "_g", "_h"], keep="last").drop(columns=["_g", "_h"])
-    return df
+    return df.reset_index(drop=True)
 
 
 def gpu_disagreements(ok: pd.DataFrame, floor: float = 0.05) -> pd.DataFrame:
@@ -120,17 +124,13 @@ def gpu_disagreements(ok: pd.DataFrame, floor: float = 0.05) -> pd.DataFrame:
             continue
         lo, hi = g.loc[g["median_ms"].idxmin()], g.loc[g["median_ms"].idxmax()]
         spread = hi["median_ms"] / lo["median_ms"] - 1
-        noise = max(floor, 2 * float(g["iqr_rel"].max() if "iqr_rel" in g else 0))
+        noise = max(floor, 2 * float(g["iqr_rel"].max() if "iqr_rel" in g and g["iqr_rel"].notna().any() else 0))
         if spread > noise:
             out.append({"host": host, "device": dev, "op": lo["op"], "impl": lo["impl"], "shape": lo["shape_label"],
                         "dtype": lo["dtype"], "pass": lo["pass"], "fast GPU": int(lo["gpu_index"]),
                         "fast ms": lo["median_ms"], "slow GPU": int(hi["gpu_index"]), "slow ms": hi["median_ms"],
                         "spread": spread, "noise bound": noise})
     return pd.DataFrame(out)
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(s)).strip("_")[:80]
 
 
 def metric_of(bound: str) -> tuple[str, str]:
@@ -141,186 +141,6 @@ def best_configs(ok: pd.DataFrame) -> pd.DataFrame:
     """Per device and point group (every axis but the tile config, timer included): the fastest tile config."""
     idx = ok.groupby(["device_name", "group"])["median_ms"].idxmin()
     return ok.loc[idx]
-
-
-def winners(best: pd.DataFrame) -> pd.DataFrame:
-    """Fastest correct impl per point, its speedup over eager, and how our best kernel does against the
-    fastest peer (cuDNN/flash SDPA, TileGym, Liger, torch.compile)."""
-    out = []
-    for key, g in best.groupby(["device_name", "op", "shape_label", "dtype", "pass", "contest"], sort=False):
-        g = g.sort_values("median_ms")
-        top = g.iloc[0]
-        eager = g[g["impl"] == "eager"]["median_ms"]
-        peers = g[g["impl_kind"].isin(PEER_KINDS)]
-        ours = g[g["impl"].isin(OURS)]
-        metric, unit = metric_of(top.get("bound", "memory"))
-        out.append({
-            "device": key[0], "op": key[1], "shape": key[2], "dtype": key[3], "pass": key[4], "timer": top.get("timer"),
-            "winner": top["impl"], "ms": top["median_ms"], unit: top[metric],
-            "roofline": top.get("roofline_frac"),
-            "vs eager": (eager.iloc[0] / top["median_ms"]) if len(eager) else None,
-            "best ours": ours.iloc[0]["impl"] if len(ours) else None,
-            "best peer": peers.iloc[0]["impl"] if len(peers) else None,
-            "ours vs best peer": (peers.iloc[0]["median_ms"] / ours.iloc[0]["median_ms"]) if len(ours) and len(peers)
-            else None,
-            "x": top.get("x"),
-        })
-    return pd.DataFrame(out)
-
-
-def _fmt(df: pd.DataFrame) -> str:
-    def f(v):
-        if isinstance(v, float):
-            if v != v:
-                return ""
-            return f"{v:.4g}"
-        return v
-    return df.map(f).to_html(index=False, escape=True, border=0, classes="t", na_rep="")
-
-
-def _grid(n: int):
-    """Subplots two to a row, so a page stays readable with many dtype x pass combinations."""
-    cols = min(2, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.4 * rows), squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.axis("off")
-    return fig, flat[:n]
-
-
-def _panels(d: pd.DataFrame):
-    """A figure with one panel per (dtype, pass) of d: (fig, [(ax, dtype, pass, d's rows for it), ...])."""
-    combos = sorted(d.groupby(["dtype", "pass"]).groups)
-    fig, axes = _grid(len(combos))
-    return fig, [(ax, dtype, pass_, d[(d["dtype"] == dtype) & (d["pass"] == pass_)])
-                 for ax, (dtype, pass_) in zip(axes, combos)]
-
-
-def _save(fig, path: str) -> None:
-    """Writes the figure (every chart at one dpi) and frees it: a report draws many."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
-def _bars_over_one(ax, table: pd.DataFrame, ylabel: str, title: str, title_size: int, xticks: tuple[int, int]):
-    """A bar per impl (table's columns) against a line at 1.0, eager's speed or the roofline;
-    xticks: (label size, rotation)."""
-    table.plot.bar(ax=ax, width=0.8)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=title_size)
-    ax.tick_params(axis="x", labelsize=xticks[0], labelrotation=xticks[1])
-    ax.legend(fontsize=7)
-
-
-def _throughput_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
-    d = best[(best["op"] == op) & (best["device_name"] == device)]
-    if d.empty:
-        return False
-    metric, unit = metric_of(d["bound"].iloc[0])
-    fig, panels = _panels(d)
-    for ax, dtype, pass_, g in panels:
-        order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
-        for impl, gi in g.groupby("impl"):
-            gi = gi.set_index("shape_label").reindex(order)
-            style = "-o" if impl in OURS else ("--s" if impl == "eager" else ":^")
-            ax.plot(range(len(order)), gi[metric], style, label=impl, markersize=4)
-        ax.set_xticks(range(len(order)))
-        ax.set_xticklabels(order, rotation=35, ha="right", fontsize=7)
-        ax.set_title(f"{op} {dtype} {pass_}", fontsize=10)
-        ax.set_ylabel(unit)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(device, fontsize=9)
-    _save(fig, path)
-    return True
-
-
-def _speedup_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
-    d = best[(best["op"] == op) & (best["device_name"] == device)]
-    if d.empty or "eager" not in set(d["impl"]):
-        return False
-    fig, panels = _panels(d)
-    for ax, dtype, pass_, g in panels:
-        p = g.pivot_table(index="shape_label", columns="impl", values="median_ms", aggfunc="min")
-        if "eager" not in p:
-            continue
-        order = g.sort_values("x")["shape_label"].drop_duplicates().tolist()
-        sp = (1.0 / p.div(p["eager"], axis=0)).reindex(order).drop(columns=["eager"])
-        if sp.empty:
-            continue
-        _bars_over_one(ax, sp, "speedup over eager (x)", f"{op} {dtype} {pass_}", 10, (7, 35))
-    fig.suptitle(device, fontsize=9)
-    _save(fig, path)
-    return True
-
-
-def _roofline_chart(best: pd.DataFrame, op: str, device: str, path: str) -> bool:
-    d = best[(best["op"] == op) & (best["device_name"] == device) & best["roofline_frac"].notna()]
-    if d.empty:
-        return False
-    d = d.assign(case=d["shape_label"] + " " + d["dtype"] + " " + d["pass"])
-    p = d.pivot_table(index="case", columns="impl", values="roofline_frac", aggfunc="max")
-    fig, ax = plt.subplots(figsize=(min(18, 3 + 0.45 * len(p) * max(1, len(p.columns)) / 3), 4.2))
-    _bars_over_one(ax, p, "fraction of measured roofline",
-                   f"{op}: achieved fraction of the device's measured peak (matmul TFLOP/s or copy GB/s)", 9, (6, 45))
-    _save(fig, path)
-    return True
-
-
-def _config_axes(cfgs: pd.Series) -> list[str]:
-    vals: dict[str, set] = {}
-    for c in cfgs:
-        for k, v in (c or {}).items():
-            vals.setdefault(k, set()).add(json.dumps(v))
-    return [k for k, v in sorted(vals.items(), key=lambda kv: -len(kv[1])) if len(v) > 1][:2]
-
-
-def _heatmaps(ok: pd.DataFrame, op: str, device: str, outdir: str, limit: int = 6) -> list[str]:
-    """Throughput over the two most varied tile-config axes, per (impl, shape, dtype, pass)."""
-    files = []
-    d = ok[(ok["op"] == op) & (ok["device_name"] == device)]
-    if "config" not in d:
-        return files
-    for key, g in d.groupby(["impl", "shape_label", "dtype", "pass"]):
-        if len(g) < 3:
-            continue
-        axes = _config_axes(g["config"])
-        if not axes:
-            continue
-        metric, unit = metric_of(g["bound"].iloc[0])
-        a0 = axes[0]
-        a1 = axes[1] if len(axes) > 1 else None
-        t = g.assign(_r=g["config"].map(lambda c: str((c or {}).get(a0))),
-                     _c=g["config"].map(lambda c: str((c or {}).get(a1)) if a1 else "-"))
-        p = t.pivot_table(index="_r", columns="_c", values=metric, aggfunc="max")
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(p.columns), 1.2 + 0.5 * len(p.index)))
-        im = ax.imshow(p.values, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(p.columns)), p.columns, fontsize=7)
-        ax.set_yticks(range(len(p.index)), p.index, fontsize=7)
-        ax.set_xlabel(a1 or "")
-        ax.set_ylabel(a0)
-        for i in range(p.shape[0]):
-            for j in range(p.shape[1]):
-                v = p.values[i, j]
-                if v == v:
-                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=6, color="w")
-        fig.colorbar(im, ax=ax, label=unit)
-        ax.set_title(f"{key[0]} {key[1]} {key[2]} {key[3]}", fontsize=7)
-        name = f"heat_{_slug(op)}_{_slug(device)}_{_slug('_'.join(key))}.png"
-        _save(fig, os.path.join(outdir, name))
-        files.append(name)
-        if len(files) >= limit:
-            break
-    return files
-
-
-def _device_compare(best: pd.DataFrame) -> pd.DataFrame:
-    p = best.pivot_table(index=["op", "shape_label", "dtype", "pass", "impl"], columns="device_name",
-                         values="median_ms", aggfunc="min")
-    return p.reset_index()
 
 
 def presets_compare(ok: pd.DataFrame) -> pd.DataFrame:
@@ -337,47 +157,249 @@ def presets_compare(ok: pd.DataFrame) -> pd.DataFrame:
     return t.reset_index()
 
 
-def _static_section(df: pd.DataFrame, outdir: str) -> str:
+def _device_compare(best: pd.DataFrame) -> pd.DataFrame:
+    p = best.pivot_table(index=["op", "shape_label", "dtype", "pass", "impl"], columns="device_name",
+                         values="median_ms", aggfunc="min")
+    p.columns.name = None
+    return p.reset_index()
+
+
+# --- what the page says --------------------------------------------------------------------------------------------
+
+def _truthy(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: v is True or v == 1 or v == "True")
+
+
+def notes(df: pd.DataFrame, k: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
+    """The notes that apply to these rows, and only those."""
+    out = []
+    timed = df[df["mode"] != "static"]           # kernel rows and whole steps: the timers they carry
+    timers = sorted(str(t) for t in timed["timer"].dropna().unique()) if not timed.empty else []
+    for t in timers:
+        out.append(f"Timer {t}: {TIMERS.get(t, 'a timer this version does not know')}.")
+    if "host_median_ms" in timed and timed["host_median_ms"].notna().any() and set(timers) - {"cpu_clock"}:
+        out.append(f"Host-inclusive time (host_*, timer {HOST_TIMER}): the GPU idle and the L2 flushed, then a wall "
+                   "clock from the Python call to the end of its GPU work: launch cost included, what an eager step "
+                   "pays.")
+    if timers:
+        out.append(f"Each time is the median of repeated calls (repetitions until the interquartile range is within "
+                   f"{SPREAD_TARGET:.0%} of the median, or the budget is spent), after a correctness gate against a "
+                   f"float64/float32 reference; a wrong point is never timed.")
+    if "peak_tflops" in df and df["peak_tflops"].notna().any():
+        out.append("Roofline: each point's time against the device's own ceilings, a bf16 8192³ matmul (fp32 on "
+                   "a CPU) and a 1 GiB copy, measured at the start of the run.")
+    unsettled = ok[pd.to_numeric(ok["iqr_rel"], errors="coerce") > SPREAD_TARGET] if not ok.empty else ok
+    if len(unsettled):
+        out.append(f"{len(unsettled)} of {len(ok)} timed rows never settled: their IQR stayed above "
+                   f"{SPREAD_TARGET:.0%} of the median until the budget ran out. Their ratios are marked ~ in tables "
+                   "and drawn hollow in charts; rerun them with a larger --budget before trusting a small gap.")
+    cpu = k[k["timer"] == "cpu_clock"] if not k.empty else k
+    if len(cpu):
+        out.append("Rows timed on a CPU (timer cpu_clock): Triton and Liger run under TRITON_INTERPRET=1 there, "
+                   "which is for correctness, not speed; compare CPU times among CPU-native impls only.")
+    if "throttled" in k and _truthy(k["throttled"]).any():
+        n = int(_truthy(k["throttled"]).sum())
+        out.append(f"{n} rows ran while the GPU reported a power or thermal slowdown (column throttled).")
+    if "stress" in k and (k["stress"] == "off").any():
+        n = int((k["stress"] == "off").sum())
+        out.append(f"{n} rows were measured with the stress battery off (--no-stress): they were not checked on "
+                   "the model's layouts, hard values and ragged sizes.")
+    if "autotune_capped" in k and _truthy(k["autotune_capped"]).any():
+        capped = k[_truthy(k["autotune_capped"])]
+        cap = pd.to_numeric(capped.get("autotune_cap_s"), errors="coerce").max()
+        out.append(f"Autotuning of {', '.join(sorted(set(capped['impl'].astype(str))))} was cut off at "
+                   + (f"{cap:g} s " if cap == cap else "") + f"per point on {len(capped)} rows (--autotune-cap): "
+                   "those times may not be their best config's.")
+    return out
+
+
+def _status_table(k: pd.DataFrame) -> Table | None:
+    if k.empty:
+        return None
+    counts = k.pivot_table(index=["op", "impl"], columns="status", values="point_id" if "point_id" in k else "impl",
+                           aggfunc="count", fill_value=0)
+    reasons = k[k["status"].isin(["unavailable"])].groupby(["op", "impl"])["message"].first()
+    counts = counts.reset_index()
+    counts.columns.name = None
+    counts["why not available"] = [reasons.get((o, i), "") for o, i in zip(counts["op"], counts["impl"])]
+    return tables.from_df(counts)
+
+
+def _winners_table(w: pd.DataFrame) -> Table:
+    rows = []
+    multi_dev = w["device"].nunique() > 1
+    for r in w.to_dict("records"):
+        row = ([cell(r["device"])] if multi_dev else []) + [
+            cell(r["op"]), cell(r["shape"]), cell(r["dtype"]), cell(r["pass"]), cell(r["timer"]),
+            cell(r["winner"]), tables.ms(r["ms"]),
+            cell(None if r["throughput"] is None else f"{r['throughput']:.4g} {r['unit']}"),
+            tables.pct(r["roofline"]), tables.times(r["vs eager"]), cell(r["best ours"]), tables.ms(r["ours ms"]),
+            cell(r["best peer"]), tables.ms(r["peer ms"]),
+            tables.ratio(r["ours vs best peer"], unsettled=r["unsettled"],
+                         what=f"{r['best ours']} vs {r['best peer']}")]
+        rows.append(row)
+    cols = (["device"] if multi_dev else []) + ["op", "shape", "dtype", "pass", "timer", "fastest", "ms", "throughput",
+                                                "roofline", "vs eager", "best ours", "ours ms", "best peer",
+                                                "peer ms", "ours vs best peer"]
+    return Table(cols, rows)
+
+
+def _speedup_table(sp: pd.DataFrame, order: list[str]) -> Table:
+    """One row per point: the best peer and its time, each impl's speed-up over it, the fastest."""
+    timers = sp["timer"].dropna().unique()
+    rows = []
+    for _, g in sp.groupby("contest", sort=False):
+        first = g.iloc[0]
+        by = {r["impl"]: r for r in g.to_dict("records")}
+        row = [cell(first["shape_label"]), cell(first["dtype"]), cell(first["pass"])]
+        if len(timers) > 1:
+            row.append(cell(first["timer"]))
+        ref = "eager (no peer ran)" if first["ref_kind"] == "eager" else first["ref_impl"]
+        row += [cell(ref), tables.ms(first["ref_ms"])]
+        for impl in order:
+            r = by.get(impl)
+            if r is None:
+                row.append(tables.Cell("", "dim"))
+                continue
+            declined = r.get("stress_declined")
+            extra = f"; declined stress cases: {', '.join(declined)}" if isinstance(declined, list) and declined else ""
+            if r["is_ref"]:
+                c = tables.Cell("1.00× (ref)", "num ref", f"the best peer here: {r['median_ms']:.4g} ms{extra}")
+            else:
+                c = tables.ratio(r["ratio"], r["lo"], r["hi"], r["unsettled"],
+                                 f"{impl}: {r['median_ms']:.4g} ms vs {r['ref_impl']} {r['ref_ms']:.4g} ms{extra}")
+            if extra:
+                c.text += " †"
+            row.append(c)
+        fastest = g.loc[g["median_ms"].idxmin()]
+        row.append(cell(fastest["impl"]))
+        rows.append((first.get("x"), str(first["shape_label"]), str(first["dtype"]), str(first["pass"]), row))
+    rows.sort(key=lambda t: (str(t[2]), str(t[3]), float(t[0]) if t[0] is not None and t[0] == t[0] else 0.0, t[1]))
+    cols = ["shape", "dtype", "pass"] + (["timer"] if len(timers) > 1 else []) + ["best peer", "peer ms"] + \
+        list(order) + ["fastest"]
+    return Table(cols, [r[-1] for r in rows])
+
+
+def _measurements_table(d: pd.DataFrame) -> Table:
+    d = d.sort_values(["device_name", "dtype", "pass", "shape_label", "median_ms"])
+    metric_unit = "TFLOP/s" if (d["bound"] == "compute").all() else ("GB/s" if (d["bound"] == "memory").all() else "")
+    rows = []
+    for r in d.to_dict("records"):
+        m, unit = metric_of(r.get("bound"))
+        iqr = r.get("iqr_rel")
+        uns = isinstance(iqr, float) and iqr == iqr and iqr > SPREAD_TARGET
+        picked = r.get("picked_text")
+        tput = r.get(m)
+        tput = None if tput is None or tput != tput else f"{tput:.4g}" + ("" if metric_unit else f" {unit}")
+        declined = r.get("stress_declined")
+        rows.append([cell(r["shape_label"]), cell(r["dtype"]), cell(r["pass"]), cell(r["impl"]),
+                     tables.Cell(str(r.get("config_text") or ""), "cfg"),
+                     tables.Cell(str(picked) if isinstance(picked, str) else "", "cfg"),
+                     tables.ms(r["median_ms"]), tables.ms(r.get("q1_ms")), tables.ms(r.get("q3_ms")),
+                     cell(r.get("reps")),
+                     tables.Cell("" if iqr is None or iqr != iqr else f"{100 * iqr:.1f} %" + (" ~" if uns else ""),
+                                 "num" + (" down unsettled" if uns else "")),
+                     tables.ms(r.get("host_median_ms")),
+                     cell(tput),
+                     tables.pct(r.get("roofline_frac")), tables.ms(r.get("compile_s")),
+                     cell(r.get("extra_mem_bytes")), tables.ms(r.get("err_ratio")),
+                     cell(", ".join(declined) if isinstance(declined, list) else None),
+                     cell(r.get("throttled"))])
+    return Table(["shape", "dtype", "pass", "impl", "config", "picked config", "median ms", "q1 ms", "q3 ms", "reps",
+                  "IQR", "host ms", metric_unit or "throughput", "roofline", "compile s", "extra mem bytes",
+                  "err ratio", "stress declined", "throttled"], rows)
+
+
+def _declined_table(k: pd.DataFrame) -> Table | None:
+    if "stress_declined" not in k:
+        return None
+    d = k[k["stress_declined"].map(lambda v: isinstance(v, list) and len(v) > 0)]
+    if d.empty:
+        return None
+    cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status")
+            if c in d]
+    t = tables.from_df(d.assign(declined=d["stress_declined"].map(", ".join)), cols + ["declined"])
+    return t
+
+
+def _op_sections(ok: pd.DataFrame, best: pd.DataFrame, sp: pd.DataFrame, outdir: str, interactive: bool) -> list:
+    ops = [o for o in OP_ORDER if o in set(best["op"])] + sorted(set(best["op"]) - set(OP_ORDER))
+    sections = []
+    for op in ops:
+        devices = []
+        for dev in best[best["op"] == op]["device_name"].unique():
+            b = best[(best["op"] == op) & (best["device_name"] == dev)]
+            s = sp[(sp["op"] == op) & (sp["device_name"] == dev)]
+            kinds = {i: kind_of(i, k) for i, k in zip(b["impl"], b["impl_kind"])}
+            order = charts.impl_order(b["impl"], kinds)
+            tag = f"{charts.slug(op)}_{charts.slug(dev)}"
+            refs = sorted(set(s["ref_impl"])) if not s.empty else []
+            no_peer = not s.empty and (s["ref_kind"] == "eager").all()
+            devices.append({
+                "name": dev,
+                "speedup": charts.speedup(s, f"{op}: speed-up over the best peer, {dev}", outdir, tag, interactive)
+                if not s.empty else None,
+                "speedup_table": _speedup_table(s, order) if not s.empty and not s["is_ref"].all() else None,
+                "refs": refs, "no_peer": no_peer,
+                "declined": bool(len(s)) and s["stress_declined"].map(lambda v: isinstance(v, list) and bool(v)).any(),
+                "throughput": charts.throughput(b, f"{op}: throughput, {dev}", outdir, tag, interactive, kinds),
+                "heatmaps": charts.heatmaps(ok[(ok["op"] == op) & (ok["device_name"] == dev)], outdir, tag),
+                "colors": color_map(order),
+            })
+        sections.append({"op": op, "devices": devices, "all": _measurements_table(ok[ok["op"] == op])})
+    return sections
+
+
+def _meta(df: pd.DataFrame) -> tuple[Table, list[str]]:
+    meta_cols = [c for c in ("device_name", "arch", "sm_count", "mem_total_gb", "driver", "torch", "triton",
+                             "cuda_tile", "tileiras", "git_commit", "host", "peak_tflops", "peak_gbps") if c in df]
+    meta = df.groupby("device_name", dropna=False)[meta_cols[1:]].first().reset_index()
+    dates = []
+    if "date" in df:
+        for dev, g in df.groupby("device_name"):
+            d = g["date"].dropna().astype(str)
+            if len(d):
+                dates.append(f"{dev}: {d.min()} to {d.max()}")
+    return tables.from_df(meta), dates
+
+
+def _static_section(df: pd.DataFrame, outdir: str) -> dict | None:
     s = df[df["mode"] == "static"]
     if s.empty:
-        return ""
+        return None
     cols = [c for c in ("op", "impl", "preset", "arch", "kernel", "status", "compile_s", "cubin_bytes", "registers",
                         "smem_bytes", "spills", "message") if c in s]
-    parts = ["<h2>Ahead-of-time compilation per GPU generation (no GPU needed)</h2>"]
     summary = s.pivot_table(index=["op", "impl"], columns="arch", values="status",
                             aggfunc=lambda v: f"{(v == 'ok').sum()}/{len(v)} ok").reset_index()
-    parts.append(_fmt(summary))
+    summary.columns.name = None
+    chart = None
     okc = s[s["status"] == "ok"]
     if not okc.empty and "compile_s" in okc:
-        p = okc.pivot_table(index=["op", "impl"], columns="arch", values="compile_s", aggfunc="sum")
-        fig, ax = plt.subplots(figsize=(9, 0.4 * len(p) + 2))
-        p.plot.barh(ax=ax)
-        ax.set_xlabel("compile time, all kernels and presets (s)")
-        _save(fig, os.path.join(outdir, "static_compile_time.png"))
-        parts.append('<img src="static_compile_time.png">')
-    parts.append("<details><summary>every kernel</summary>" + _fmt(s[cols]) + "</details>")
-    return "\n".join(parts)
+        chart = charts.static_compile(okc.pivot_table(index=["op", "impl"], columns="arch", values="compile_s",
+                                                      aggfunc="sum"), outdir)
+    return {"summary": tables.from_df(summary), "chart": chart, "all": tables.from_df(s, cols)}
 
 
-def _e2e_speedups(tok: pd.DataFrame) -> str:
+def _e2e_speedups(tok: pd.DataFrame) -> Table | None:
     """tokens/s of each backend over each baseline that ran at the same (device, model, B, T)."""
-    rows = []
+    parts = []
     for base in (BEST, "eager_sdpa", "eager"):   # BEST: the fastest torch.compile mode, "the" compiled peer
         if base not in tok:
             continue
         sp = tok.div(tok[base], axis=0).drop(columns=[base])
         sp.columns = [f"{c} / {base}" for c in sp.columns]
-        rows.append(sp)
-    if not rows:
-        return ""
-    t = pd.concat(rows, axis=1).round(2).reset_index()
-    return "<h3>Speed-up in tokens/s over each baseline (same run, same device)</h3>" + _fmt(t)
+        parts.append(sp)
+    if not parts:
+        return None
+    t = pd.concat(parts, axis=1).reset_index()
+    rows = [[cell(v) if i < 2 else tables.ratio(v) for i, v in enumerate(r)] for r in t.itertuples(index=False)]
+    return Table(list(t.columns), rows)
 
 
-def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
+def _e2e_section(df: pd.DataFrame, outdir: str) -> dict | None:
     e = df[df["op"] == "e2e"]
     if e.empty:
-        return ""
+        return None
     best = best_rows(e.to_dict("records"))
     if best:
         e = pd.concat([e, pd.DataFrame(best)], ignore_index=True)
@@ -387,46 +409,34 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> str:
     cols = [c for c in ("device_name", "shape_label", "impl", "best_of", "status", "ms_per_step", "host_median_ms",
                         "tokens_per_s", "model_tflops", "mfu", "peak_mem_bytes", "compile_s", "fallbacks", "message")
             if c in e]
-    parts = ["<h2>End to end: training steps</h2>", _fmt(e[cols])]
+    out = {"table": tables.from_df(e, cols), "tokens": None, "speedups": None, "breakdown": None, "losses": None}
     ok = e[e["status"] == "ok"]
-    if not ok.empty and "tokens_per_s" in ok:
+    if not ok.empty and "tokens_per_s" in ok and ok["tokens_per_s"].notna().any():
         p = ok.pivot_table(index=["device_name", "shape_label"], columns="impl", values="tokens_per_s", aggfunc="max")
-        fig, ax = plt.subplots(figsize=(max(9, 1.6 * len(p)), 4.5))
-        p.plot.bar(ax=ax)
-        ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-        ax.set_ylabel("tokens/s")
-        ax.tick_params(axis="x", labelsize=7, labelrotation=20)
-        _save(fig, os.path.join(outdir, "e2e_tokens.png"))
-        parts.append('<img src="e2e_tokens.png">')
-        parts.append(_e2e_speedups(p))
-    if "breakdown" in ok and ok["breakdown"].notna().any():
-        bd = pd.DataFrame([{**(b or {}), "case": f"{r['shape_label']} {r['impl']}"} for b, (_, r)
-                           in zip(ok["breakdown"], ok.iterrows()) if isinstance(b, dict)]).set_index("case")
+        out["tokens"] = charts.e2e_tokens(p, outdir)
+        out["speedups"] = _e2e_speedups(p)
+    bcols = [c for c in ok.columns if c.startswith("breakdown.")]
+    if bcols:
+        bd = ok[ok[bcols].notna().any(axis=1)]
         if not bd.empty:
-            fig, ax = plt.subplots(figsize=(10, 0.45 * len(bd) + 2))
-            bd.plot.barh(stacked=True, ax=ax)
-            ax.set_xlabel("ms per step, by op")
-            ax.legend(fontsize=7)
-            _save(fig, os.path.join(outdir, "e2e_breakdown.png"))
-            parts.append("<h3>Where a step's time goes</h3><img src=\"e2e_breakdown.png\">")
-    if "losses" in ok and ok["losses"].notna().any():
-        fig, ax = plt.subplots(figsize=(8, 4))
-        for _, r in ok.iterrows():
-            if isinstance(r.get("losses"), list) and r["losses"]:
-                it, loss = zip(*r["losses"])
-                ax.plot(it, loss, label=f"{r['shape_label']} {r['impl']}")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("train loss")
-        ax.legend(fontsize=7)
-        _save(fig, os.path.join(outdir, "e2e_losses.png"))
-        parts.append("<h3>Loss curves</h3><img src=\"e2e_losses.png\">")
-    return "\n".join(parts)
+            t = bd[bcols].rename(columns=lambda c: c.removeprefix("breakdown."))
+            t.index = [f"{s} {i}" for s, i in zip(bd["shape_label"], bd["impl"])]
+            out["breakdown"] = charts.e2e_breakdown(t.fillna(0.0), outdir)
+    if "losses" in ok:
+        curves = [(f"{r['shape_label']} {r['impl']}", r["impl"], r["losses"]) for r in ok.to_dict("records")
+                  if isinstance(r.get("losses"), list) and r["losses"]]
+        if curves:
+            out["losses"] = charts.e2e_losses(curves, outdir)
+    return out
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1500px}
-table.t{border-collapse:collapse;font-size:12px;margin:.5em 0}table.t td,table.t th{border:1px solid #ccc;padding:2px 6px}
-table.t th{background:#f0f0f0}img{max-width:100%;margin:.4em 0}h2{border-bottom:2px solid #444;margin-top:1.6em}
-.note{color:#555;font-size:13px}details{margin:.5em 0}"""
+def _bad_table(k: pd.DataFrame) -> Table | None:
+    bad = k[k["status"].isin(["wrong", "error", "compile_error", "oom", "unsupported"])]
+    if bad.empty:
+        return None
+    cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status",
+                        "message") if c in bad]
+    return tables.from_df(bad, cols)
 
 
 def build(paths: list[str], outdir: str) -> str:
@@ -434,96 +444,31 @@ def build(paths: list[str], outdir: str) -> str:
     os.makedirs(outdir, exist_ok=True)
     df = load(paths)
     interactive = plotly_charts.plotly_or_none() is not None
-    parts = [f"<html><head><meta charset='utf-8'><title>tilebench report</title><style>{CSS}</style>"
-             f"{plotly_charts.script_tag() if interactive else ''}</head><body>",
-             "<h1>tilebench report</h1>"]
-    if not interactive:
-        parts.append(plotly_charts.MISSING)
+    ctx = {"title": "tilebench report", "interactive": interactive, "paths": paths, "empty": df.empty}
     if df.empty:
-        parts.append("<p>No results in: " + html.escape(", ".join(paths)) + "</p>")
-        return _write(outdir, parts)
-    meta_cols = [c for c in ("device_name", "arch", "sm_count", "mem_total_gb", "driver", "torch", "triton", "cuda_tile",
-                             "tileiras", "git_commit", "host", "peak_tflops", "peak_gbps") if c in df]
-    meta = df.groupby("device_name", dropna=False)[meta_cols[1:]].first().reset_index()
-    dates = df.groupby("device_name")["date"].agg(["min", "max"]).reset_index() if "date" in df else None
-    parts.append("<h2>What ran where</h2>" + _fmt(meta))
-    if dates is not None:
-        parts.append("<p class='note'>Dates (UTC): " + "; ".join(f"{html.escape(r['device_name'])}: {r['min']} to {r['max']}"
-                                                          for _, r in dates.iterrows()) + "</p>")
-    parts.append("<p class='note'>Times are medians of CUDA-event-timed calls with the L2 flushed before each (CPU: "
-                 "monotonic clock), after a correctness gate against a float64/float32 reference. Peaks are the matmul "
-                 "and copy rates measured on the device at the start of the run. Rows flagged throttled ran while the "
-                 "GPU reported a power or thermal slowdown. Triton under TRITON_INTERPRET=1 (CPU) is for correctness, "
-                 "not speed.</p>")
+        return render.render("report.html", outdir, **ctx)
+    meta, dates = _meta(df)
     k = df[(df["mode"] == "kernel") & (df["op"] != "e2e")]
-    counts = k.pivot_table(index=["op", "impl"], columns="status", values="point_id", aggfunc="count", fill_value=0) \
-        if not k.empty else pd.DataFrame()
-    if not counts.empty:
-        reasons = k[k["status"] == "unavailable"].groupby(["op", "impl"])["message"].first()
-        counts = counts.reset_index()
-        counts.columns.name = None
-        counts["why not available"] = [reasons.get((o, i), "") for o, i in zip(counts["op"], counts["impl"])]
-        parts.append("<h2>Implementations and point status</h2>" + _fmt(counts))
     ok = k[(k["status"] == "ok") & k["median_ms"].notna()]
+    ctx.update(meta=meta, dates=dates, notes=notes(df, k, ok), status=_status_table(k), declined=_declined_table(k),
+               winners=None, per_gpu=None, disagreements=None, devices=None, presets=None, ops=[],
+               bad=_bad_table(k), profile=profile.report_items(k), static=_static_section(df, outdir),
+               e2e=_e2e_section(df, outdir))
     if not ok.empty:
         best = best_configs(ok)
-        w = winners(best)
-        parts.append("<h2>Who wins where</h2><p class='note'>Fastest correct impl per point (best tile config), "
-                     "its speedup over eager, and our fastest kernel (Triton or cuTile) against the fastest peer "
-                     "(cuDNN/flash SDPA, TileGym, Liger, torch.compile): above 1 means ours is faster.</p>" + _fmt(w.drop(columns=["x"])))
+        ctx["winners"] = _winners_table(winners(best))
         if ok["gpu_index"].nunique() > 1:
-            per = ok.groupby(["host", "device_name", "gpu_index"]).agg(points=("point_id", "count"),
-                                                                     time_s=("duration_s", "sum")).reset_index()
-            parts.append("<h2>Per GPU</h2>" + _fmt(per))
-            dis = gpu_disagreements(ok)
-            parts.append("<h3>GPUs of one host that disagree beyond noise on the same point</h3>" +
-                         (_fmt(dis) if not dis.empty else "<p class='note'>none (or no point ran on two GPUs; "
-                                                          "use --replicate)</p>"))
+            per = ok.groupby(["host", "device_name", "gpu_index"]).agg(
+                points=("point_id", "count"), time_s=("duration_s", "sum")).reset_index()
+            ctx["per_gpu"] = tables.from_df(per)
+            ctx["disagreements"] = tables.from_df(gpu_disagreements(ok))
         if best["device_name"].nunique() > 1:
-            parts.append("<h2>Across devices (median ms, best config)</h2>" + _fmt(_device_compare(best)))
+            ctx["devices"] = tables.from_df(_device_compare(best))
         pre = presets_compare(ok)
         if not pre.empty:
-            parts.append("<h2>Per-generation presets on each GPU (median ms)</h2><p class='note'>Each impl's named "
-                         "tile configs (sweeps.yaml presets), so a config tuned for one generation is seen on the "
-                         "other; timer cuda_graph = graph replays, cuda_events = launched calls.</p>" + _fmt(pre))
-        for op in [o for o in ("fmha", "layer_norm", "gelu", "linear", "cross_entropy") if o in set(best["op"])] + \
-                sorted(set(best["op"]) - {"fmha", "layer_norm", "gelu", "linear", "cross_entropy"}):
-            parts.append(f"<h2>{html.escape(op)}</h2>")
-            for dev in best[best["op"] == op]["device_name"].unique():
-                tag = f"{_slug(op)}_{_slug(dev)}"
-                parts.append(hover.throughput(best, op, dev, outdir, metric_of))
-                if _throughput_chart(best, op, dev, os.path.join(outdir, f"tput_{tag}.png")):
-                    parts.append(f'<img src="tput_{tag}.png">')
-                if _speedup_chart(best, op, dev, os.path.join(outdir, f"speedup_{tag}.png")):
-                    parts.append(f'<img src="speedup_{tag}.png">')
-                if _roofline_chart(best, op, dev, os.path.join(outdir, f"roofline_{tag}.png")):
-                    parts.append(f'<img src="roofline_{tag}.png">')
-                for h in _heatmaps(ok, op, dev, outdir):
-                    parts.append(f'<img src="{h}">')
-            cols = [c for c in ("device_name", "shape_label", "dtype", "pass", "impl", "config_label", "median_ms",
-                                "q1_ms", "q3_ms", "reps", "tflops", "gbps", "roofline_frac", "compile_s", "extra_mem_bytes",
-                                "err_ratio", "throttled", "picked_config") if c in ok]
-            parts.append("<details><summary>all measurements</summary>" +
-                         _fmt(ok[ok["op"] == op][cols].sort_values(["device_name", "shape_label", "dtype", "pass", "median_ms"]))
-                         + "</details>")
-    bad = k[k["status"].isin(["wrong", "error", "compile_error", "oom", "unsupported"])]
-    if not bad.empty:
-        cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status", "message")
-                if c in bad]
-        parts.append("<h2>Points that did not produce a time</h2><p class='note'>wrong = failed the correctness gate "
-                     "(never timed); unsupported = the impl declines the shape/dtype.</p>" + _fmt(bad[cols]))
-    parts.append(profile.report_section(k, _fmt))
-    parts.append(_static_section(df, outdir))
-    parts.append(_e2e_section(df, outdir))
-    return _write(outdir, parts)
-
-
-def _write(outdir, parts) -> str:
-    parts.append("</body></html>")
-    path = os.path.join(outdir, "index.html")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
-    return path
+            ctx["presets"] = tables.from_df(pre)
+        ctx["ops"] = _op_sections(ok, best, speedup.table(best), outdir, interactive)
+    return render.render("report.html", outdir, **ctx)
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -541,8 +486,8 @@ def summary_table(rows: list[dict]) -> str:
     failed = df[df["status"].isin(["wrong", "error", "compile_error", "oom"])]
     if not failed.empty:
         lines.append("failed points:")
-        lines += [f"  {r['op']}/{r['impl']} {r.get('dtype')} {r.get('pass')} {r.get('shape_label', '')}: {r['status']}: "
-                  f"{str(r['message'])[:120]}" for _, r in failed.head(30).iterrows()]
+        lines += [f"  {r['op']}/{r['impl']} {r.get('dtype')} {r.get('pass')} {r.get('shape_label', '')}: "
+                  f"{r['status']}: {str(r['message'])[:120]}" for _, r in failed.head(30).iterrows()]
     if "median_ms" not in df:
         return "\n".join(lines)
     ok = df[(df["status"] == "ok") & df["median_ms"].notna()]
@@ -551,11 +496,11 @@ def summary_table(rows: list[dict]) -> str:
     ok = ok.assign(device_name=ok.get("device_name", "device"), config_label=ok.get("config_label", "default"))
     best = best_configs(ok)
     timers = ", ".join(sorted(str(t) for t in ok["timer"].dropna().unique())) if "timer" in ok else "?"
-    tables = [("median_ms", f"kernel time ({timers}), median ms per call")]
+    tabs = [("median_ms", f"kernel time ({timers}), median ms per call")]
     if "host_median_ms" in best and best["host_median_ms"].notna().any() and timers != "cpu_clock":
-        tables.append(("host_median_ms", "host-inclusive time (synchronised wall clock per call: what an eager "
-                                         "step pays), median ms per call"))
-    for col, title in tables:
+        tabs.append(("host_median_ms", "host-inclusive time (synchronised wall clock per call: what an eager "
+                                       "step pays), median ms per call"))
+    for col, title in tabs:
         piv = best.pivot_table(index=["op", "shape_label", "dtype", "pass"], columns="impl", values=col,
                                aggfunc="min")
         piv["fastest"] = piv.idxmin(axis=1)

@@ -1,14 +1,11 @@
 """Interactive charts (plotly) for HTML pages, where plotly is installed; pages built without it keep their
-PNG charts and say why there is nothing to hover. plotly.js is written once beside the page (no network
-needed to view it: GPU hosts and CI artifacts are often offline)."""
+PNG charts and say why there is nothing to hover (templates/_macros.html, missing_plotly). plotly.js is written
+once beside the page (no network needed to view it: GPU hosts and CI artifacts are often offline)."""
 from __future__ import annotations
 
 import os
 
 JS_NAME = "plotly.min.js"
-MISSING = ("<p class='note'>Interactive charts need plotly (<code>pip install plotly</code>, or the "
-           "<code>charts</code> extra); this page has PNG charts only. Rebuild it anywhere with "
-           "<code>run_bench.py --report RESULTS</code>.</p>")
 
 
 def plotly_or_none():
@@ -27,7 +24,3 @@ def div(fig, outdir: str) -> str:
         with open(js, "w") as f:
             f.write(plotly.offline.get_plotlyjs())
     return fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-
-
-def script_tag() -> str:
-    return f'<script src="{JS_NAME}"></script>'
