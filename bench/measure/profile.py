@@ -78,7 +78,7 @@ def capture(row: dict, checked_call, timed_call, setup, device: str, trace_dir: 
 def report_items(df) -> dict | None:
     """What the report shows of --profile (bench/report/templates/report.html): per profiled point a one-line head,
     its kernel table and its trace's path; the points the profiler failed on. None without profiled rows."""
-    from bench.report import tables
+    from bench.report import cells
     import pandas as pd
     if "profile" not in df or not df["profile"].map(lambda p: isinstance(p, list)).any():
         return None
@@ -92,7 +92,7 @@ def report_items(df) -> dict | None:
             what += f" [{r['config_label']}]"
         head = f"{what}: {len(t)} kernels ({sources})" + \
             (f", top {top['kernel'][:80]} {top['share']:.0%}" if top is not None else "")
-        points.append({"head": head, "table": tables.from_df(t), "trace": str(r.get("profile_trace", ""))})
+        points.append({"head": head, "table": cells.from_df(t), "trace": str(r.get("profile_trace", ""))})
     errors = []
     if "profile_error" in df:
         errors = [f"{r['op']}/{r['impl']} {r.get('shape_label', '')}: {r['profile_error']}"

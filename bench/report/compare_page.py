@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.report import charts, plotly_charts, render, tables  # noqa: E402
+from bench.report import charts, plotly_charts, render, cells  # noqa: E402
 from bench.report.compare import CONFIDENCE, SAME_BAND, Comparison  # noqa: E402
 
 COLORS = {"slower": "#d62728", "faster": "#2ca02c", "same": "#7f7f7f", "noisy": "#ff7f0e"}
@@ -70,7 +70,7 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
            "devices": c.devices, "time": c.time, "confidence": f"{CONFIDENCE:.0%}", "band": f"{SAME_BAND:.0%}",
            "gate": None, "empty": c.points.empty, "only_in": [(n, o) for n, o in (("BASE", c.only_base),
                                                                                  ("NEW", c.only_new)) if o],
-           "status_changed": tables.from_df(c.status_changed) if not c.status_changed.empty else None}
+           "status_changed": cells.from_df(c.status_changed) if not c.status_changed.empty else None}
     if fail_above is not None:
         over, broken = c.over(fail_above), c.newly_broken()
         ctx["gate"] = {"threshold": f"{fail_above:.1%}", "failed": bool(len(over) + len(broken)), "over": len(over),
@@ -79,8 +79,8 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
         counts = c.points["verdict"].value_counts()
         ctx["counts"] = [(k, int(counts[k])) for k in ("slower", "faster", "same", "noisy") if k in counts]
         per = c.per_impl
-        ctx["per_impl"] = tables.Table(list(per.columns), [
-            [tables.cell(v) if col != "geomean ratio" else tables.ratio(v) for col, v in zip(per.columns, r)]
+        ctx["per_impl"] = cells.Table(list(per.columns), [
+            [cells.cell(v) if col != "geomean ratio" else cells.ratio(v) for col, v in zip(per.columns, r)]
             for r in per.itertuples(index=False)])
         _png(c, os.path.join(outdir, PNG))
         ctx["chart"] = charts.Chart("new / base per point", PNG, _interactive(c, go, outdir) if interactive else None)
@@ -92,11 +92,11 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
             for col in cols:
                 v = r[col]
                 if col == "verdict":
-                    row.append(tables.Cell(v, v))
+                    row.append(cells.Cell(v, v))
                 elif col in ("ratio", "ci_lo", "ci_hi"):
-                    row.append(tables.Cell(f"{v:.4f}", "num"))
+                    row.append(cells.Cell(f"{v:.4f}", "num"))
                 else:
-                    row.append(tables.cell(v))
+                    row.append(cells.cell(v))
             rows.append(row)
-        ctx["points"] = tables.Table(cols, rows)
+        ctx["points"] = cells.Table(cols, rows)
     return render.render("compare.html", outdir, **ctx)

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench import history  # noqa: E402
-from bench.report import charts, plotly_charts, render, steps, tables  # noqa: E402
+from bench.report import charts, plotly_charts, render, steps, cells  # noqa: E402
 from bench.report.colors import color_map, impl_color  # noqa: E402
 
 SERIES = ["op", "impl", "shape_label", "dtype", "pass", "config_label", "timer", "device_name"]
@@ -157,29 +157,29 @@ def write(s: pd.DataFrame, outdir: str, filters: dict, store: str) -> str:
                                         interactive))
         st = s[s["step"] != ""]
         if len(st):
-            ctx["steps"] = tables.Table(
+            ctx["steps"] = cells.Table(
                 ["point", "commit", "date", "before ms", "after ms", "change", "confirmed"],
-                [[tables.cell(_label(r)), tables.cell(r["git_commit"]), tables.cell(r["date"]),
-                  tables.ms(r["step_before"]), tables.ms(r["step_after"]),
-                  tables.Cell(f"{100 * (r['step_ratio'] - 1):+.1f} %", "num " + ("down" if r["step"] == "slower"
+                [[cells.cell(_label(r)), cells.cell(r["git_commit"]), cells.cell(r["date"]),
+                  cells.ms(r["step_before"]), cells.ms(r["step_after"]),
+                  cells.Cell(f"{100 * (r['step_ratio'] - 1):+.1f} %", "num " + ("down" if r["step"] == "slower"
                                                                                 else "up")),
-                  tables.cell("yes" if r["confirmed"] else "newest commit: rerun to confirm")]
+                  cells.cell("yes" if r["confirmed"] else "newest commit: rerun to confirm")]
                  for r in st.to_dict("records")])
         rows = []
         for r in s.to_dict("records"):
             prev = r["vs_prev"]
-            rows.append([tables.cell(_label(r)), tables.cell(r["date"]), tables.cell(r["git_commit"]),
-                         tables.ms(r["level"]), tables.pct(r["iqr_rel"]), tables.cell(r["rows"]),
-                         tables.Cell("" if prev != prev else f"{prev:.3f}×", "num"),
-                         tables.Cell(f"step {100 * (r['step_ratio'] - 1):+.1f} %" if r["step"] else "",
+            rows.append([cells.cell(_label(r)), cells.cell(r["date"]), cells.cell(r["git_commit"]),
+                         cells.ms(r["level"]), cells.pct(r["iqr_rel"]), cells.cell(r["rows"]),
+                         cells.Cell("" if prev != prev else f"{prev:.3f}×", "num"),
+                         cells.Cell(f"step {100 * (r['step_ratio'] - 1):+.1f} %" if r["step"] else "",
                                      "step" if r["step"] else "")])
-        ctx["table"] = tables.Table(["point", "date", "commit", "median ms", "IQR", "rows", "vs previous", "step"],
+        ctx["table"] = cells.Table(["point", "date", "commit", "median ms", "IQR", "rows", "vs previous", "step"],
                                     rows)
     return render.render("history.html", outdir, **ctx)
 
 
 def cmd_history_add(args) -> int:
-    from bench.cli import die
+    from bench.usage import die
     try:
         added, dup = history.add(args.history_add, args.history_dir)
     except history.HistoryError as e:
@@ -189,7 +189,7 @@ def cmd_history_add(args) -> int:
 
 
 def cmd_history(args) -> int:
-    from bench.cli import die
+    from bench.usage import die
     filters = {"op": args.op, "impl": args.impl or None, "shape": args.shape, "gpu": args.gpu}
     try:
         df = history.load(args.history_dir, **filters)

@@ -18,10 +18,10 @@ import pandas as pd
 
 from bench.measure import profile
 from bench.measure.compiled_baseline import BEST, best_rows
-from bench.report import charts, plotly_charts, render, speedup, tables
+from bench.report import charts, plotly_charts, render, speedup, cells
 from bench.report.colors import color_map
 from bench.report.speedup import OURS, kind_of, winners  # noqa: F401 - winners: part of this module's API
-from bench.report.tables import Table, cell, config_text
+from bench.report.cells import Table, cell, config_text
 from kernels.rows import HOST_TIMER, SPREAD_TARGET, TIMERS, flatten, group_key, scan
 
 PEER_KINDS = ("peer",)
@@ -222,7 +222,7 @@ def _status_table(k: pd.DataFrame) -> Table | None:
     counts = counts.reset_index()
     counts.columns.name = None
     counts["why not available"] = [reasons.get((o, i), "") for o, i in zip(counts["op"], counts["impl"])]
-    return tables.from_df(counts)
+    return cells.from_df(counts)
 
 
 def _winners_table(w: pd.DataFrame) -> Table:
@@ -231,11 +231,11 @@ def _winners_table(w: pd.DataFrame) -> Table:
     for r in w.to_dict("records"):
         row = ([cell(r["device"])] if multi_dev else []) + [
             cell(r["op"]), cell(r["shape"]), cell(r["dtype"]), cell(r["pass"]), cell(r["timer"]),
-            cell(r["winner"]), tables.ms(r["ms"]),
+            cell(r["winner"]), cells.ms(r["ms"]),
             cell(None if r["throughput"] is None else f"{r['throughput']:.4g} {r['unit']}"),
-            tables.pct(r["roofline"]), tables.times(r["vs eager"]), cell(r["best ours"]), tables.ms(r["ours ms"]),
-            cell(r["best peer"]), tables.ms(r["peer ms"]),
-            tables.ratio(r["ours vs best peer"], unsettled=r["unsettled"],
+            cells.pct(r["roofline"]), cells.times(r["vs eager"]), cell(r["best ours"]), cells.ms(r["ours ms"]),
+            cell(r["best peer"]), cells.ms(r["peer ms"]),
+            cells.ratio(r["ours vs best peer"], unsettled=r["unsettled"],
                          what=f"{r['best ours']} vs {r['best peer']}")]
         rows.append(row)
     cols = (["device"] if multi_dev else []) + ["op", "shape", "dtype", "pass", "timer", "fastest", "ms", "throughput",
@@ -255,18 +255,18 @@ def _speedup_table(sp: pd.DataFrame, order: list[str]) -> Table:
         if len(timers) > 1:
             row.append(cell(first["timer"]))
         ref = "eager (no peer ran)" if first["ref_kind"] == "eager" else first["ref_impl"]
-        row += [cell(ref), tables.ms(first["ref_ms"])]
+        row += [cell(ref), cells.ms(first["ref_ms"])]
         for impl in order:
             r = by.get(impl)
             if r is None:
-                row.append(tables.Cell("", "dim"))
+                row.append(cells.Cell("", "dim"))
                 continue
             declined = r.get("stress_declined")
             extra = f"; declined stress cases: {', '.join(declined)}" if isinstance(declined, list) and declined else ""
             if r["is_ref"]:
-                c = tables.Cell("1.00× (ref)", "num ref", f"the best peer here: {r['median_ms']:.4g} ms{extra}")
+                c = cells.Cell("1.00× (ref)", "num ref", f"the best peer here: {r['median_ms']:.4g} ms{extra}")
             else:
-                c = tables.ratio(r["ratio"], r["lo"], r["hi"], r["unsettled"],
+                c = cells.ratio(r["ratio"], r["lo"], r["hi"], r["unsettled"],
                                  f"{impl}: {r['median_ms']:.4g} ms vs {r['ref_impl']} {r['ref_ms']:.4g} ms{extra}")
             if extra:
                 c.text += " †"
@@ -293,16 +293,16 @@ def _measurements_table(d: pd.DataFrame) -> Table:
         tput = None if tput is None or tput != tput else f"{tput:.4g}" + ("" if metric_unit else f" {unit}")
         declined = r.get("stress_declined")
         rows.append([cell(r["shape_label"]), cell(r["dtype"]), cell(r["pass"]), cell(r["impl"]),
-                     tables.Cell(str(r.get("config_text") or ""), "cfg"),
-                     tables.Cell(str(picked) if isinstance(picked, str) else "", "cfg"),
-                     tables.ms(r["median_ms"]), tables.ms(r.get("q1_ms")), tables.ms(r.get("q3_ms")),
+                     cells.Cell(str(r.get("config_text") or ""), "cfg"),
+                     cells.Cell(str(picked) if isinstance(picked, str) else "", "cfg"),
+                     cells.ms(r["median_ms"]), cells.ms(r.get("q1_ms")), cells.ms(r.get("q3_ms")),
                      cell(r.get("reps")),
-                     tables.Cell("" if iqr is None or iqr != iqr else f"{100 * iqr:.1f} %" + (" ~" if uns else ""),
+                     cells.Cell("" if iqr is None or iqr != iqr else f"{100 * iqr:.1f} %" + (" ~" if uns else ""),
                                  "num" + (" down unsettled" if uns else "")),
-                     tables.ms(r.get("host_median_ms")),
+                     cells.ms(r.get("host_median_ms")),
                      cell(tput),
-                     tables.pct(r.get("roofline_frac")), tables.ms(r.get("compile_s")),
-                     cell(r.get("extra_mem_bytes")), tables.ms(r.get("err_ratio")),
+                     cells.pct(r.get("roofline_frac")), cells.ms(r.get("compile_s")),
+                     cell(r.get("extra_mem_bytes")), cells.ms(r.get("err_ratio")),
                      cell(", ".join(declined) if isinstance(declined, list) else None),
                      cell(r.get("throttled"))])
     return Table(["shape", "dtype", "pass", "impl", "config", "picked config", "median ms", "q1 ms", "q3 ms", "reps",
@@ -318,7 +318,7 @@ def _declined_table(k: pd.DataFrame) -> Table | None:
         return None
     cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status")
             if c in d]
-    t = tables.from_df(d.assign(declined=d["stress_declined"].map(", ".join)), cols + ["declined"])
+    t = cells.from_df(d.assign(declined=d["stress_declined"].map(", ".join)), cols + ["declined"])
     return t
 
 
@@ -360,7 +360,7 @@ def _meta(df: pd.DataFrame) -> tuple[Table, list[str]]:
             d = g["date"].dropna().astype(str)
             if len(d):
                 dates.append(f"{dev}: {d.min()} to {d.max()}")
-    return tables.from_df(meta), dates
+    return cells.from_df(meta), dates
 
 
 def _static_section(df: pd.DataFrame, outdir: str) -> dict | None:
@@ -377,7 +377,7 @@ def _static_section(df: pd.DataFrame, outdir: str) -> dict | None:
     if not okc.empty and "compile_s" in okc:
         chart = charts.static_compile(okc.pivot_table(index=["op", "impl"], columns="arch", values="compile_s",
                                                       aggfunc="sum"), outdir)
-    return {"summary": tables.from_df(summary), "chart": chart, "all": tables.from_df(s, cols)}
+    return {"summary": cells.from_df(summary), "chart": chart, "all": cells.from_df(s, cols)}
 
 
 def _e2e_speedups(tok: pd.DataFrame) -> Table | None:
@@ -392,7 +392,7 @@ def _e2e_speedups(tok: pd.DataFrame) -> Table | None:
     if not parts:
         return None
     t = pd.concat(parts, axis=1).reset_index()
-    rows = [[cell(v) if i < 2 else tables.ratio(v) for i, v in enumerate(r)] for r in t.itertuples(index=False)]
+    rows = [[cell(v) if i < 2 else cells.ratio(v) for i, v in enumerate(r)] for r in t.itertuples(index=False)]
     return Table(list(t.columns), rows)
 
 
@@ -409,7 +409,7 @@ def _e2e_section(df: pd.DataFrame, outdir: str) -> dict | None:
     cols = [c for c in ("device_name", "shape_label", "impl", "best_of", "status", "ms_per_step", "host_median_ms",
                         "tokens_per_s", "model_tflops", "mfu", "peak_mem_bytes", "compile_s", "fallbacks", "message")
             if c in e]
-    out = {"table": tables.from_df(e, cols), "tokens": None, "speedups": None, "breakdown": None, "losses": None}
+    out = {"table": cells.from_df(e, cols), "tokens": None, "speedups": None, "breakdown": None, "losses": None}
     ok = e[e["status"] == "ok"]
     if not ok.empty and "tokens_per_s" in ok and ok["tokens_per_s"].notna().any():
         p = ok.pivot_table(index=["device_name", "shape_label"], columns="impl", values="tokens_per_s", aggfunc="max")
@@ -436,7 +436,7 @@ def _bad_table(k: pd.DataFrame) -> Table | None:
         return None
     cols = [c for c in ("device_name", "op", "impl", "shape_label", "dtype", "pass", "config_label", "status",
                         "message") if c in bad]
-    return tables.from_df(bad, cols)
+    return cells.from_df(bad, cols)
 
 
 def build(paths: list[str], outdir: str) -> str:
@@ -460,13 +460,13 @@ def build(paths: list[str], outdir: str) -> str:
         if ok["gpu_index"].nunique() > 1:
             per = ok.groupby(["host", "device_name", "gpu_index"]).agg(
                 points=("point_id", "count"), time_s=("duration_s", "sum")).reset_index()
-            ctx["per_gpu"] = tables.from_df(per)
-            ctx["disagreements"] = tables.from_df(gpu_disagreements(ok))
+            ctx["per_gpu"] = cells.from_df(per)
+            ctx["disagreements"] = cells.from_df(gpu_disagreements(ok))
         if best["device_name"].nunique() > 1:
-            ctx["devices"] = tables.from_df(_device_compare(best))
+            ctx["devices"] = cells.from_df(_device_compare(best))
         pre = presets_compare(ok)
         if not pre.empty:
-            ctx["presets"] = tables.from_df(pre)
+            ctx["presets"] = cells.from_df(pre)
         ctx["ops"] = _op_sections(ok, best, speedup.table(best), outdir, interactive)
     return render.render("report.html", outdir, **ctx)
 
