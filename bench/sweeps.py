@@ -181,10 +181,10 @@ def _validate(path, name, body) -> Sweep:
         if op and op != "e2e" and impl not in impls:
             raise _err(path, name, "presets", f"impl {impl!r} is not in this sweep's impls")
         declared = _declared_impl(op, impl)
-        for n in names:
-            if declared is not None and n not in declared.presets:
-                raise _err(path, name, "presets", f"{impl} has no preset {n!r} "
-                                                  f"(has: {', '.join(declared.presets) or 'none'})")
+        for n in names:   # a preset users pick per GPU, or an experiment's tuning config
+            if declared is not None and declared.named(n) is None:
+                raise _err(path, name, "presets", f"{impl} has no preset {n!r} and no tuning config of that "
+                                                  f"name ({declared.known_names()})")
     quick = body.get("quick", {})
     for k, v in quick.items():
         if k not in QUICK_KEYS or not isinstance(v, QUICK_KEYS[k]):
@@ -237,17 +237,16 @@ def expand_shapes(entries: list[dict]) -> list[dict]:
 
 
 def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
-    """(label, overrides) per tile config: the default, each named preset, and the cartesian axes."""
+    """(label, overrides) per tile config: the default, each named preset or tuning config, and the cartesian
+    axes."""
     out = []
     axes = sweep.configs.get(impl, {})
     presets = sweep.presets.get(impl, [])
     if not axes and not presets:
         return [("default", {})]
-    for name in presets:
-        if impl_obj is not None and name not in impl_obj.presets:
-            out.append((f"preset:{name}", {"__missing_preset__": name}))
-        else:
-            out.append((f"preset:{name}", dict(impl_obj.presets[name]) if impl_obj else {}))
+    for name in presets:   # a preset or a tuning config: both labelled preset:NAME, as results always were
+        cfg = impl_obj.named(name) if impl_obj is not None else {}
+        out.append((f"preset:{name}", {"__missing_preset__": name} if cfg is None else cfg))
     if axes:
         keys = list(axes)
         for combo in itertools.product(*axes.values()):

@@ -172,3 +172,22 @@ def test_options_are_not_sizes(tmp_path):
                                 "      - {M: 4, N: 8, K: 8, part: [0, 3]}\n"))
     assert {p["shape"]["causal"] for p in sw.points(s["att"], "cpu")} == {True, False}
     assert {p["shape"]["part"] for p in sw.points(s["mm"], "cpu")} == {0, 3}
+
+
+def test_presets_may_name_a_tuning_config(tmp_path):
+    """A sweep's presets take an impl's presets and its tuning configs (both labelled preset:NAME); an unknown
+    name is one line listing both kinds."""
+    pytest.importorskip("triton")
+    from kernels.fmha import triton as ft
+    good = write(tmp_path, "sweeps:\n  t:\n    op: fmha\n    impls: [triton]\n"
+                           "    shapes: [{B: 1, H: 2, T: 65, D: 64}]\n    presets: {triton: [hopper, tune_lpt]}\n")
+    s = sw.load(good)["t"]
+    cfgs = dict(sw.expand_configs(s, "triton", ft.IMPL))
+    assert cfgs == {"preset:hopper": ft.PRESETS["hopper"], "preset:tune_lpt": ft.TUNING["tune_lpt"]}
+    assert ft.IMPL.config(cfgs["preset:tune_lpt"])["LPT"] is True
+    bad = write(tmp_path, "sweeps:\n  t:\n    op: fmha\n    impls: [triton]\n"
+                          "    shapes: [{B: 1, H: 2, T: 65, D: 64}]\n    presets: {triton: [tune_nope]}\n")
+    with pytest.raises(sw.SweepError) as e:
+        sw.load(bad)
+    msg = str(e.value)
+    assert "no preset 'tune_nope'" in msg and "presets: hopper" in msg and "tuning: tune_lpt" in msg
