@@ -20,7 +20,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="run_bench.py", description="tilebench: is my cuTile kernel faster than "
                                 "Triton, than PyTorch, than cuDNN, on this GPU and the next?")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME", help="sweep to run (repeatable)")
-    p.add_argument("--sweeps-file", default=os.path.join(REPO, "sweeps.yaml"), metavar="PATH")
+    p.add_argument("--sweeps-file", default=None, metavar="PATH",
+                   help="read the sweeps of this file alone (default: sweeps.yaml and tuning/*.yaml)")
     p.add_argument("--list", action="store_true", help="list sweeps, ops and impls with availability")
     p.add_argument("--impl", action="append", default=[], metavar="NAME", help="only these impls (repeatable)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if present)")
@@ -79,12 +80,24 @@ def cmd_list(sweeps, device: str) -> int:
     from bench import sweeps as sw
     from kernels import registry
     print(f"device: {device}")
-    print("\nsweeps:")
+    width = max([14, *map(len, sweeps)])
+    opw = max([14, *(len(s.op) for s in sweeps.values() if s.op)])
+
+    def line(name, s, where=""):
+        what = f"op={s.op:{opw}s} {len(sw.points(s, device)):5d} points here" if s.op else \
+            f"includes {', '.join(s.include)}"
+        print(f"  {name:{width}s} {where}{what}" + (f"  - {s.description}" if s.description else ""))
+    tuning = {name: s for name, s in sweeps.items() if s.tuning}
+    if len(tuning) < len(sweeps) or not sweeps:
+        print("\nsweeps:")
     for name, s in sweeps.items():
-        if s.op:
-            print(f"  {name:14s} op={s.op:14s} {len(sw.points(s, device)):5d} points here")
-        else:
-            print(f"  {name:14s} includes {', '.join(s.include)}")
+        if not s.tuning:
+            line(name, s)
+    if tuning:
+        print("\ntuning sweeps (the experiments behind the defaults; each file's header says what they found):")
+        files = max(len(sw.shown(s.source)) for s in tuning.values())
+        for name, s in tuning.items():
+            line(name, s, f"{sw.shown(s.source):{files}s} ")
     print("\nops and impls:")
     for r in registry.table(device):
         state = "available" if r["status"] == "available" else f"unavailable: {r['reason']}"
@@ -217,7 +230,7 @@ def main(argv=None) -> int:
 
     from bench import sweeps as sw
     try:
-        sweeps = sw.load(args.sweeps_file)
+        sweeps = sw.load(args.sweeps_file) if args.sweeps_file else sw.load_default()
     except sw.SweepError as e:
         return die(str(e))
     device = pick_device(args.device)
