@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import time
 
 from kernels.rows import failed, result_files
 
@@ -30,8 +31,14 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="skip points already in the results file (a line cut off by a kill goes to <file>.cut)")
     p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files (.jsonl), training logs (.json) or folders")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
-    p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
+    p.add_argument("--static", action="store_true",
+                   help="compile every cuTile/Triton kernel ahead of time in its default config per arch, no GPU")
     p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME",
+                   help="with --static: also this preset or tuning config, for each impl that has it (repeatable; "
+                        "all: every preset)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --static: compile in N worker processes (default: one per CPU)")
     p.add_argument("--doctor", action="store_true", help="diagnose the GPU, cuTile, tileiras, Triton, peers")
     p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
     p.add_argument("--budget", type=float, default=None, metavar="S",
@@ -191,17 +198,33 @@ def cmd_static(args) -> int:
     bad = [a for a in archs if not re.fullmatch(r"sm_\d+a?", a)]
     if bad:
         return die(f"--arch: {bad[0]!r} is not an arch like sm_90")
+    if args.jobs is not None and args.jobs < 1:
+        return die(f"--jobs {args.jobs}: expected a number of processes >= 1")
+    if args.quick and args.preset:
+        return die("--quick compiles the default configs only: leave out --preset")
+    unknown = static.unknown_names(args.preset, impls=args.impl or None)
+    if unknown:
+        return die(f"--preset {unknown[0]!r}: no cuTile/Triton impl has a preset or tuning config of that name")
+    jobs = args.jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
     out_dir = args.out or os.path.join(REPO, "results", "static")
     store = ResultStore(_fresh_results_file(out_dir, args.resume))
-    rows = static.run(archs, store, impls=args.impl or None, quick=args.quick)
+    try:
+        rows = static.run(archs, store, impls=args.impl or None, quick=args.quick, presets=args.preset, jobs=jobs)
+        seconds = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the kernels compiled so far are in {store.path}", file=sys.stderr)
+        return 130
     import pandas as pd
     df = pd.DataFrame(rows)
     if not df.empty:
-        print(df.pivot_table(index=["op", "impl"], columns="arch", values="status",
+        index = ["op", "impl"] + (["preset"] if df["preset"].nunique() > 1 else [])
+        print(df.pivot_table(index=index, columns="arch", values="status",
                              aggfunc=lambda v: f"{(v == 'ok').sum()}/{len(v)}").to_string())
     print(f"results: {store.path}")
     if not args.no_report:
         cmd_report([store.path], args.report_dir)
+    print(static.summary(rows, archs, seconds, jobs))   # the last line: what the run cost
     return 1 if (args.strict and failed(rows)) else 0
 
 
@@ -222,6 +245,8 @@ def main(argv=None) -> int:
         return cmd_compare(args)
     if args.fail_above is not None:
         return die("--fail-above goes with --compare BASE NEW")
+    if (args.preset or args.jobs is not None) and not args.static:
+        return die("--preset and --jobs go with --static")
     if args.static:
         return cmd_static(args)
     if args.collect:
