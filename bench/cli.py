@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import time
 
 from bench.usage import EXIT_USAGE, die  # noqa: F401 - EXIT_USAGE: what a usage error exits with
 from kernels.rows import failed, read_rows, result_files
@@ -20,7 +21,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="run_bench.py", description="tilebench: is my cuTile kernel faster than "
                                 "Triton, than PyTorch, than cuDNN, on this GPU and the next?")
     p.add_argument("--sweep", action="append", default=[], metavar="NAME", help="sweep to run (repeatable)")
-    p.add_argument("--sweeps-file", default=os.path.join(REPO, "sweeps.yaml"), metavar="PATH")
+    p.add_argument("--sweeps-file", default=None, metavar="PATH",
+                   help="read the sweeps of this file alone (default: sweeps.yaml and tuning/*.yaml)")
     p.add_argument("--list", action="store_true", help="list sweeps, ops and impls with availability")
     p.add_argument("--impl", action="append", default=[], metavar="NAME", help="only these impls (repeatable)")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if present)")
@@ -29,8 +31,14 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="skip points already in the results file (a line cut off by a kill goes to <file>.cut)")
     p.add_argument("--report", nargs="+", metavar="RESULTS", help="build/merge a report from result files (.jsonl), training logs (.json) or folders")
     p.add_argument("--report-dir", default=None, metavar="DIR", help="where the report goes (default reports/<name>)")
-    p.add_argument("--static", action="store_true", help="compile every cuTile/Triton kernel ahead of time, no GPU")
+    p.add_argument("--static", action="store_true",
+                   help="compile every cuTile/Triton kernel ahead of time in its default config per arch, no GPU")
     p.add_argument("--arch", default="sm_80,sm_89,sm_90,sm_100,sm_120", help="archs for --static")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME",
+                   help="with --static: also this preset or tuning config, for each impl that has it (repeatable; "
+                        "all: every preset)")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="with --static: compile in N worker processes (default: one per CPU)")
     p.add_argument("--doctor", action="store_true", help="diagnose the GPU, cuTile, tileiras, Triton, peers")
     p.add_argument("--cuda-graph", action="store_true", help="time CUDA-graph replays instead of launches")
     p.add_argument("--budget", type=float, default=None, metavar="S",
@@ -82,12 +90,24 @@ def cmd_list(sweeps, device: str) -> int:
     from bench import sweeps as sw
     from kernels import registry
     print(f"device: {device}")
-    print("\nsweeps:")
+    width = max([14, *map(len, sweeps)])
+    opw = max([14, *(len(s.op) for s in sweeps.values() if s.op)])
+
+    def line(name, s, where=""):
+        what = f"op={s.op:{opw}s} {len(sw.points(s, device)):5d} points here" if s.op else \
+            f"includes {', '.join(s.include)}"
+        print(f"  {name:{width}s} {where}{what}" + (f"  - {s.description}" if s.description else ""))
+    tuning = {name: s for name, s in sweeps.items() if s.tuning}
+    if len(tuning) < len(sweeps) or not sweeps:
+        print("\nsweeps:")
     for name, s in sweeps.items():
-        if s.op:
-            print(f"  {name:14s} op={s.op:14s} {len(sw.points(s, device)):5d} points here")
-        else:
-            print(f"  {name:14s} includes {', '.join(s.include)}")
+        if not s.tuning:
+            line(name, s)
+    if tuning:
+        print("\ntuning sweeps (the experiments behind the defaults; each file's header says what they found):")
+        files = max(len(sw.shown(s.source)) for s in tuning.values())
+        for name, s in tuning.items():
+            line(name, s, f"{sw.shown(s.source):{files}s} ")
     print("\nops and impls:")
     for r in registry.table(device):
         state = "available" if r["status"] == "available" else f"unavailable: {r['reason']}"
@@ -199,17 +219,33 @@ def cmd_static(args) -> int:
     bad = [a for a in archs if not re.fullmatch(r"sm_\d+a?", a)]
     if bad:
         return die(f"--arch: {bad[0]!r} is not an arch like sm_90")
+    if args.jobs is not None and args.jobs < 1:
+        return die(f"--jobs {args.jobs}: expected a number of processes >= 1")
+    if args.quick and args.preset:
+        return die("--quick compiles the default configs only: leave out --preset")
+    unknown = static.unknown_names(args.preset, impls=args.impl or None)
+    if unknown:
+        return die(f"--preset {unknown[0]!r}: no cuTile/Triton impl has a preset or tuning config of that name")
+    jobs = args.jobs or os.cpu_count() or 1
+    t0 = time.perf_counter()
     out_dir = args.out or os.path.join(REPO, "results", "static")
     store = ResultStore(fresh_results_file(out_dir, args.resume))
-    rows = static.run(archs, store, impls=args.impl or None, quick=args.quick)
+    try:
+        rows = static.run(archs, store, impls=args.impl or None, quick=args.quick, presets=args.preset, jobs=jobs)
+        seconds = time.perf_counter() - t0
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the kernels compiled so far are in {store.path}", file=sys.stderr)
+        return 130
     import pandas as pd
     df = pd.DataFrame(rows)
     if not df.empty:
-        print(df.pivot_table(index=["op", "impl"], columns="arch", values="status",
+        index = ["op", "impl"] + (["preset"] if df["preset"].nunique() > 1 else [])
+        print(df.pivot_table(index=index, columns="arch", values="status",
                              aggfunc=lambda v: f"{(v == 'ok').sum()}/{len(v)}").to_string())
     print(f"results: {store.path}")
     if not args.no_report:
         cmd_report([store.path], args.report_dir)
+    print(static.summary(rows, archs, seconds, jobs))   # the last line: what the run cost
     return 1 if (args.strict and failed(rows)) else 0
 
 
@@ -243,6 +279,8 @@ def main(argv=None) -> int:
         return history_page.cmd_history_add(args) if args.history_add else history_page.cmd_history(args)
     if args.fail_above is not None:
         return die("--fail-above goes with --compare BASE NEW")
+    if (args.preset or args.jobs is not None) and not args.static:
+        return die("--preset and --jobs go with --static")
     if args.static:
         return cmd_static(args)
     if args.collect:
@@ -251,7 +289,7 @@ def main(argv=None) -> int:
 
     from bench import sweeps as sw
     try:
-        sweeps = sw.load(args.sweeps_file)
+        sweeps = sw.load(args.sweeps_file) if args.sweeps_file else sw.load_default()
     except sw.SweepError as e:
         return die(str(e))
     device = pick_device(args.device)

@@ -1,15 +1,20 @@
-"""sweeps.yaml: named sweeps as cartesian products of shapes, dtypes, impls, passes and tile configs.
+"""sweeps.yaml and tuning/*.yaml: named sweeps as cartesian products of shapes, dtypes, impls, passes and tile
+configs. sweeps.yaml holds what users run; each tuning/*.yaml holds the experiments behind one question about
+the defaults (headed by the question, when it last ran and what it moved). `load_default()` reads them all, as
+run_bench.py does unless --sweeps-file names one file (`load(path)`).
 
-The file is validated on load; every problem is a SweepError whose one line names the file, the sweep
+A file is validated on load; every problem is a SweepError whose one line names the file, the sweep
 and the key."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import itertools
 import os
 
 import yaml
 
+from bench import SOURCE_ROOT
 from bench.measure.compiled_baseline import COMPILE_BACKENDS, compiled_ours
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
 from kernels.rows import point_id, timer_for
@@ -44,6 +49,13 @@ class Sweep:
     include: list
     quick: dict
     extra: dict
+    description: str = ""
+    source: str = ""     # the file that defines it
+
+    @property
+    def tuning(self) -> bool:
+        """A tuning experiment (defined in a tuning/ file), not a sweep users run."""
+        return os.path.basename(os.path.dirname(os.path.abspath(self.source))) == "tuning" if self.source else False
 
 
 def _backend_error(b) -> str | None:
@@ -60,12 +72,57 @@ def _backend_error(b) -> str | None:
     return None
 
 
+def shown(path: str) -> str:
+    """A sweeps file as messages name it: its name, under tuning/ where it sits there."""
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return f"{parent}/{os.path.basename(path)}" if parent == "tuning" else os.path.basename(path)
+
+
 def _err(path, sweep, key, msg):
-    where = f"{os.path.basename(path)}: sweep '{sweep}'" if sweep else os.path.basename(path)
+    where = f"{shown(path)}: sweep '{sweep}'" if sweep else shown(path)
     return SweepError(f"{where}: key '{key}': {msg}" if key else f"{where}: {msg}")
 
 
+def default_files(root: str | None = None) -> list[str]:
+    """sweeps.yaml, then every tuning/*.yaml, in name order."""
+    root = root or SOURCE_ROOT
+    return [os.path.join(root, "sweeps.yaml"), *sorted(glob.glob(os.path.join(root, "tuning", "*.yaml")))]
+
+
+def load_default(root: str | None = None) -> dict[str, Sweep]:
+    """Every sweep run_bench.py knows without --sweeps-file: sweeps.yaml's and the tuning files'."""
+    return load_files(default_files(root))
+
+
+def load_files(paths: list[str]) -> dict[str, Sweep]:
+    """The sweeps of several files as one set: a name defined twice is an error naming both files; an
+    include may name a sweep of another file."""
+    sweeps: dict[str, Sweep] = {}
+    for path in paths:
+        for name, s in _load_file(path).items():
+            if name in sweeps:
+                raise SweepError(f"sweep '{name}' is defined twice: in {shown(sweeps[name].source)} and in "
+                                 f"{shown(path)}")
+            sweeps[name] = s
+    _check_includes(sweeps)
+    return sweeps
+
+
 def load(path: str) -> dict[str, Sweep]:
+    """The sweeps of one file (--sweeps-file), its includes resolved within it."""
+    sweeps = _load_file(path)
+    _check_includes(sweeps)
+    return sweeps
+
+
+def _check_includes(sweeps: dict[str, Sweep]) -> None:
+    for s in sweeps.values():
+        for inc in s.include:
+            if inc not in sweeps:
+                raise _err(s.source, s.name, "include", f"unknown sweep {inc!r} (known: {', '.join(sweeps)})")
+
+
+def _load_file(path: str) -> dict[str, Sweep]:
     try:
         with open(path) as f:
             doc = yaml.safe_load(f)
@@ -88,10 +145,6 @@ def load(path: str) -> dict[str, Sweep]:
         if not isinstance(body, dict):
             raise _err(path, name, None, "a sweep must be a mapping")
         sweeps[name] = _validate(path, str(name), {**defaults, **body})
-    for s in sweeps.values():
-        for inc in s.include:
-            if inc not in sweeps:
-                raise _err(path, s.name, "include", f"unknown sweep {inc!r} (known: {', '.join(sweeps)})")
     return sweeps
 
 
@@ -101,6 +154,8 @@ def _validate(path, name, body) -> Sweep:
             raise _err(path, name, k, f"unknown key (known: {', '.join(SWEEP_KEYS)})")
         if not isinstance(v, SWEEP_KEYS[k]) or (SWEEP_KEYS[k] is int and isinstance(v, bool)):
             raise _err(path, name, k, f"must be a {SWEEP_KEYS[k].__name__}, got {type(v).__name__}")
+    if "\n" in body.get("description", "").strip():
+        raise _err(path, name, "description", "must be one line (run_bench.py --list prints it beside the name)")
     include = body.get("include", [])
     op = body.get("op")
     if op is None and not include:
@@ -184,10 +239,10 @@ def _validate(path, name, body) -> Sweep:
         if op and op != "e2e" and impl not in impls:
             raise _err(path, name, "presets", f"impl {impl!r} is not in this sweep's impls")
         declared = _declared_impl(op, impl)
-        for n in names:
-            if declared is not None and n not in declared.presets:
-                raise _err(path, name, "presets", f"{impl} has no preset {n!r} "
-                                                  f"(has: {', '.join(declared.presets) or 'none'})")
+        for n in names:   # a preset users pick per GPU, or an experiment's tuning config
+            if declared is not None and declared.named(n) is None:
+                raise _err(path, name, "presets", f"{impl} has no preset {n!r} and no tuning config of that "
+                                                  f"name ({declared.known_names()})")
     quick = body.get("quick", {})
     for k, v in quick.items():
         if k not in QUICK_KEYS or not isinstance(v, QUICK_KEYS[k]):
@@ -205,7 +260,8 @@ def _validate(path, name, body) -> Sweep:
         raise _err(path, name, "cuda_graph", "only e2e sweeps capture whole steps (kernel sweeps: --cuda-graph)")
     extra = {k: body[k] for k in ("models", "backends", "steps", "converge_iters", "cuda_graph") if k in body}
     extra["cpu_dtypes"] = body.get("cpu_dtypes")
-    return Sweep(name, op, impls, dtypes, passes, shapes, cpu_shapes, configs, presets, include, quick, extra)
+    return Sweep(name, op, impls, dtypes, passes, shapes, cpu_shapes, configs, presets, include, quick, extra,
+                 description=body.get("description", "").strip(), source=path)
 
 
 def _declared_impl(op, impl):
@@ -240,17 +296,16 @@ def expand_shapes(entries: list[dict]) -> list[dict]:
 
 
 def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
-    """(label, overrides) per tile config: the default, each named preset, and the cartesian axes."""
+    """(label, overrides) per tile config: the default, each named preset or tuning config, and the cartesian
+    axes."""
     out = []
     axes = sweep.configs.get(impl, {})
     presets = sweep.presets.get(impl, [])
     if not axes and not presets:
         return [("default", {})]
-    for name in presets:
-        if impl_obj is not None and name not in impl_obj.presets:
-            out.append((f"preset:{name}", {"__missing_preset__": name}))
-        else:
-            out.append((f"preset:{name}", dict(impl_obj.presets[name]) if impl_obj else {}))
+    for name in presets:   # a preset or a tuning config: both labelled preset:NAME, as results always were
+        cfg = impl_obj.named(name) if impl_obj is not None else {}
+        out.append((f"preset:{name}", {"__missing_preset__": name} if cfg is None else cfg))
     if axes:
         keys = list(axes)
         for combo in itertools.product(*axes.values()):

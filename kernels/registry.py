@@ -74,7 +74,9 @@ class KernelImpl:
     supports: Callable[[dict, str, str], str | None] | None = None
     available: Callable[[str], str | None] | None = None   # extra per-impl probe: None or reason
     kind: str = "ours"         # ours | baseline (eager) | peer (cuDNN, flash, TileGym, Liger, compile)
-    presets: dict[str, dict] = dataclasses.field(default_factory=dict)  # named tile configs
+    presets: dict[str, dict] = dataclasses.field(default_factory=dict)  # named tile configs users pick per GPU
+    # experiment configs a tuning sweep can name (tuning/*.yaml); never compiled by --static unless asked
+    tuning: dict[str, dict] = dataclasses.field(default_factory=dict)
     passes: tuple = ("fwd", "fwd+bwd")
     doc: str = ""
     # Ahead-of-time compile for a GPU generation without a GPU: aot(config, arch) -> list of dicts, one per
@@ -94,6 +96,16 @@ class KernelImpl:
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
+
+    def named(self, name: str) -> dict | None:
+        """The preset or tuning config of that name (its overrides), None if neither has it."""
+        hit = self.presets.get(name, self.tuning.get(name))
+        return dict(hit) if hit is not None else None
+
+    def known_names(self) -> str:
+        """The names `named` takes, for messages: "presets: a, b; tuning: c"."""
+        out = f"presets: {', '.join(self.presets) or 'none'}"
+        return out + (f"; tuning: {', '.join(self.tuning)}" if self.tuning else "")
 
     def config(self, overrides: dict | None = None) -> dict:
         """Full tile config: defaults, then overrides; raises ValueError on an unknown or bad value."""

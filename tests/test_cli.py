@@ -58,6 +58,13 @@ def test_list_shows_availability():
     r = run("--list", "--device", "cpu")
     assert r.returncode == 0
     assert "fmha" in r.stdout and "eager" in r.stdout and "unavailable: " in r.stdout
+    # user sweeps first, each beside its description; then the tuning sweeps under a heading, with their file
+    out = r.stdout
+    assert out.index("\nsweeps:") < out.index("\ntuning sweeps") < out.index("\nops and impls:")
+    user, tuning = out.split("\ntuning sweeps")[0], out.split("\ntuning sweeps")[1].split("\nops and impls:")[0]
+    assert "first look" in next(ln for ln in user.splitlines() if ln.startswith("  fmha "))
+    assert "tuning/fmha.yaml" in next(ln for ln in tuning.splitlines() if ln.startswith("  fmha_tune_fwd "))
+    assert "fmha_tune" not in user and "  layer_norm " not in tuning
 
 
 def test_killed_sweep_resumes_without_redoing_points(tmp_path):

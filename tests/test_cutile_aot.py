@@ -1,7 +1,8 @@
 """cuTile kernels compile for every GPU generation with no GPU (export_kernel), and a failure is a status.
 
 The default run compiles each impl's kernels in its own per-arch preset for all five archs (~1.7 min on
-2 CPUs); the full preset x arch matrix is marked `slow` (~5 min more): deselect it with -m "not slow"."""
+2 CPUs); the full preset x arch matrix, with the tuning configs for sm_90, is marked `slow` (~5 min more): deselect
+it with -m "not slow"."""
 import pytest
 
 from kernels import aot, cutile_aot, cutile_env, registry
@@ -44,8 +45,10 @@ def test_aot_every_preset_every_arch(op):
     impl = _impl(op)
     assert {"hopper", "blackwell"} <= set(impl.presets)
     for name, preset in impl.presets.items():
-        for arch in ("sm_90",) if name.startswith("tune_") else ARCHS:   # tuning variants: for Hopper
+        for arch in ARCHS:
             _assert_ok(impl.aot(impl.config(preset), arch), f"{op} preset {name} {arch}")
+    for name, cfg in impl.tuning.items():   # the tuning sweeps' configs: Hopper experiments
+        _assert_ok(impl.aot(impl.config(cfg), "sm_90"), f"{op} tuning config {name} sm_90")
 
 
 def test_fmha_blackwell_preset_is_the_design_notes_one():

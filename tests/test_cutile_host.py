@@ -153,8 +153,9 @@ def test_fmha_tune_variants():
     its dQ query tile is refused before any launch."""
     from kernels.fmha import cutile as f
     impl = registry._import_impl("fmha", "cutile")[0]
+    assert set(f._TUNE) == set(impl.tuning) and not set(impl.tuning) & set(impl.presets)
     for name in f._TUNE:
-        impl.config(impl.presets[name])
+        impl.config(impl.tuning[name])
     for arch in ("sm_80", "sm_89", "sm_90", "sm_100"):
         c = f._config(arch, {})
         assert not (c["SPLIT_LOOPS"] or c["LPT"] or c["num_worker_warps"])

@@ -1,4 +1,4 @@
-"""cuTile linear's Hopper variants: each compiles for sm_90 without spilling registers, the
+"""cuTile linear's Hopper variants (its tuning configs): each compiles for sm_90 without spilling registers, the
 resource reader sees spills where they are, the launcher passes each variant's hints and grid and splits
 dW as measured best; with the kernels stood in by torch, the whole op passes the gate with the bias
 gradient fused into dW and split-K summed in the kernel, bitwise the two-kernel sum (what
@@ -28,7 +28,7 @@ def test_spills_count_the_stack_frame():
 def test_the_old_128x256_config_is_seen_spilling():
     """128x256 on the compiler's default 4 math warps (the preset that ran 0.07-0.3x) spills: the variants'
     no-spill test below can fail."""
-    cfg = {**m.PRESETS["tile_128x256"], "num_worker_warps": None}
+    cfg = {**m.TUNING["tile_128x256"], "num_worker_warps": None}
     rows = m._aot(cfg, "sm_90")
     fwd = next(r for r in rows if r["kernel"] == "linear_fwd")
     assert fwd["status"] == "ok" and fwd["spills"] > 0
@@ -40,7 +40,7 @@ def test_the_old_128x256_config_is_seen_spilling():
 def test_hopper_variant_exports_for_sm90_without_spills(name):
     """Each variant as preset, and the non-persistent ones with the dW options too (fused bias gradient,
     split-K summed in the kernel): every kernel they run compiles for sm_90 and keeps to its registers."""
-    preset = m.PRESETS[name]
+    preset = m.NAMED[name]
     dw_options = [] if preset["PERSISTENT"] else [{**preset, "DB_FUSED": True, "SPLIT_FIXUP": True}]
     for cfg in [preset, *dw_options]:
         rows = m._aot(m.IMPL.config(cfg), "sm_90")
@@ -51,10 +51,10 @@ def test_hopper_variant_exports_for_sm90_without_spills(name):
 
 
 def test_variants_are_few_and_leave_the_default_alone():
-    assert len(m.HOPPER_VARIANTS) <= 6 and set(m.HOPPER_VARIANTS) <= set(m.PRESETS)
+    assert len(m.HOPPER_VARIANTS) <= 6 and set(m.HOPPER_VARIANTS) <= set(m.TUNING)   # experiments, not presets
     assert m.PRESETS["hopper"]["TILE_N"] == 128 and "num_worker_warps" not in m.PRESETS["hopper"]
     for name in m.HOPPER_VARIANTS:
-        m.IMPL.config(m.PRESETS[name])      # every value is a valid choice
+        m.IMPL.config(m.TUNING[name])      # every value is a valid choice
 
 
 @pytest.mark.parametrize("name", ["hopper", "tile_128x256", "persistent_128x256", "cluster_256x256"])
@@ -62,7 +62,7 @@ def test_launcher_passes_each_variants_hints_and_grid(monkeypatch, name):
     """The forward at GPT-2's c_fc shape on an H100-sized GPU (132 SMs off a GPU), kernels stood in."""
     calls = []
     monkeypatch.setattr(m.aot, "launch", lambda k, grid, args, **hints: calls.append((k, grid, hints)))
-    c = m._config("sm_90", m.PRESETS[name])
+    c = m._config("sm_90", m.NAMED[name])
     x, w = torch.empty(16384, 768, dtype=torch.bfloat16), torch.empty(3072, 768, dtype=torch.bfloat16)
     m.matmul(x, w, False, True, c)
     (k, grid, hints), = calls

@@ -178,3 +178,116 @@ def test_options_are_not_sizes(tmp_path):
                                 "      - {M: 4, N: 8, K: 8, part: [0, 3]}\n"))
     assert {p["shape"]["causal"] for p in sw.points(s["att"], "cpu")} == {True, False}
     assert {p["shape"]["part"] for p in sw.points(s["mm"], "cpu")} == {0, 3}
+
+
+# --- sweeps.yaml (what users run) and tuning/*.yaml (the experiments behind the defaults) ---------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUNING_FILES = sorted(f for f in os.listdir(os.path.join(ROOT, "tuning")) if f.endswith(".yaml"))
+
+
+def test_every_user_sweep_has_a_one_line_description():
+    s = sw.load(os.path.join(ROOT, "sweeps.yaml"))
+    missing = [n for n, x in s.items() if not x.description]
+    assert not missing, f"sweeps.yaml: no description for {missing}"
+    assert all("\n" not in x.description and len(x.description) <= 120 for x in s.values())
+    assert not any(x.tuning for x in s.values())
+
+
+def test_user_sweeps_name_presets_not_tuning_configs():
+    """A tuning config is an experiment: a sweep users run names presets (per-generation configs) only."""
+    for s in sw.load(os.path.join(ROOT, "sweeps.yaml")).values():
+        for impl, names in s.presets.items():
+            declared = sw._declared_impl(s.op, impl)
+            if declared is not None:
+                assert set(names) <= set(declared.presets), (s.name, impl, names)
+
+
+@pytest.mark.parametrize("name", TUNING_FILES)
+def test_every_tuning_file_says_its_question_last_run_and_outcome(name):
+    """Each tuning file is headed by a comment block: the question it asks, when it last ran and what it moved."""
+    import re
+    text = open(os.path.join(ROOT, "tuning", name)).read()
+    head = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line)
+    keys = [ln.split(":", 1)[0] for ln in head if re.match(r"# [A-Z][a-z]+( [a-z]+)?:", ln)]
+    assert keys[:3] == ["# Question", "# Last run", "# Outcome"], (name, keys)
+    last = next(ln for ln in head if ln.startswith("# Last run:"))
+    assert re.search(r"\d{4}-\d{2}-\d{2}", last) and ("on an H" in last or "not run on a GPU yet" in last), last
+    s = sw.load(os.path.join(ROOT, "tuning", name))
+    assert s and all(x.tuning for x in s.values())
+
+
+def test_default_set_is_sweeps_yaml_and_every_tuning_file_each_name_once():
+    files = sw.default_files()
+    assert os.path.basename(files[0]) == "sweeps.yaml"
+    assert [os.path.basename(f) for f in files[1:]] == TUNING_FILES
+    everything = sw.load_default()
+    per_file = [sw.load(f) for f in files]
+    assert sum(map(len, per_file)) == len(everything)        # unique names: nothing shadowed
+    assert {n for n, x in everything.items() if x.tuning} == {n for s in per_file[1:] for n in s}
+    for name in ("fmha_tune", "gemm_triton_new", "gemm_cutile_knobs", "tune_gelu", "gemm"):   # still by name
+        assert everything[name].tuning and sw.resolve_names(everything, [name])
+
+
+def test_every_sweeps_cpu_points_expand():
+    """Every sweep of both kinds still expands on a CPU, each preset or tuning config it names found."""
+    def resolver(op, name):
+        return sw._declared_impl(op, name)
+    everything = sw.load_default()
+    for s in sw.resolve_names(everything, list(everything)):
+        pts = sw.points(s, "cpu", resolver=resolver)
+        assert pts, s.name
+        assert not [p for p in pts if "__missing_preset__" in p["config"]], s.name
+        assert len({p["point_id"] for p in pts}) == len(pts), s.name
+
+
+def _tree(tmp_path, user, tuning):
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "sweeps.yaml").write_text(textwrap.dedent(user))
+    for name, text in tuning.items():
+        (tmp_path / "tuning" / name).write_text(textwrap.dedent(text))
+    return str(tmp_path)
+
+
+def test_a_name_defined_twice_names_both_files(tmp_path):
+    one = "sweeps:\n  g:\n    op: gelu\n    impls: [eager]\n    shapes: [{M: 4, C: 8}]\n"
+    root = _tree(tmp_path, one, {"a.yaml": "sweeps: {}\n", "b.yaml": one})
+    with pytest.raises(sw.SweepError) as e:
+        sw.load_default(root)
+    msg = str(e.value)
+    assert "'g'" in msg and "sweeps.yaml" in msg and "tuning/b.yaml" in msg and "\n" not in msg
+
+
+def test_tuning_files_load_with_sweeps_yaml_and_include_across_files(tmp_path):
+    root = _tree(tmp_path, "sweeps:\n  g:\n    op: gelu\n    impls: [eager]\n    shapes: [{M: 4, C: 8}]\n",
+                 {"t.yaml": "sweeps:\n  t:\n    op: gelu\n    impls: [eager]\n    shapes: [{M: 5, C: 8}]\n"
+                            "  both:\n    include: [g, t]\n"})
+    s = sw.load_default(root)
+    assert [x.name for x in sw.resolve_names(s, ["both"])] == ["g", "t"]
+    assert not s["g"].tuning and s["t"].tuning and s["both"].tuning
+    # --sweeps-file: that file alone, whose include of another file's sweep is then unknown
+    with pytest.raises(sw.SweepError, match=r"tuning/t.yaml: sweep 'both': key 'include': unknown sweep 'g'"):
+        sw.load(os.path.join(root, "tuning", "t.yaml"))
+
+
+def test_presets_may_name_a_tuning_config(tmp_path):
+    """A sweep's presets take an impl's presets and its tuning configs (both labelled preset:NAME); an unknown
+    name is one line listing both kinds."""
+    pytest.importorskip("triton")
+    from kernels.fmha import triton as ft
+    good = write(tmp_path, "sweeps:\n  t:\n    op: fmha\n    impls: [triton]\n"
+                           "    shapes: [{B: 1, H: 2, T: 65, D: 64}]\n    presets: {triton: [hopper, tune_lpt]}\n")
+    s = sw.load(good)["t"]
+    cfgs = dict(sw.expand_configs(s, "triton", ft.IMPL))
+    assert cfgs == {"preset:hopper": ft.PRESETS["hopper"], "preset:tune_lpt": ft.TUNING["tune_lpt"]}
+    assert ft.IMPL.config(cfgs["preset:tune_lpt"])["LPT"] is True
+    bad = write(tmp_path, "sweeps:\n  t:\n    op: fmha\n    impls: [triton]\n"
+                          "    shapes: [{B: 1, H: 2, T: 65, D: 64}]\n    presets: {triton: [tune_nope]}\n")
+    with pytest.raises(sw.SweepError) as e:
+        sw.load(bad)
+    msg = str(e.value)
+    assert "no preset 'tune_nope'" in msg and "presets: hopper" in msg and "tuning: tune_lpt" in msg

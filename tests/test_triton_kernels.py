@@ -287,10 +287,10 @@ def _no_bias(spec):
 def _aot_one(op_arch):
     op, arch = op_arch
     import importlib
-    name, _, preset = op.partition(":")     # "linear:tma_128x256": that preset's config, else the default
+    name, _, preset = op.partition(":")     # "linear:tma_128x256": that preset's or tuning config, else the default
     impl = importlib.import_module(f"kernels.{name}.triton").IMPL
     try:
-        return op, arch, impl.aot(impl.config(impl.presets[preset] if preset else {}), arch)
+        return op, arch, impl.aot(impl.config(impl.named(preset) if preset else {}), arch)
     except Exception as e:   # aot must never raise: recorded so the test can fail with the reason
         return op, arch, [{"kernel": "?", "status": "raised", "message": f"{type(e).__name__}: {e}"}]
 

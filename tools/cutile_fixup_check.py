@@ -29,7 +29,7 @@ def check(M, N, K, preset, reps, device="cuda", overrides=None):
     g = torch.Generator(device=device).manual_seed(M + N + K)
     dy = torch.randn(M, N, device=device, generator=g).bfloat16()
     x = torch.randn(M, K, device=device, generator=g).bfloat16()
-    c = {**L._config(L.aot.arch_of(dy), {**L.PRESETS[preset], **(overrides or {})}), "DB_FUSED": True,
+    c = {**L._config(L.aot.arch_of(dy), {**L.NAMED[preset], **(overrides or {})}), "DB_FUSED": True,
          "SPLIT_FIXUP": False}
     slots = L.aot.sm_count(dy) * c["occupancy"] // c["num_ctas"]   # as L.matmul counts its waves
     S = slices(N, K, M, c["TILE_M"], c["TILE_N"], c["TILE_K"], slots, c["SPLIT_K"])[0]

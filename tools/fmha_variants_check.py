@@ -25,7 +25,7 @@ SHAPES = [
 
 def variants(impl_name, device):
     impl = registry.get("fmha", impl_name, device)
-    return impl, ["hopper"] + [n for n in impl.presets if n.startswith("tune_")]
+    return impl, ["hopper"] + list(impl.tuning)
 
 
 def main(argv=None):
@@ -45,7 +45,7 @@ def main(argv=None):
                     t0 = time.time()
                     try:
                         r = check(spec, spec.wrap(impl.fn, shape), shape, dtype, "fwd+bwd", args.device,
-                                  impl.config(impl.presets[name]))
+                                  impl.config(impl.named(name)))
                         status, msg = ("ok" if r.ok else "WRONG"), r.message
                     except registry.Unsupported as e:
                         status, msg = "unsupported", str(e)

@@ -42,7 +42,7 @@ def triton_tma():
     for preset in ("tma_128x256", "tma_128x128", "tma_128x256_ws"):
         calls.clear()
         try:
-            out = lt.matmul(a, b, lt.config_for(a, lt.PRESETS[preset]))[0]
+            out = lt.matmul(a, b, lt.config_for(a, lt.TUNING[preset]))[0]
             err = ((out.double() - ref).norm() / ref.norm()).item()
             print(f"{preset}: tma path {'taken' if calls else 'NOT taken'}, rel err {err:.2e}")
         except Exception as e:   # the status is the finding
@@ -56,7 +56,7 @@ def triton_streamk():
     for n_out, n_in in ((2304, 768), (768, 768), (3072, 768), (768, 3072), (50304, 768)):
         dy = torch.randn(16384, n_out, device="cuda", generator=g).bfloat16()
         x = torch.randn(16384, n_in, device="cuda", generator=g).bfloat16()
-        cfg = lt.config_for(x, lt.PRESETS["tma_streamk"])
+        cfg = lt.config_for(x, lt.TUNING["tma_streamk"])
         # stream-K never sums dY's rows on the way (its dW went wrong on an H200 with them): db is the column sum's
         runs = [lt.matmul(dy.t(), x, cfg)[0] for _ in range(3)]
         ref = dy.float().t() @ x.float()

@@ -69,8 +69,8 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
         return _finish(row, "unsupported", why, t_start)
     cfg_in = dict(point.get("config") or {})
     if "__missing_preset__" in cfg_in:
-        return _finish(row, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} "
-                                     f"(has: {', '.join(impl.presets) or 'none'})", t_start)
+        return _finish(row, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} and no "
+                                     f"tuning config of that name ({impl.known_names()})", t_start)
     try:
         cfg = impl.config(cfg_in)
     except ValueError as e:

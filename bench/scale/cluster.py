@@ -156,7 +156,8 @@ def submit(args, run) -> int:
     if submitit is None:
         return die("--submit needs submitit: pip install 'tilebench[cluster]' (or pip install submitit)")
     args.shards = args.shards or 1
-    args.sweeps_file = os.path.abspath(args.sweeps_file)     # the task may start in another folder
+    if args.sweeps_file:
+        args.sweeps_file = os.path.abspath(args.sweeps_file)     # the task may start in another folder
     run_dir = os.path.abspath(args.out or default_run_dir(args))
     from bench.measure.store import fresh_results_file
     for i in range(args.shards):

@@ -2,8 +2,8 @@
 FlashAttention-2 style backward (Delta = rowsum(O * dO), then one kernel for dK/dV per key tile and
 one for dQ per query tile). Scores live in the log2 domain (exp2), masked ones at the finite floor.
 
-Switches (off by default except BWD_FUSED on Hopper at T > 256; the tune_* presets turn them on for the
-fmha_tune sweep): the forward's unmasked
+Switches (off by default except BWD_FUSED on Hopper at T > 256; the tune_* configs in TUNING turn them on for
+the fmha_tune sweep): the forward's unmasked
 key tiles in a loop of their own (SPLIT_LOOPS); grids with the heaviest tiles first (LPT); one backward
 kernel doing dK/dV of key tile i and dQ of query tile i (BWD_FUSED); delta computed inside the backward
 kernels, not by a kernel of its own (BWD_DELTA_INLINE).
@@ -263,7 +263,8 @@ PRESETS = {
     "consumer": {"TILE_M": 64, "TILE_N": 64, "K_LATENCY": 2, "V_LATENCY": 4, "occupancy": 2, "num_ctas": 1, **_FWD,
                  **_BWD, "BWD_TILE_M": 32, "BWD_TILE_N": 64, "DQ_TILE_M": 32, "DQ_TILE_N": 64},
 }
-# Variants for the fmha_tune sweep (GPT-2's shape on an H200), each the hopper preset plus its changes. Forward:
+# Experiment configs for the fmha_tune sweeps (tuning/fmha.yaml, GPT-2's shape on an H200), not presets: each the
+# hopper preset (as it was before BWD_FUSED became its default) plus its changes. Forward:
 # split loops and LPT order, then 8 worker warps (80 registers instead of 128 at 128x64), 128-key tiles,
 # 256-query tiles. Backward (all with the LPT forward and delta computed inline): the two kernels LPT-ordered;
 # the fused dK/dV + dQ kernel at 64x64; at 128-key tiles with 8 warps.
@@ -280,11 +281,11 @@ _TUNE = {
     "tune_bwd_fused_128": {**_LPT_INLINE, "BWD_FUSED": True, "BWD_TILE_N": 128, "DQ_TILE_M": 128, "bwd_occupancy": 1,
                            "bwd_num_worker_warps": 8},
 }
-PRESETS.update({name: {**PRESETS["hopper"], **changes} for name, changes in _TUNE.items()})
+TUNING = {name: {**PRESETS["hopper"], **changes} for name, changes in _TUNE.items()}
 # The fused backward alone on Hopper (today's forward, delta by its own kernel): fwd+bwd 0.377 ms vs 0.395 at
 # B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune, 2026-12-01, then a variant of exactly these settings),
 # 0.379 in the final run that day (cuDNN 0.362). The forward variants (split loops + LPT: 0.092 vs 0.098) were
-# never timed together with it: they stay variants. The tune_* presets keep the old base.
+# never timed together with it: they stay variants. The tune_* configs keep the old base.
 PRESETS["hopper"] = {**PRESETS["hopper"], "BWD_FUSED": True}
 CANDIDATES = [{"TILE_M": tm, "TILE_N": tn, "occupancy": occ}
               for tm, tn in ((64, 64), (128, 64), (128, 128), (256, 64), (256, 128)) for occ in (1, 2)]
@@ -520,5 +521,5 @@ def _aot(config, arch, D=64, dtype="bf16"):
 
 
 IMPL = KernelImpl(fn=fmha, backend="cutile", dtypes=("bf16", "fp16", "fp32"), params=PARAMS, presets=PRESETS,
-                  supports=_supports, aot=_aot, picked=TUNER.picked, traced=traced,
+                  tuning=TUNING, supports=_supports, aot=_aot, picked=TUNER.picked, traced=traced,
                   doc="online-softmax fwd saving LSE; FA2 bwd: delta, dK/dV per key tile, dQ per query tile")

@@ -322,11 +322,12 @@ PRESETS = {
                       "BWD_BLOCK_M1": 32, "BWD_BLOCK_N1": 64, "BWD_BLOCK_M2": 64, "BWD_BLOCK_N2": 32,
                       "bwd_num_warps": 4, "bwd_num_stages": 1},
 }
-# the fmha_tune sweep's variants (GPT-2's shape on an H200): LPT order, and with 128-query blocks in 8 warps
-PRESETS["tune_lpt"] = {**PRESETS["hopper"], "LPT": True}
-PRESETS["tune_lpt_128"] = {**PRESETS["tune_lpt"], "BLOCK_M": 128, "num_warps": 8}
-PRESETS["tune_no_lpt"] = {**PRESETS["hopper"], "LPT": False}   # the old default, now that hopper has LPT
-for _p in PRESETS.values():
+# Experiment configs of the fmha_tune sweeps (tuning/fmha.yaml, GPT-2's shape on an H200), not presets: LPT order,
+# and with 128-query blocks in 8 warps
+TUNING = {"tune_lpt": {**PRESETS["hopper"], "LPT": True}}
+TUNING["tune_lpt_128"] = {**TUNING["tune_lpt"], "BLOCK_M": 128, "num_warps": 8}
+TUNING["tune_no_lpt"] = {**PRESETS["hopper"], "LPT": False}   # the old default, now that hopper has LPT
+for _p in (*PRESETS.values(), *TUNING.values()):
     _p.setdefault("LPT", False)
 # LPT on Hopper: fwd+bwd 0.388 ms vs 0.406 at B16 H12 T1024 D64 causal bf16 on an H200 (fmha_tune, 2026-12-01;
 # the forward alone 0.105 vs 0.103)
@@ -545,6 +546,6 @@ def _aot(config, arch, D=64):
 TEST_CONFIG = {"BLOCK_M": 32, "BLOCK_N": 16, "BWD_BLOCK_M1": 16, "BWD_BLOCK_N1": 32, "BWD_BLOCK_M2": 32,
                "BWD_BLOCK_N2": 16}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=fmha, backend="triton", dtypes=("bf16", "fp16", "fp32"), params=PARAMS, presets=PRESETS,
-                  supports=_supports, aot=_aot, picked=picked,
+                  tuning=TUNING, supports=_supports, aot=_aot, picked=picked,
                   test_config=TEST_CONFIG, traced=traced,
                   doc="flash attention fwd (online softmax, LSE) + bwd (delta, dK/dV and dQ kernels)")

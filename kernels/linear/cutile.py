@@ -181,12 +181,13 @@ PRESETS = {
     "consumer": {"TILE_M": 128, "TILE_N": 64, "TILE_K": 32, "GROUP_M": 8, "LATENCY": 3, "occupancy": 1,
                  "num_ctas": 1, "PERSISTENT": False, "SPLIT_K": 0},
 }
-# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
+# Hopper variants the tuning sweeps name (tuning/gemm.yaml, tuning/gemm_cutile.yaml), not presets; each becomes a
+# default only on a measured win there.
 # None may spill (tests/test_cutile_linear.py): with tileiras 13.4 for sm_90, 128x256 on the default 4 math
 # warps took 255 registers + 1.8 KB/thread of stack (ran 0.07-0.3x cuBLAS), and the persistent loop at
 # occupancy 2 spilled 152 B of its accumulator per tile; 8 math warps (168 registers) and occupancy 1 do not.
 _H = {**PRESETS["hopper"], "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
-PRESETS.update({
+TUNING = {
     "tile_128x128": _H,     # today's `hopper` by a name a part can keep (DX_CONFIG / DW_CONFIG) if `hopper` moves
     "persistent_128x128": {**_H, "PERSISTENT": True, "occupancy": 1},
     "persistent_128x256": {**_H, "TILE_N": 256, "occupancy": 1, "num_worker_warps": 8, "PERSISTENT": True},
@@ -196,10 +197,11 @@ PRESETS.update({
     # at occupancy 2 as `hopper`, or 128x256 on 8 math warps
     "cluster_256x128": {**_H, "TILE_M": 256, "num_ctas": 2},
     "cluster_256x256": {**_H, "TILE_M": 256, "TILE_N": 256, "occupancy": 1, "num_ctas": 2, "num_worker_warps": 8},
-})
+}
 HOPPER_VARIANTS = ("persistent_128x128", "persistent_128x256", "tile_128x256", "tile_256x128", "cluster_256x128",
                    "cluster_256x256")
-PARAMS += parts.part_params(PRESETS)
+NAMED = {**PRESETS, **TUNING}   # what DX_CONFIG / DW_CONFIG may name
+PARAMS += parts.part_params(NAMED)
 CANDIDATES = [{"TILE_M": m, "TILE_N": n, "TILE_K": k, "occupancy": o}
               for m, n, k in ((128, 128, 64), (128, 256, 64), (256, 128, 64), (128, 64, 64), (64, 128, 64))
               for o in (1, 2)]
@@ -317,10 +319,10 @@ class _Linear(torch.autograd.Function):
         if z is not None:   # through the activation: dz = dy * gelu'(z), and db its column sums in the same pass
             dy2, db = gelu_backward(z, None, dy2, gelu_config(aot.arch_of(z), {}), need_db=need_db)
             db = db.to(ctx.bias_dtype) if db is not None else None
-        cfg, cw = ctx.cfg, parts.config_for_part(ctx.cfg, 3, PRESETS)
+        cfg, cw = ctx.cfg, parts.config_for_part(ctx.cfg, 3, NAMED)
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx, _, _ = matmul(dy2, w, False, False, parts.config_for_part(cfg, 2, PRESETS))  # (M, N) @ (N, K)
+            dx, _, _ = matmul(dy2, w, False, False, parts.config_for_part(cfg, 2, NAMED))  # (M, N) @ (N, K)
             dx = dx.view(ctx.shape)
         if ctx.needs_input_grad[1]:
             fuse_db = need_db and db is None and cw["DB_FUSED"]
@@ -337,7 +339,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
         raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), cfg)
-    why = next(filter(None, (_refusal(parts.config_for_part(full, p, PRESETS)) for p in parts.PARTS)), None)
+    why = next(filter(None, (_refusal(parts.config_for_part(full, p, NAMED)) for p in parts.PARTS)), None)
     if why:
         raise Unsupported(why)
     if auto:
@@ -358,7 +360,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
 
 def matmul_part(a, b, part, **cfg):
     """One of the linear's three matmuls alone (kernels.linear.parts), as _Linear calls it."""
-    full = parts.config_for_part(_config(aot.arch_of(a), cfg), part, PRESETS)
+    full = parts.config_for_part(_config(aot.arch_of(a), cfg), part, NAMED)
     if _refusal(full):
         raise Unsupported(_refusal(full))
     a, b = a.contiguous(), b.contiguous()
@@ -470,5 +472,6 @@ def _aot(config, arch, dtype="bf16"):
     return rows
 
 
-IMPL = KernelImpl(fn=linear, backend="cutile", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked, traced=traced,
+IMPL = KernelImpl(fn=linear, backend="cutile", params=PARAMS, presets=PRESETS, tuning=TUNING, aot=_aot,
+                  picked=TUNER.picked, traced=traced,
                   doc="grouped-order tiled matmul with bias/GELU epilogue; bwd reuses it with transposed loads")

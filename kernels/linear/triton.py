@@ -94,10 +94,6 @@ PARAMS = (
     TileParam("autotune", bool, False, doc="time candidates per shape, keep the fastest"),
 )
 PRESETS = {
-    # the blocked pointer kernel at autotune's pick on an H100 for 16384x768 -> 3072 bf16 (hopper's until the
-    # gemm sweep of 2026-12-01 on an H200: 0.81-0.92x cuBLAS forward, where TMA 128x256 made 0.95-0.97x)
-    "hopper_blocked": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
-                       "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
     "blackwell": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
                   "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
     "ampere": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4,
@@ -105,15 +101,20 @@ PRESETS = {
     "consumer": {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 4,
                  "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
 }
-# Hopper variants for the gemm sweep (issue 14); each becomes a default only on a measured win there.
 # Shared memory at bf16 (sm_90 AOT): 128x128x64 at 4 stages 147 KB, 128x256x64 at 3 stages 181 KB.
 _TMA = {"BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "KERNEL": "tma", "SUBTILE": True, "SPLIT_K": 0,
         "DX_CONFIG": parts.SAME, "DW_CONFIG": parts.SAME}
-PRESETS.update({
+# hopper = tma_128x256: the fastest Triton config at every GPT-2 forward and dX matmul in the gemm sweep
+# (H200, 2026-12-01, graph replays, 0.95-0.98x cuBLAS; dW 0.80-0.97x)
+PRESETS["hopper"] = {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False}
+# Hopper variants the tuning sweeps name (tuning/gemm.yaml, tuning/gemm_triton.yaml), not presets; each becomes a
+# default only on a measured win there.
+TUNING = {
+    # the blocked pointer kernel at autotune's pick on an H100 for 16384x768 -> 3072 bf16 (hopper's until the
+    # gemm sweep of 2026-12-01 on an H200: 0.81-0.92x cuBLAS forward, where TMA 128x256 made 0.95-0.97x)
+    "hopper_blocked": {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
+                       "KERNEL": "blocked", "WARP_SPEC": False, "SUBTILE": True, "SPLIT_K": 0},
     "tma_128x256": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
-    # hopper = tma_128x256: the fastest Triton config at every GPT-2 forward and dX matmul in the gemm sweep
-    # (H200, 2026-12-01, graph replays, 0.95-0.98x cuBLAS; dW 0.80-0.97x)
-    "hopper": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False},
     "tma_128x128": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False},
     "tma_128x256_ws": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": True},
     # for the forward at lm_head / mlp c_proj (0.92 / 0.95x): a 4th stage, wider L2 groups, the tile turned
@@ -133,12 +134,14 @@ PRESETS.update({
     "tma_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 256, "num_stages": 3, "WARP_SPEC": False, "SPLIT_K": STREAM_K},
     "tma_128x128_streamk": {**_TMA, "BLOCK_M": 128, "BLOCK_N": 128, "num_stages": 4, "WARP_SPEC": False,
                             "SPLIT_K": STREAM_K},
-})
-for _p in PRESETS.values():   # every preset names its backward matmuls' configs: an autotuned pick reports them too
+}
+# every config names its backward matmuls' configs: an autotuned pick reports them too
+for _p in (*PRESETS.values(), *TUNING.values()):
     _p.setdefault("DX_CONFIG", parts.SAME)
     _p.setdefault("DW_CONFIG", parts.SAME)
     _p.setdefault("FUSE_DB", False)
-PARAMS += parts.part_params(PRESETS)
+NAMED = {**PRESETS, **TUNING}   # what DX_CONFIG / DW_CONFIG may name (gemm_triton_op's dW runs tma_streamk)
+PARAMS += parts.part_params(NAMED)
 # TMA needs sm_90; on older GPUs a `KERNEL: tma` request takes the blocked kernel (see matmul)
 TMA_FAMILIES = ("hopper", "blackwell")
 CANDIDATES = [
@@ -262,11 +265,11 @@ class _Linear(torch.autograd.Function):
             need_db = False
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = matmul(dy2, w, parts.config_for_part(ctx.cfg, 2, PRESETS))[0].view(ctx.shape)
+            dx = matmul(dy2, w, parts.config_for_part(ctx.cfg, 2, NAMED))[0].view(ctx.shape)
         if ctx.needs_input_grad[1]:
             # db = the column sums of dY = the row sums of dY^T, the dW matmul's A: the TMA kernel adds them up
             # from the tiles it loads anyway
-            dw, _, db_fused = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, PRESETS), out_dtype=w.dtype,
+            dw, _, db_fused = matmul(dy2.t(), x2, parts.config_for_part(ctx.cfg, 3, NAMED), out_dtype=w.dtype,
                                      row_sums=need_db and ctx.cfg["FUSE_DB"])
             db = db_fused if need_db else db
         if need_db and db is None:   # no dW wanted, or the pointer kernel ran it
@@ -333,7 +336,7 @@ def linear(x, weight, bias=None, activation=None, **cfg):
 # "_family" rides along so the backward's elementwise half and the TMA gate know the generation
 def matmul_part(a, b, part, **cfg):
     """One of the linear's three matmuls alone (kernels.linear.parts), as the autograd path calls it."""
-    full = parts.config_for_part(config_for(a, cfg), part, PRESETS)
+    full = parts.config_for_part(config_for(a, cfg), part, NAMED)
     if part == 1:
         return matmul(a, b.t(), full)[0]
     if part == 2:
@@ -431,7 +434,7 @@ def _aot(config, arch):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[fam])
     tiles = {k: cfg[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}
     if cfg["KERNEL"] == "tma" and fam in TMA_FAMILIES:
-        rows = triton_tma.aot_rows(lambda part: parts.config_for_part(cfg, part, PRESETS), arch)
+        rows = triton_tma.aot_rows(lambda part: parts.config_for_part(cfg, part, NAMED), arch)
     else:
         rows = [aot.unsupported("linear_tma", arch, "TMA descriptors need sm_90+: the blocked kernel runs here")] \
             if cfg["KERNEL"] == "tma" else []
@@ -454,6 +457,6 @@ def _aot(config, arch):
 
 
 TEST_CONFIG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16}   # CPU tests: several blocks per test shape
-IMPL = KernelImpl(fn=linear, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot, picked=TUNER.picked,
-                  test_config=TEST_CONFIG, traced=traced,
+IMPL = KernelImpl(fn=linear, backend="triton", params=PARAMS, presets=PRESETS, tuning=TUNING, aot=_aot,
+                  picked=TUNER.picked, test_config=TEST_CONFIG, traced=traced,
                   doc="grouped-order strided matmul, bias/GELU epilogue; bwd = two more matmuls + column sums")
