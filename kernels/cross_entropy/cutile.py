@@ -103,32 +103,42 @@ def _fwd_args(logits, targets, lse, loss, ignore_index, c):
     return (logits, targets, lse, loss, int(ignore_index), c["ROWS"], c["BV"], c["LATENCY"])
 
 
+def _forward(logits, targets, ignore_index, c):
+    """(mean loss (fp32 scalar), lse (N,) fp32, count of valid rows (1,) fp32)."""
+    N = logits.shape[0]
+    lse = poison.empty(N, dtype=torch.float32, device=logits.device)
+    loss = poison.empty(N, dtype=torch.float32, device=logits.device)
+    aot.launch(_ce_fwd, (aot.cdiv(N, c["ROWS"]),), _fwd_args(logits, targets, lse, loss, ignore_index, c),
+               occupancy=c["occupancy"])
+    out = poison.empty(1, dtype=torch.float32, device=logits.device)
+    count = poison.empty(1, dtype=torch.float32, device=logits.device)
+    aot.launch(_ce_reduce, (1,), (loss, targets, out, count, int(ignore_index), 1024))
+    return out.view(()), lse, count
+
+
+def _backward(grad, logits, targets, lse, count, ignore_index, c):
+    """dlogits (N, V) in the logits' dtype."""
+    N, V = logits.shape
+    dlogits = poison.empty(N, V, dtype=logits.dtype, device=logits.device)
+    g = grad.reshape(1).to(torch.float32).contiguous()
+    aot.launch(_ce_bwd, (aot.cdiv(N, c["ROWS"]), aot.cdiv(V, c["BWD_BV"])),
+               (logits, targets, lse, g, count, dlogits, int(ignore_index), c["ROWS"], c["BWD_BV"], c["LATENCY"]),
+               occupancy=c["occupancy"])
+    return dlogits
+
+
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, ignore_index, cfg):
-        N = logits.shape[0]
-        lse = poison.empty(N, dtype=torch.float32, device=logits.device)
-        loss = poison.empty(N, dtype=torch.float32, device=logits.device)
-        aot.launch(_ce_fwd, (aot.cdiv(N, cfg["ROWS"]),), _fwd_args(logits, targets, lse, loss, ignore_index, cfg),
-                   occupancy=cfg["occupancy"])
-        out = poison.empty(1, dtype=torch.float32, device=logits.device)
-        count = poison.empty(1, dtype=torch.float32, device=logits.device)
-        aot.launch(_ce_reduce, (1,), (loss, targets, out, count, int(ignore_index), 1024))
+        out, lse, count = _forward(logits, targets, ignore_index, cfg)
         ctx.save_for_backward(logits, targets, lse, count)
         ctx.ignore_index, ctx.cfg = ignore_index, cfg
-        return out.view(())
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         logits, targets, lse, count = ctx.saved_tensors
-        c = ctx.cfg
-        N, V = logits.shape
-        dlogits = poison.empty(N, V, dtype=logits.dtype, device=logits.device)
-        g = grad.reshape(1).to(torch.float32).contiguous()
-        aot.launch(_ce_bwd, (aot.cdiv(N, c["ROWS"]), aot.cdiv(V, c["BWD_BV"])),
-                   (logits, targets, lse, g, count, dlogits, int(ctx.ignore_index), c["ROWS"], c["BWD_BV"],
-                    c["LATENCY"]), occupancy=c["occupancy"])
-        return dlogits, None, None, None
+        return _backward(grad, logits, targets, lse, count, ctx.ignore_index, ctx.cfg), None, None, None
 
 
 def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, **cfg):
@@ -157,28 +167,13 @@ def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, **cfg):
 def _lib_fwd(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int,
              config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mean loss (fp32 scalar), lse (N,) fp32, count of valid rows (1,) fp32)."""
-    c = _config(aot.arch_of(logits), library.config(config))
-    N = logits.shape[0]
-    lse = poison.empty(N, dtype=torch.float32, device=logits.device)
-    loss = poison.empty(N, dtype=torch.float32, device=logits.device)
-    aot.launch(_ce_fwd, (aot.cdiv(N, c["ROWS"]),), _fwd_args(logits, targets, lse, loss, ignore_index, c),
-               occupancy=c["occupancy"])
-    out = poison.empty(1, dtype=torch.float32, device=logits.device)
-    count = poison.empty(1, dtype=torch.float32, device=logits.device)
-    aot.launch(_ce_reduce, (1,), (loss, targets, out, count, int(ignore_index), 1024))
-    return out.view(()), lse, count
+    return _forward(logits, targets, ignore_index, _config(aot.arch_of(logits), library.config(config)))
 
 
 def _lib_bwd(grad: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, count: torch.Tensor,
              ignore_index: int, config: str) -> torch.Tensor:
-    c = _config(aot.arch_of(logits), library.config(config))
-    N, V = logits.shape
-    dlogits = poison.empty(N, V, dtype=logits.dtype, device=logits.device)
-    g = grad.reshape(1).to(torch.float32).contiguous()
-    aot.launch(_ce_bwd, (aot.cdiv(N, c["ROWS"]), aot.cdiv(V, c["BWD_BV"])),
-               (logits, targets, lse, g, count, dlogits, int(ignore_index), c["ROWS"], c["BWD_BV"], c["LATENCY"]),
-               occupancy=c["occupancy"])
-    return dlogits
+    return _backward(grad, logits, targets, lse, count, ignore_index,
+                     _config(aot.arch_of(logits), library.config(config)))
 
 
 def _standin_fwd(logits, targets, ignore_index, config):

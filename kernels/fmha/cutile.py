@@ -15,8 +15,8 @@ import torch
 import cuda.tile as ct
 
 from kernels import cutile_aot as aot
-from kernels import library, poison
-from kernels.fmha import eager, layout
+from kernels import poison
+from kernels.fmha import layout, library_ops
 from kernels.mask import MASK_FLOOR
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
@@ -435,62 +435,11 @@ def _supports(shape, dtype, device):
     return _why(shape, dtype)
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
-# opaque custom ops (cuTile). The backward op returns dQ, dK, dV as one (B, T, 3, H, D) buffer (layout.packed_grads).
+# --- torch.library ops (kernels/fmha/library_ops.py): what torch.compile traces ----------------------------
 
-def _lib_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(o, lse (B*H, T) fp32) of q, k, v (B, H, T, D) with unit last stride."""
-    return _forward(q, k, v, causal, scale, _config(aot.arch_of(q), library.config(config), q.shape[-2]))
-
-
-def _lib_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-             lse: torch.Tensor, causal: bool, scale: float, config: str) -> torch.Tensor:
-    buf, grads = layout.packed_grads(q)
-    _backward(q, k, v, o, lse, do, causal, scale, _config(aot.arch_of(q), library.config(config), q.shape[-2]), grads=grads)
-    return buf
-
-
-def _alloc_bwd(do, q, k, v, o, lse, causal, scale, config):
-    B, H, T, D = q.shape
-    return q.new_empty(B, T, 3, H, D)
-
-
-FWD_OP = library.define(
-    "fmha_fwd_cutile", _lib_fwd, standin=lambda q, k, v, causal, scale, config: eager.standin_fwd(q, k, v, causal, scale),
-    alloc=lambda q, k, v, causal, scale, config: (layout.out_alloc(q), q.new_empty(q.shape[0] * q.shape[1], q.shape[2],
-                                                                                  dtype=torch.float32)))
-BWD_OP = library.define("fmha_bwd_cutile", _lib_bwd, alloc=_alloc_bwd,
-                        standin=lambda *args: eager.standin_bwd(*args[:-1]))
-
-
-def _lib_setup(ctx, inputs, output):
-    q, k, v, causal, scale, config = inputs
-    ctx.save_for_backward(q, k, v, *output)
-    ctx.causal, ctx.scale, ctx.config = causal, scale, config
-
-
-def _lib_backward(ctx, do, _dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    buf = BWD_OP(_prep(do), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.config)
-    return buf[:, :, 0].transpose(1, 2), buf[:, :, 1].transpose(1, 2), buf[:, :, 2].transpose(1, 2), None, None, None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(q, k, v, causal=True, scale=None, *, config):
-    """fmha through the library ops (torch.compile traces this; config: library.config_json)."""
-    B, H, T, D = q.shape
-    if k.shape != q.shape or v.shape != q.shape or not (q.dtype == k.dtype == v.dtype):
-        raise Unsupported(f"q, k, v must share shape and dtype, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    why = _why({"D": D}, "")
-    if why:
-        raise Unsupported(why)
-    if library.CHECKING:   # per-arch config checks: at trace time only (see kernels/library.py)
-        _check_bwd(_config(aot.arch_of(q), library.config(config), T))
-    sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    return FWD_OP(_prep(q), _prep(k), _prep(v), causal, sm_scale, config)[0]
+FWD_OP, BWD_OP, traced = library_ops.register(
+    "cutile", forward=_forward, backward=_backward, check=lambda c, causal: _check_bwd(c),
+    config_for=lambda q, c: _config(aot.arch_of(q), c, q.shape[-2]), head_dim_refusal=lambda D: _why({"D": D}, ""))
 
 
 def _aot(config, arch, D=64, dtype="bf16"):

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from kernels import library, poison
-from kernels.fmha import eager, layout
+from kernels.fmha import layout, library_ops
 from kernels import triton_aot as aot
 from kernels.mask import MASK_FLOOR
 from kernels.registry import KernelImpl, TileParam, Unsupported
@@ -432,12 +432,13 @@ def fmha(q, k, v, causal=True, scale=None, **cfg):
     B, H, T, D = q.shape
     if k.shape != q.shape or v.shape != q.shape:
         raise Unsupported(f"q, k, v shapes differ: {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if D not in HEAD_DIMS:
-        raise Unsupported(f"head dim {D} (takes {HEAD_DIMS})")
+    why = _head_dim_refusal(D)
+    if why:
+        raise Unsupported(why)
     if not (q.dtype == k.dtype == v.dtype):
         raise Unsupported("q, k, v dtypes differ")
     auto = cfg.pop("autotune", False)
-    full = CONFIGS.get(aot.arch_of(q), D, cfg)
+    full = config_for(q, cfg)
     _check_cfg(full, causal)
     sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     if auto:
@@ -456,70 +457,28 @@ def fmha(q, k, v, causal=True, scale=None, **cfg):
 CONFIGS = aot.Configs(PARAMS, _preset)
 
 
+def config_for(q, cfg):
+    """The full tile config for q (B, H, T, D): the arch's preset for head dim D under the overrides."""
+    return CONFIGS.get(aot.arch_of(q), q.shape[-1], cfg)
+
+
 def picked():
     return FWD_TUNER.picked()
 
 
-def _supports(shape, dtype, device):
-    D = shape.get("D", 64)
+def _head_dim_refusal(D):
     return None if D in HEAD_DIMS else f"head dim {D} (takes {HEAD_DIMS})"
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
-# triton_ops: inductor sees the forward's and the backward's Triton kernels. The backward op returns dQ, dK, dV as one (B, T, 3, H, D) buffer (layout.packed_grads).
-
-def _lib_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(o, lse (B*H, T) fp32) of q, k, v (B, H, T, D) with unit last stride."""
-    return _forward(q, k, v, causal, scale, CONFIGS.get(aot.arch_of(q), q.shape[-1], library.config(config)))
+def _supports(shape, dtype, device):
+    return _head_dim_refusal(shape.get("D", 64))
 
 
-def _lib_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-             lse: torch.Tensor, causal: bool, scale: float, config: str) -> torch.Tensor:
-    buf, grads = layout.packed_grads(q)
-    _backward(q, k, v, o, lse, do, causal, scale, CONFIGS.get(aot.arch_of(q), q.shape[-1], library.config(config)), grads=grads)
-    return buf
+# --- torch.library ops (kernels/fmha/library_ops.py): what torch.compile traces ----------------------------
+# triton_ops: named functions, no lambdas (torch reads the source of what an op body calls to find its kernels)
 
-
-def _alloc_bwd(do, q, k, v, o, lse, causal, scale, config):
-    B, H, T, D = q.shape
-    return q.new_empty(B, T, 3, H, D)
-
-
-FWD_OP = library.define(
-    "fmha_fwd_triton", _lib_fwd, triton=True, standin=lambda q, k, v, causal, scale, config: eager.standin_fwd(q, k, v, causal, scale),
-    alloc=lambda q, k, v, causal, scale, config: (layout.out_alloc(q), q.new_empty(q.shape[0] * q.shape[1], q.shape[2],
-                                                                                  dtype=torch.float32)))
-BWD_OP = library.define("fmha_bwd_triton", _lib_bwd, triton=True, alloc=_alloc_bwd,
-                        standin=lambda *args: eager.standin_bwd(*args[:-1]))
-
-
-def _lib_setup(ctx, inputs, output):
-    q, k, v, causal, scale, config = inputs
-    ctx.save_for_backward(q, k, v, *output)
-    ctx.causal, ctx.scale, ctx.config = causal, scale, config
-
-
-def _lib_backward(ctx, do, _dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    buf = BWD_OP(_last_dim_unit(do), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.config)
-    return buf[:, :, 0].transpose(1, 2), buf[:, :, 1].transpose(1, 2), buf[:, :, 2].transpose(1, 2), None, None, None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(q, k, v, causal=True, scale=None, *, config):
-    """fmha through the library ops (torch.compile traces this; config: library.config_json)."""
-    B, H, T, D = q.shape
-    if k.shape != q.shape or v.shape != q.shape or not (q.dtype == k.dtype == v.dtype):
-        raise Unsupported(f"q, k, v must share shape and dtype, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if D not in HEAD_DIMS:
-        raise Unsupported(f"head dim {D} (takes {HEAD_DIMS})")
-    if library.CHECKING:   # per-arch config checks: at trace time only (see kernels/library.py)
-        _check_cfg(CONFIGS.get(aot.arch_of(q), D, library.config(config)), causal)
-    sm_scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    return FWD_OP(_last_dim_unit(q), _last_dim_unit(k), _last_dim_unit(v), causal, sm_scale, config)[0]
+FWD_OP, BWD_OP, traced = library_ops.register("triton", forward=_forward, backward=_backward, config_for=config_for,
+                                              head_dim_refusal=_head_dim_refusal, check=_check_cfg, triton=True)
 
 
 def _aot(config, arch, D=64):

@@ -1,15 +1,13 @@
 """tanh-GELU with the bias add fused, in cuTile. The forward is one (BM, BC) tile per block; the
 backward is persistent over row tiles per column tile so each block also sums its share of dbias
 (folded by layer_norm's colsum)."""
-from typing import Optional
-
 import torch
 
 import cuda.tile as ct
 
 from kernels import cutile_aot as aot
-from kernels import library, poison
-from kernels.gelu import eager
+from kernels import poison
+from kernels.gelu import library_ops
 from kernels.registry import KernelImpl, TileParam
 
 ConstInt = ct.Constant[int]
@@ -155,51 +153,11 @@ def gelu(x, bias=None, **cfg):
     return _Gelu.apply(x, bias, full)
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+# --- torch.library ops (kernels/gelu/library_ops.py): what torch.compile traces ----------------------------
 
-def _lib_fwd(x: torch.Tensor, bias: Optional[torch.Tensor], config: str) -> torch.Tensor:
-    """tanh-GELU(x + bias) of rows x (M, C) (row stride a multiple of 8)."""
-    return gelu_forward(x, bias, _config(aot.arch_of(x), library.config(config)))
-
-
-def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor], need_db: bool,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dx, db); db is empty when not wanted (an op's outputs are tensors)."""
-    dx, db = gelu_backward(x, bias, dy, _config(aot.arch_of(x), library.config(config)), need_db)
-    return dx, db if db is not None else x.new_empty(0, dtype=bias.dtype if bias is not None else x.dtype)
-
-
-def _db_like(x, bias, need_db):
-    return x.new_empty(x.shape[1] if need_db else 0, dtype=bias.dtype if bias is not None else x.dtype)
-
-
-FWD_OP = library.define("gelu_fwd_cutile", _lib_fwd, standin=lambda x, bias, config: eager.standin_fwd(x, bias),
-                        alloc=lambda x, bias, config: x.new_empty(x.shape))
-BWD_OP = library.define("gelu_bwd_cutile", _lib_bwd, 
-                        standin=lambda dy, x, bias, need_db, config: eager.standin_bwd(dy, x, bias, need_db),
-                        alloc=lambda dy, x, bias, need_db, config: (x.new_empty(x.shape), _db_like(x, bias, need_db)))
-
-
-def _lib_setup(ctx, inputs, output):
-    x, bias, config = inputs
-    ctx.save_for_backward(x, bias)
-    ctx.config = config
-
-
-def _lib_backward(ctx, dy):
-    x, bias = ctx.saved_tensors
-    need_db = bias is not None and ctx.needs_input_grad[1]
-    dx, db = BWD_OP(aot.rows2d(dy, x.shape[1]), x, bias, need_db, ctx.config)
-    return dx, (db if need_db else None), None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(x, bias=None, *, config):
-    """gelu through the library ops (torch.compile traces this; config: library.config_json)."""
-    b = bias.contiguous() if bias is not None else None
-    return FWD_OP(aot.rows2d(x, x.shape[-1]), b, config).view(x.shape)
+FWD_OP, BWD_OP, traced = library_ops.register(
+    "cutile", forward=gelu_forward, backward=gelu_backward, rows=aot.rows2d,
+    config_for=lambda x, c: _config(aot.arch_of(x), c))
 
 
 def _aot(config, arch, dtype="bf16"):

@@ -1,14 +1,12 @@
 """tanh-GELU with the bias add fused, in Triton. The forward is a flat elementwise pass; the backward
 walks row tiles so each program can also sum its share of dbias (folded by kernels/triton_rows.py's colsum)."""
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
 
 from kernels import library, poison
 from kernels import triton_aot as aot
-from kernels.gelu import eager
+from kernels.gelu import library_ops
 from kernels.registry import KernelImpl, TileParam
 from kernels.triton_rows import colsum, split_rows
 
@@ -156,9 +154,14 @@ class _Gelu(torch.autograd.Function):
 CONFIGS = aot.Configs(PARAMS, lambda arch, _: PRESETS[aot.family(arch)])
 
 
+def config_for(x, cfg):
+    """The full tile config for tensors on x's device: the arch's preset under the overrides."""
+    return CONFIGS.get(aot.arch_of(x), 0, cfg)
+
+
 def gelu(x, bias=None, **cfg):
     auto = cfg.pop("autotune", False)
-    full = CONFIGS.get(aot.arch_of(x), 0, cfg)
+    full = config_for(x, cfg)
     if bias is not None and not bias.is_contiguous():
         bias = bias.contiguous()
     if auto:
@@ -172,51 +175,11 @@ def gelu(x, bias=None, **cfg):
     return gelu_forward(_flat(x, x.shape[-1]), bias, full).view(x.shape)
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
+# --- torch.library ops (kernels/gelu/library_ops.py): what torch.compile traces ----------------------------
+# triton_ops: named functions, no lambdas (torch reads the source of what an op body calls to find its kernels)
 
-def _lib_fwd(x: torch.Tensor, bias: Optional[torch.Tensor], config: str) -> torch.Tensor:
-    """tanh-GELU(x + bias) of rows x (M, C) with unit column stride."""
-    return gelu_forward(x, bias, CONFIGS.get(aot.arch_of(x), 0, library.config(config)))
-
-
-def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor], need_db: bool,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(dx, db); db is empty when not wanted (an op's outputs are tensors)."""
-    dx, db = gelu_backward(x, bias, dy, CONFIGS.get(aot.arch_of(x), 0, library.config(config)), need_db)
-    return dx, db if db is not None else x.new_empty(0, dtype=bias.dtype if bias is not None else x.dtype)
-
-
-def _db_like(x, bias, need_db):
-    return x.new_empty(x.shape[1] if need_db else 0, dtype=bias.dtype if bias is not None else x.dtype)
-
-
-FWD_OP = library.define("gelu_fwd_triton", _lib_fwd, triton=True, standin=lambda x, bias, config: eager.standin_fwd(x, bias),
-                        alloc=lambda x, bias, config: x.new_empty(x.shape))
-BWD_OP = library.define("gelu_bwd_triton", _lib_bwd, triton=True, 
-                        standin=lambda dy, x, bias, need_db, config: eager.standin_bwd(dy, x, bias, need_db),
-                        alloc=lambda dy, x, bias, need_db, config: (x.new_empty(x.shape), _db_like(x, bias, need_db)))
-
-
-def _lib_setup(ctx, inputs, output):
-    x, bias, config = inputs
-    ctx.save_for_backward(x, bias)
-    ctx.config = config
-
-
-def _lib_backward(ctx, dy):
-    x, bias = ctx.saved_tensors
-    need_db = bias is not None and ctx.needs_input_grad[1]
-    dx, db = BWD_OP(_flat(dy, x.shape[1]), x, bias, need_db, ctx.config)
-    return dx, (db if need_db else None), None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(x, bias=None, *, config):
-    """gelu through the library ops (torch.compile traces this; config: library.config_json)."""
-    b = bias.contiguous() if bias is not None else None
-    return FWD_OP(_flat(x, x.shape[-1]), b, config).view(x.shape)
+FWD_OP, BWD_OP, traced = library_ops.register("triton", forward=gelu_forward, backward=gelu_backward,
+                                              config_for=config_for, rows=_flat, triton=True)
 
 
 def _aot(config, arch):

@@ -1,16 +1,13 @@
 """Linear (x @ W.T + b, optional tanh-GELU) in cuTile: one tiled matmul kernel with the bias and
 activation in the epilogue, used three ways: y = x W^T (fwd), dX = dY W, dW = dY^T X (bwd), where a
 transposed operand is a load with order=(1, 0) rather than a copy. dB is a column sum of dY."""
-import types
-from typing import Optional
-
 import torch
 
 import cuda.tile as ct
 
 from kernels import cutile_aot as aot
-from kernels import library, poison
-from kernels.linear import eager, parts
+from kernels import poison
+from kernels.linear import library_ops, parts
 from kernels.linear.splitk import slices
 from kernels.registry import KernelImpl, TileParam, Unsupported
 
@@ -334,14 +331,19 @@ class _Linear(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
+def _check_parts(full):
+    """Unsupported where the config of any of the three matmuls (kernels.linear.parts) is refused."""
+    why = next(filter(None, (_refusal(parts.config_for_part(full, p, NAMED)) for p in parts.PARTS)), None)
+    if why:
+        raise Unsupported(why)
+
+
 def linear(x, weight, bias=None, activation=None, **cfg):
     if activation not in (None, "gelu"):
         raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
     auto = cfg.pop("autotune", False)
     full = _config(aot.arch_of(x), cfg)
-    why = next(filter(None, (_refusal(parts.config_for_part(full, p, NAMED)) for p in parts.PARTS)), None)
-    if why:
-        raise Unsupported(why)
+    _check_parts(full)
     if auto:
         K = x.shape[-1]
         x2, w = aot.rows2d(x, K), weight.contiguous()
@@ -374,76 +376,12 @@ def matmul_part(a, b, part, **cfg):
 parts.provide(linear, matmul_part)
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
-# opaque custom ops (cuTile).
+# --- torch.library ops (kernels/linear/library_ops.py): what torch.compile traces --------------------------
 
-def _lib_fwd(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool, keep_pre: bool,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, pre-activation (empty unless gelu and keep_pre)) of rows x (M, K); w (N, K), bias (N,) contiguous."""
-    y, pre, _ = matmul(x, w, False, True, _config(aot.arch_of(x), library.config(config)), bias=bias, gelu=gelu)
-    return y, pre if keep_pre and pre is not None else x.new_empty(0)
-
-
-def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, pre: torch.Tensor, gelu: bool, need_dx: bool,
-             need_dw: bool, need_db: bool, config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dW, db), each empty where not wanted: _Linear's own backward, handed the state it saves."""
-    ctx = types.SimpleNamespace(saved_tensors=(x, w, pre if gelu else None), needs_input_grad=(need_dx, need_dw, need_db),
-                                has_bias=need_db, gelu=gelu, cfg=_config(aot.arch_of(x), library.config(config)), shape=x.shape, bias_dtype=w.dtype)
-    return tuple(g if g is not None else x.new_empty(0) for g in _Linear.backward(ctx, dy)[:3])
-
-
-def _alloc_fwd(x, w, bias, gelu, keep_pre, config):
-    M, N = x.shape[0], w.shape[0]
-    return x.new_empty(M, N), x.new_empty((M, N) if gelu and keep_pre else (0,))
-
-
-def _alloc_bwd(dy, x, w, pre, gelu, need_dx, need_dw, need_db, config):
-    return (x.new_empty(x.shape if need_dx else (0,)), w.new_empty(w.shape if need_dw else (0,)),
-            w.new_empty(w.shape[0] if need_db else 0))
-
-
-FWD_OP = library.define("linear_fwd_cutile", _lib_fwd, alloc=_alloc_fwd,
-                        standin=lambda x, w, bias, gelu, keep_pre, config: eager.standin_fwd(x, w, bias, gelu, keep_pre))
-BWD_OP = library.define("linear_bwd_cutile", _lib_bwd, alloc=_alloc_bwd, standin=lambda dy, x, w, pre, gelu, *need_config:
-                        eager.standin_bwd(dy, x, w, pre, gelu, *need_config[:3]))
-
-
-def _lib_setup(ctx, inputs, output):
-    x, w, bias, gelu, keep_pre, config = inputs
-    ctx.save_for_backward(x, w, output[1])
-    ctx.gelu, ctx.has_bias, ctx.config = gelu, bias is not None, config
-
-
-def _lib_backward(ctx, dy, _dpre):
-    x, w, pre = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    dx, dw, db = BWD_OP(aot.rows2d(dy, w.shape[0]), x, w, pre, ctx.gelu, need[0], need[1], ctx.has_bias and need[2],
-                        ctx.config)
-    return (dx if need[0] else None), (dw if need[1] else None), (db if ctx.has_bias and need[2] else None), \
-        None, None, None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(x, weight, bias=None, activation=None, *, config):
-    """linear through the library ops (torch.compile traces this; config: library.config_json)."""
-    if activation not in (None, "gelu"):
-        raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise Unsupported(f"dtypes x {x.dtype}, weight {weight.dtype}, bias {bias.dtype if bias is not None else None}")
-    if library.CHECKING:   # per-arch config checks: at trace time only (see kernels/library.py)
-        full = _config(aot.arch_of(x), library.config(config))
-        why = next(filter(None, (_refusal(parts.config_for_part(full, p, PRESETS)) for p in parts.PARTS)), None)
-        if why:
-            raise Unsupported(why)
-    K = x.shape[-1]
-    gelu = activation == "gelu"
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
-                                        (bias is not None and bias.requires_grad))
-    b = bias.contiguous() if bias is not None else None
-    y = FWD_OP(aot.rows2d(x, K), weight.contiguous(), b, gelu, gelu and grad, config)[0]
-    return y.view(*x.shape[:-1], weight.shape[0])
+FWD_OP, BWD_OP, traced = library_ops.register(
+    "cutile", config_for=lambda x, c: _config(aot.arch_of(x), c), rows=aot.rows2d, backward=_Linear.backward,
+    forward=lambda x, w, bias, gelu, keep_pre, c: matmul(x, w, False, True, c, bias=bias, gelu=gelu)[:2],
+    check=_check_parts)
 
 
 def _aot(config, arch, dtype="bf16"):

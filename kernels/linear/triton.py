@@ -3,17 +3,14 @@ bias and optional tanh-GELU epilogue, and on sm_90+ the TMA persistent kernel (k
 The backward reuses them through strides: dX = dY W and dW = dY^T X. db is the column sums of dY: summed by
 the TMA dW matmul from the dY^T tiles it loads anyway, else by a standalone column sum (no dW wanted, the
 pointer kernel); with GELU, the column sums of dpre, which the GELU backward kernel adds up on the way."""
-import types
-from typing import Optional
-
 import torch
 import triton
 import triton.language as tl
 
-from kernels import library, poison
+from kernels import poison
 from kernels import triton_aot as aot
 from kernels.gelu.triton import gelu_backward, gelu_tanh
-from kernels.linear import eager, parts, triton_tma
+from kernels.linear import library_ops, parts, triton_tma
 from kernels.linear.splitk import slices
 from kernels.registry import KernelImpl, TileParam, Unsupported
 from kernels.triton_rows import colsum, colsum_aot, split_rows
@@ -358,72 +355,12 @@ def _rows(t, C):
     return t2 if t2.stride(-1) == 1 else t2.contiguous()
 
 
-# --- torch.library ops (kernels/library.py): what torch.compile traces -------------------------------------
-# opaque custom ops, not triton_ops: the Hopper/Blackwell presets run the TMA kernel, whose descriptors are
-# built on the host (make_fx cannot capture them), and inductor fuses nothing into a matmul it did not write.
+# --- torch.library ops (kernels/linear/library_ops.py): what torch.compile traces --------------------------
 
-def _lib_fwd(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], gelu: bool, keep_pre: bool,
-             config: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, pre-activation (empty unless gelu and keep_pre)) of rows x (M, K); w (N, K), bias (N,) contiguous."""
-    y, pre, _ = matmul(x, w.t(), config_for(x, library.config(config)), bias=bias, gelu=gelu, store_pre=gelu and keep_pre)
-    return y, pre if keep_pre and pre is not None else x.new_empty(0)
-
-
-def _lib_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, pre: torch.Tensor, gelu: bool, need_dx: bool,
-             need_dw: bool, need_db: bool, config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dW, db), each empty where not wanted: _Linear's own backward, handed the state it saves."""
-    ctx = types.SimpleNamespace(saved_tensors=(x, w, pre if gelu else None), needs_input_grad=(need_dx, need_dw, need_db),
-                                has_bias=need_db, gelu=gelu, cfg=config_for(x, library.config(config)), shape=x.shape, bias_dtype=w.dtype)
-    return tuple(g if g is not None else x.new_empty(0) for g in _Linear.backward(ctx, dy)[:3])
-
-
-def _alloc_fwd(x, w, bias, gelu, keep_pre, config):
-    M, N = x.shape[0], w.shape[0]
-    return x.new_empty(M, N), x.new_empty((M, N) if gelu and keep_pre else (0,))
-
-
-def _alloc_bwd(dy, x, w, pre, gelu, need_dx, need_dw, need_db, config):
-    return (x.new_empty(x.shape if need_dx else (0,)), w.new_empty(w.shape if need_dw else (0,)),
-            w.new_empty(w.shape[0] if need_db else 0))
-
-
-FWD_OP = library.define("linear_fwd_triton", _lib_fwd, alloc=_alloc_fwd,
-                        standin=lambda x, w, bias, gelu, keep_pre, config: eager.standin_fwd(x, w, bias, gelu, keep_pre))
-BWD_OP = library.define("linear_bwd_triton", _lib_bwd, alloc=_alloc_bwd, standin=lambda dy, x, w, pre, gelu, *need_config:
-                        eager.standin_bwd(dy, x, w, pre, gelu, *need_config[:3]))
-
-
-def _lib_setup(ctx, inputs, output):
-    x, w, bias, gelu, keep_pre, config = inputs
-    ctx.save_for_backward(x, w, output[1])
-    ctx.gelu, ctx.has_bias, ctx.config = gelu, bias is not None, config
-
-
-def _lib_backward(ctx, dy, _dpre):
-    x, w, pre = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    dx, dw, db = BWD_OP(_rows(dy, w.shape[0]), x, w, pre, ctx.gelu, need[0], need[1], ctx.has_bias and need[2],
-                        ctx.config)
-    return (dx if need[0] else None), (dw if need[1] else None), (db if ctx.has_bias and need[2] else None), \
-        None, None, None
-
-
-library.autograd(FWD_OP, _lib_backward, _lib_setup)
-
-
-def traced(x, weight, bias=None, activation=None, *, config):
-    """linear through the library ops (torch.compile traces this; config: library.config_json)."""
-    if activation not in (None, "gelu"):
-        raise Unsupported(f"activation {activation!r} (takes None or 'gelu')")
-    if weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
-        raise Unsupported(f"dtypes x {x.dtype}, weight {weight.dtype}, bias {bias.dtype if bias is not None else None}")
-    K = x.shape[-1]
-    gelu = activation == "gelu"
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
-                                        (bias is not None and bias.requires_grad))
-    b = bias.contiguous() if bias is not None else None
-    y = FWD_OP(_rows(x, K), weight.contiguous(), b, gelu, gelu and grad, config)[0]
-    return y.view(*x.shape[:-1], weight.shape[0])
+FWD_OP, BWD_OP, traced = library_ops.register(
+    "triton", config_for=config_for, rows=_rows, backward=_Linear.backward,
+    forward=lambda x, w, bias, gelu, keep_pre, c: matmul(x, w.t(), c, bias=bias, gelu=gelu,
+                                                         store_pre=gelu and keep_pre)[:2])
 
 
 def _aot(config, arch):
