@@ -9,17 +9,43 @@ import re
 import sys
 import time
 
-from bench.usage import EXIT_USAGE, die  # noqa: F401 - EXIT_USAGE: what a usage error exits with
+from bench.usage import EXIT_USAGE, did_you_mean, die  # noqa: F401 - EXIT_USAGE: what a usage error exits with
 from kernels.rows import failed, read_rows, result_files
 
-from bench import SOURCE_ROOT
+from kernels.rows import results_root
 
-REPO = SOURCE_ROOT
+
+def reports_root() -> str:
+    return os.path.abspath("reports")     # beside results/, under the working directory
+
+
+EXAMPLES = """modes (one at a time): --sweep, --list, --report, --compare, --table, --history, --history-add,
+--static, --doctor, --collect
+
+examples:
+  run_bench.py --sweep fmha                          the first look: every fmha impl, checked, timed, reported
+  run_bench.py --sweep fmha --quick --impl triton --impl cutile
+  run_bench.py --list                                sweeps, ops, impls and why an impl cannot run here
+  run_bench.py --sweep layer_norm --resume           continue a killed run
+  run_bench.py --compare results/a results/b --fail-above 5%
+  run_bench.py --report results/a results/b          one report from several runs (GPUs, shards)
+  run_bench.py --table targets results/final         a CLI table over finished results
+  run_bench.py --history-add results/a && run_bench.py --history --op fmha
+  run_bench.py --static --arch sm_90,sm_100          compile every kernel for other GPUs, no GPU needed
+"""
+
+
+def modes_of(args) -> list[tuple[str, object]]:
+    """(flag, value) of every mode: one may be given at a time."""
+    return [("--sweep", args.sweep), ("--list", args.list), ("--report", args.report), ("--compare", args.compare),
+            ("--table", args.table is not None), ("--history", args.history), ("--history-add", args.history_add),
+            ("--static", args.static), ("--doctor", args.doctor), ("--collect", args.collect)]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="run_bench.py", description="tilebench: is my cuTile kernel faster than "
-                                "Triton, than PyTorch, than cuDNN, on this GPU and the next?")
+                                "Triton, than PyTorch, than cuDNN, on this GPU and the next?", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", action="append", default=[], metavar="NAME", help="sweep to run (repeatable)")
     p.add_argument("--sweeps-file", default=None, metavar="PATH",
                    help="read the sweeps of this file alone (default: sweeps.yaml and tuning/*.yaml)")
@@ -148,7 +174,7 @@ def cmd_compare(args) -> int:
     def name(p):
         p = os.path.abspath(p)
         return os.path.basename(os.path.dirname(p) if os.path.isfile(p) else p)
-    out = args.report_dir or os.path.join(REPO, "reports", f"compare_{name(base)}_vs_{name(new)}")
+    out = args.report_dir or os.path.join(reports_root(), f"compare_{name(base)}_vs_{name(new)}")
     print(f"compare page: {compare_page.write(c, out, threshold)}")
     if threshold is not None and (len(c.over(threshold)) or len(c.newly_broken())):
         return 1
@@ -181,7 +207,7 @@ def cmd_report(paths, report_dir) -> int:
     files = good
     name = "merged-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S") if len(files) > 1 else \
         os.path.basename(os.path.dirname(os.path.abspath(files[0])))
-    out = report_dir or os.path.join(REPO, "reports", name)
+    out = report_dir or os.path.join(reports_root(), name)
     path = pages.build(files, out)
     print(f"report: {path}")
     return 0
@@ -228,7 +254,7 @@ def cmd_static(args) -> int:
         return die(f"--preset {unknown[0]!r}: no cuTile/Triton impl has a preset or tuning config of that name")
     jobs = args.jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
-    out_dir = args.out or os.path.join(REPO, "results", "static")
+    out_dir = args.out or os.path.join(results_root(), "static")
     store = ResultStore(fresh_results_file(out_dir, args.resume))
     try:
         rows = static.run(archs, store, impls=args.impl or None, quick=args.quick, presets=args.preset, jobs=jobs)
@@ -257,13 +283,10 @@ def main(argv=None) -> int:
             return die(f"{flag} {v:g}: expected seconds > 0")
     if args.compile_timeout is not None:
         os.environ["TILEBENCH_CUTILE_COMPILE_TIMEOUT_S"] = str(args.compile_timeout)
+    given = [flag for flag, on in modes_of(args) if on]
+    if len(given) > 1:   # one of them would be silently ignored
+        return die(f"{given[0]} and {given[1]} are two modes: give one (run_bench.py --help lists them)")
     if args.table is not None:
-        # a table only reads finished results: beside a mode that runs or writes, one of the two would be ignored
-        modes = (("--sweep", args.sweep), ("--report", args.report), ("--compare", args.compare), ("--list", args.list),
-                 ("--static", args.static), ("--doctor", args.doctor), ("--collect", args.collect))
-        other = [flag for flag, on in modes if on]
-        if other:
-            return die(f"--table prints finished results; it does not go with {other[0]}")
         return cmd_table(args)
     if args.peer is not None:
         return die("--peer goes with --table configs")
@@ -318,7 +341,7 @@ def main(argv=None) -> int:
     known_impls = set(registry.all_impl_names()) | set(sw.E2E_BACKENDS)
     for i in args.impl:
         if i not in known_impls:
-            return die(f"unknown impl {i!r}; known: {', '.join(sorted(known_impls))}")
+            return die(f"unknown impl {i!r}{did_you_mean(i, known_impls)} (known: {', '.join(sorted(known_impls))})")
 
     def resolver(op, name):
         r = registry.resolve(op, name, device)
@@ -345,7 +368,7 @@ def main(argv=None) -> int:
     from kernels import device as devices
     run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
         (f"_shard{args.shard.replace('/', 'of')}" if args.shard else "")
-    out_dir = args.out or os.path.join(REPO, "results", run_name)
+    out_dir = args.out or os.path.join(results_root(), run_name)
     store = ResultStore(fresh_results_file(out_dir, args.resume))
     if args.resume:
         done = store.done_ids()
@@ -354,7 +377,7 @@ def main(argv=None) -> int:
         print(f"resume: {len(skipped)} points already done, {len(points)} to run", file=sys.stderr)
     print(f"running {len(points)} points on {device}; results appended to {store.path}", file=sys.stderr)
     from bench.report import live
-    report_dir = args.report_dir or os.path.join(REPO, "reports", run_name)
+    report_dir = args.report_dir or os.path.join(reports_root(), run_name)
     live_report = None
     if not args.no_report:
         live_report = live.Rebuilder(store.path, report_dir)

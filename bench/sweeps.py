@@ -14,7 +14,8 @@ import os
 
 import yaml
 
-from bench import SOURCE_ROOT
+from bench import SHIPPED, SOURCE_ROOT
+from bench.usage import did_you_mean
 from bench.measure.compiled_baseline import COMPILE_BACKENDS, compiled_ours
 from kernels.registry import DTYPES, OPS, impl_names, spec_of
 from kernels.rows import point_id, timer_for
@@ -83,15 +84,28 @@ def _err(path, sweep, key, msg):
     return SweepError(f"{where}: key '{key}': {msg}" if key else f"{where}: {msg}")
 
 
+def shipped_root() -> str:
+    """Where the shipped sweeps are: bench/data/ in an installed copy (setup.py copies them there), else the checkout."""
+    return SHIPPED if os.path.isfile(os.path.join(SHIPPED, "sweeps.yaml")) else SOURCE_ROOT
+
+
 def default_files(root: str | None = None) -> list[str]:
     """sweeps.yaml, then every tuning/*.yaml, in name order."""
-    root = root or SOURCE_ROOT
+    root = root or shipped_root()
     return [os.path.join(root, "sweeps.yaml"), *sorted(glob.glob(os.path.join(root, "tuning", "*.yaml")))]
 
 
-def load_default(root: str | None = None) -> dict[str, Sweep]:
-    """Every sweep run_bench.py knows without --sweeps-file: sweeps.yaml's and the tuning files'."""
-    return load_files(default_files(root))
+def load_default(root: str | None = None, cwd: str | None = None) -> dict[str, Sweep]:
+    """Every sweep run_bench.py knows without --sweeps-file: the shipped sweeps.yaml's and tuning files', then a
+    sweeps.yaml in the working directory (where it is not the shipped one), whose sweeps replace same-named ones
+    and add to the rest."""
+    files = default_files(root)
+    sweeps = load_files(files)
+    own = os.path.join(cwd or os.getcwd(), "sweeps.yaml")
+    if os.path.isfile(own) and not any(os.path.exists(f) and os.path.samefile(own, f) for f in files):
+        sweeps.update(_load_file(own))
+        _check_includes(sweeps)
+    return sweeps
 
 
 def load_files(paths: list[str]) -> dict[str, Sweep]:
@@ -161,11 +175,11 @@ def _validate(path, name, body) -> Sweep:
     if op is None and not include:
         raise _err(path, name, "op", "missing (or give 'include')")
     if op is not None and op != "e2e" and op not in OPS:
-        raise _err(path, name, "op", f"unknown op {op!r} (known: {', '.join(OPS)}, e2e)")
+        raise _err(path, name, "op", f"unknown op {op!r}{did_you_mean(op, (*OPS, 'e2e'))} (known: {', '.join(OPS)}, e2e)")
     dtypes = body.get("dtypes", ["bf16"])
     for d in dtypes + body.get("cpu_dtypes", []):
         if d not in DTYPES:
-            raise _err(path, name, "dtypes", f"unknown dtype {d!r} (known: {', '.join(DTYPES)})")
+            raise _err(path, name, "dtypes", f"unknown dtype {d!r}{did_you_mean(d, DTYPES)} (known: {', '.join(DTYPES)})")
     passes = body.get("passes", list(PASSES))
     for p in passes:
         if p not in PASSES:
@@ -176,7 +190,7 @@ def _validate(path, name, body) -> Sweep:
         impls = impls or known
         for i in impls:
             if i not in known:
-                raise _err(path, name, "impls", f"unknown impl {i!r} for {op} (known: {', '.join(known)})")
+                raise _err(path, name, "impls", f"unknown impl {i!r} for {op}{did_you_mean(i, known)} (known: {', '.join(known)})")
     shapes = body.get("shapes", [])
     cpu_shapes = body.get("cpu_shapes")
     keys = set(spec_of(op).shape_keys) | set(spec_of(op).shape_defaults) | {"tokens"} if op and op != "e2e" else None
@@ -328,7 +342,7 @@ def resolve_names(sweeps: dict[str, Sweep], names: list[str]) -> list[Sweep]:
             out.append(s)
     for n in names:
         if n not in sweeps:
-            raise SweepError(f"unknown sweep {n!r}; known sweeps: {', '.join(sweeps)}")
+            raise SweepError(f"unknown sweep {n!r}{did_you_mean(n, sweeps)} (known: {', '.join(sweeps)})")
         add(n)
     return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import importlib.metadata
 import os
 import platform
@@ -12,7 +13,7 @@ import time
 
 import torch
 
-from bench import SOURCE_ROOT
+from bench import SHIPPED, SOURCE_ROOT
 from kernels import device as devices
 
 # Clock-event reasons that mean the GPU slowed itself down (idle and app-clock settings are not throttling).
@@ -30,9 +31,17 @@ def package_version(pkg: str) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
-    """The commit measured; TILEBENCH_GIT_COMMIT names it where the tree travelled without .git."""
+    """The commit measured: TILEBENCH_GIT_COMMIT where the tree travelled without .git, the one an installed copy was
+    built from (bench/data/build.json, written by setup.py), else the checkout's."""
     if os.environ.get("TILEBENCH_GIT_COMMIT"):
         return os.environ["TILEBENCH_GIT_COMMIT"]
+    built = os.path.join(SHIPPED, "build.json")
+    if os.path.isfile(built):
+        try:
+            with open(built) as f:
+                return json.load(f).get("git_commit")
+        except (OSError, ValueError):
+            return None
     try:
         here = SOURCE_ROOT
         out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)

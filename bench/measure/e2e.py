@@ -51,7 +51,7 @@ from contextlib import nullcontext
 import torch
 from torch.profiler import record_function
 
-from bench import SOURCE_ROOT
+from bench import child_env
 from bench.measure import devinfo, timing
 from bench.measure.compiled_baseline import COMPILE_BACKENDS, compiled_ours
 from bench.measure.outcome import classify
@@ -68,7 +68,6 @@ from model.plain_gpt import PlainGPT
 from model.ranges import close_open_ranges
 
 DEFAULT_BT = {"gpt2_124m": (16, 1024), "shakespeare_6x768": (64, 256), "shakespeare_6x384": (64, 256), "tiny": (4, 64)}
-REPO = SOURCE_ROOT
 BASELINES = ("eager", EAGER_SDPA, *COMPILE_BACKENDS)   # backends that are not an impl choice of the registry
 # Largest |loss - eager's loss| / |eager's loss| over the first check_steps steps from the same init and batches.
 # Measured on CPU (tiny model, 3 steps): SDPA vs explicit attention 0 in fp32 and 5e-5 in bf16; a GELU 5 %
@@ -432,7 +431,7 @@ def _breakdown(step, n, device, backend, ms_step, annotate=True) -> dict:
 def _converge(point, device, B, T, dtype) -> dict:
     """A short training run on real data through model.train: the loss curve per iteration."""
     from model import train
-    data_dir = point.get("data_dir") or os.path.join(REPO, "data", "shakespeare_char")
+    data_dir = point.get("data_dir") or os.path.abspath(os.path.join("data", "shakespeare_char"))
     if not os.path.isfile(os.path.join(data_dir, "train.bin")):
         return {"losses": None, "converge_error": f"no dataset at {data_dir} (python -m model.data shakespeare_char)"}
     iters = int(point["converge_iters"])
@@ -459,7 +458,7 @@ def _converge(point, device, B, T, dtype) -> dict:
 def _run_isolated(point, device, timeout) -> dict:
     cmd = [sys.executable, "-m", "bench.measure.e2e", "--point", json.dumps(point), "--device", device]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
     except subprocess.TimeoutExpired:
         return {"status": "error", "message": f"timed out after {timeout} s", **point}
     for line in reversed(p.stdout.strip().splitlines()):

@@ -17,7 +17,8 @@ import re
 import sys
 import time
 
-from bench import SOURCE_ROOT as REPO
+from bench import SOURCE_ROOT
+from kernels.rows import results_root
 from bench.usage import die
 from bench.scale.shard_task import STATE, ShardTask, read_state, shard_dir
 
@@ -71,7 +72,7 @@ def _submitit():
 
 def default_run_dir(args) -> str:
     name = "+".join(args.sweep) + ("-quick" if args.quick else "") + f"_{args.submit}-{args.shards}shards"
-    return os.path.join(REPO, "results", name)
+    return os.path.join(results_root(), name)
 
 
 def _slurm_opts(pairs: list[str]) -> dict:
@@ -167,8 +168,8 @@ def submit(args, run) -> int:
             os.remove(os.path.join(folder, STATE))   # the last run's state: this one has not started
     # the job unpickles bench.scale.shard_task before any of our code runs: the repo must be importable there
     path = os.environ.get("PYTHONPATH", "")
-    if REPO not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = REPO + (os.pathsep + path if path else "")
+    if SOURCE_ROOT not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = SOURCE_ROOT + (os.pathsep + path if path else "")
     try:
         ex = _executor(submitit, args.submit, os.path.join(run_dir, "submitit"), args)
     except RuntimeError as e:      # submitit: no srun here
@@ -260,7 +261,7 @@ def collect(run_dir: str, report_dir: str | None = None, strict: bool = False, n
     print(pages.summary_table(rows))
     print("results: " + " ".join(files))
     if not no_report:
-        path = pages.build(files, report_dir or os.path.join(REPO, "reports", os.path.basename(run_dir.rstrip("/"))))
+        path = pages.build(files, report_dir or os.path.join(os.path.abspath("reports"), os.path.basename(run_dir.rstrip("/"))))
         print(f"report: {path}")
     if unfinished:
         print(f"not finished: {', '.join(unfinished)} (rerun the submit command with --resume to finish them; "
