@@ -236,3 +236,20 @@ def test_report_keeps_the_good_files_and_warns_once_per_bad_one(tmp_path, capsys
     assert f"{bad}: no result rows" in err[0] and f"{notes}: not a training log" in err[1]
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "Who wins where" in html and "triton" in html
+
+
+@pytest.mark.parametrize("argv", [["--sweep", "fmha", "--report", "x"], ["--list", "--static"],
+                                  ["--compare", "a", "b", "--table", "targets", "x"], ["--doctor", "--sweep", "fmha"]])
+def test_two_modes_are_one_line_not_one_ignored(argv, capsys):
+    from bench import cli
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "are two modes: give one" in err
+
+
+def test_help_has_examples(capsys):
+    from bench import cli
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "run_bench.py --sweep fmha" in out and "one at a time" in out

@@ -86,10 +86,21 @@ def test_e2e_backends_take_a_per_op_mix(tmp_path):
     assert {p["impl"] for p in sw.points(s["x"], "cpu")} == {"triton", "cutile,linear=eager"}
 
 
-def test_unknown_sweep_lists_known(tmp_path):
+def test_unknown_sweep_lists_known_and_the_closest(tmp_path):
     s = sw.load(write(tmp_path, GOOD))
-    with pytest.raises(sw.SweepError, match="known sweeps: ln, att, both"):
+    with pytest.raises(sw.SweepError, match=r"unknown sweep 'nope' \(known: ln, att, both\)"):
         sw.resolve_names(s, ["nope"])
+    with pytest.raises(sw.SweepError, match="unknown sweep 'atn'; did you mean 'att'"):
+        sw.resolve_names(s, ["atn"])
+
+
+def test_a_sweeps_yaml_in_the_working_directory_replaces_same_named_sweeps(tmp_path):
+    (tmp_path / "sweeps.yaml").write_text("sweeps:\n  fmha:\n    op: gelu\n    impls: [eager]\n"
+                                          "    shapes:\n      - {M: 4, C: 8}\n"
+                                          "  mine:\n    op: gelu\n    shapes:\n      - {M: 4, C: 8}\n")
+    s = sw.load_default(cwd=str(tmp_path))
+    assert s["fmha"].op == "gelu" and "mine" in s and s["layer_norm"].op == "layer_norm"   # the rest still there
+    assert sw.load_default()["fmha"].op == "fmha"
 
 
 def test_shards_partition_the_sweep():

@@ -177,9 +177,9 @@ def test_a_run_folder_reads_as_its_file_and_shards_merge(capsys, tmp_path, resul
     (("gemm",), "--table gemm RESULTS...: name result files or run folders"),
     (("gemm", "/nonexistent/results.jsonl"), "no such results file or folder"),
     (("gemm", "{results}", "--peer", "sdpa_cudnn"), "--peer goes with --table configs, not --table gemm"),
-    (("gemm", "{results}", "--sweep", "fmha"), "--table prints finished results; it does not go with --sweep"),
-    (("gemm", "{results}", "--report", "{results}"), "does not go with --report"),
-    (("gemm", "{results}", "--compare", "{results}", "{results}"), "does not go with --compare"),
+    (("gemm", "{results}", "--sweep", "fmha"), "--sweep and --table are two modes: give one"),
+    (("gemm", "{results}", "--report", "{results}"), "--report and --table are two modes"),
+    (("gemm", "{results}", "--compare", "{results}", "{results}"), "--compare and --table are two modes"),
 ])
 def test_bad_table_arguments_exit_2_with_one_line(capsys, results, args, needle):
     code, out, err = table(capsys, *(a.format(results=results) for a in args))
