@@ -176,3 +176,19 @@ def test_nothing_in_common_is_an_error_not_a_pass(tmp_path, capsys):
     err = out.err.strip().splitlines()
     assert len(err) == 1 and "nothing compared" in err[0] and "BASE has 3 points, NEW has 2" in err[0]
     assert "pass" not in out.out and not (tmp_path / "page").exists()
+
+
+def test_a_capped_autotune_that_picked_otherwise_is_retuned_not_slower():
+    """Two runs of a peer whose autotuning was cut off at the time cap timed different configs: that is listed as
+    `retuned`, not failed by --fail-above (the rows' autotune says what each run tried)."""
+    from bench.report import compare as cmp
+    base = {"op": "fmha", "impl": "tilegym", "shape": {"T": 8}, "dtype": "bf16", "pass": "fwd", "status": "ok",
+            "median_ms": 1.0, "samples_ms": [1.0, 1.001, 0.999, 1.0], "timer": "cuda_events",
+            "autotune": [{"candidates": 6, "tried": 6, "capped": False, "best": "namespace(TILE_M=64, TILE_N=64) 111.1 us"}],
+            "autotune_capped": False}
+    new = {**base, "median_ms": 1.1, "samples_ms": [1.1, 1.101, 1.099, 1.1], "autotune_capped": True,
+           "autotune": [{"candidates": 6, "tried": 1, "capped": True, "best": "namespace(TILE_M=64, TILE_N=32) 176.2 us"}]}
+    c = cmp.compare_rows([base], [new], "a", "b")
+    assert list(c.points["verdict"]) == ["retuned"] and c.over(0.05).empty
+    same_pick = {**new, "autotune": base["autotune"]}
+    assert list(cmp.compare_rows([base], [same_pick], "a", "b").points["verdict"]) == ["slower"]

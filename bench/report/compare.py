@@ -7,6 +7,8 @@ from the per-repetition samples each row keeps (`samples_ms`, `host_samples_ms`)
   slower / faster  the interval excludes 1 and the ratio is beyond the `same` band (2 %)
   same             the whole interval lies within the band
   noisy            neither: the samples cannot tell
+  retuned          not same, and a time-capped autotuner (a peer's, --autotune-cap) picked other configs in the two
+                   runs: two configs compared, not two versions of the code; listed, never a --fail-above failure
 
 Rows written before samples were kept get a wider, conservative interval from their quartiles
 (new q1 / base q3 .. new q3 / base q1), marked `ci: quartiles`. Per (op, impl): the geometric mean of the
@@ -31,6 +33,9 @@ BROKEN = ("wrong", "error", "compile_error", "oom")
 # the time each --compare-time compares: (median, q1, q3, samples); host falls back to kernel in old files
 TIMES = {"kernel": ("median_ms", "q1_ms", "q3_ms", "samples_ms"),
          "host": ("host_median_ms", "host_q1_ms", "host_q3_ms", "host_samples_ms")}
+
+
+VERDICTS = ("faster", "slower", "same", "noisy", "retuned")
 
 
 class CompareError(ValueError):
@@ -104,6 +109,16 @@ def verdict(ratio: float, lo: float, hi: float, band: float = SAME_BAND) -> str:
     return "noisy"
 
 
+def _picks(row: dict) -> list[str]:
+    """The configs a row's autotune searches settled on ("best": "namespace(TILE_M=64, ...) 111.1 us", time dropped)."""
+    return [str(a.get("best", "")).rsplit(" ", 2)[0] for a in row.get("autotune") or [] if isinstance(a, dict)]
+
+
+def retuned(base: dict, new: dict) -> bool:
+    """A capped autotune in either run, and other picks: the runs timed different configs of the point."""
+    return bool(base.get("autotune_capped") or new.get("autotune_capped")) and _picks(base) != _picks(new)
+
+
 def label(row: dict) -> str:
     cfg = row.get("config_label")
     return (f"{row['op']}/{row['impl']} {row.get('shape_label') or row.get('shape')} {row.get('dtype')} "
@@ -124,8 +139,9 @@ class Comparison:
     devices: tuple[str, str]
 
     def over(self, threshold: float) -> pd.DataFrame:
-        """Points slower than 1 + threshold with confidence: the interval's low end above it."""
-        return self.points[self.points["ci_lo"] > 1 + threshold]
+        """Points slower than 1 + threshold with confidence: the interval's low end above it (retuned points are two
+        configs, not two versions of the code: they are listed, not counted)."""
+        return self.points[(self.points["ci_lo"] > 1 + threshold) & (self.points["verdict"] != "retuned")]
 
     def newly_broken(self) -> pd.DataFrame:
         s = self.status_changed
@@ -168,7 +184,7 @@ def compare_rows(base_rows: list[dict], new_rows: list[dict], base_name: str, ne
                        "dtype": n.get("dtype"), "pass": n.get("pass"), "config": n.get("config_label"),
                        "timer": n.get("timer"), "base_ms": bt[0], "new_ms": nt[0],
                        "base_reps": len(bt[3]) if bt[3] else b.get("reps"), "new_reps": len(nt[3]) if nt[3] else n.get("reps"), "ratio": ratio, "ci_lo": lo, "ci_hi": hi, "ci": how,
-                       "time": nt[4], "verdict": verdict(ratio, lo, hi, band)})
+                       "time": nt[4], "verdict": _verdict_of(b, n, ratio, lo, hi, band)})
     df = pd.DataFrame(points, columns=["op", "impl", "point", "shape", "dtype", "pass", "config", "timer", "base_ms",
                                        "new_ms", "base_reps", "new_reps", "ratio", "ci_lo", "ci_hi", "ci", "time",
                                        "verdict"])
@@ -178,13 +194,18 @@ def compare_rows(base_rows: list[dict], new_rows: list[dict], base_name: str, ne
                       (_devices(base_rows), _devices(new_rows)))
 
 
+def _verdict_of(b, n, ratio, lo, hi, band) -> str:
+    v = verdict(ratio, lo, hi, band)
+    return "retuned" if v != "same" and retuned(b, n) else v
+
+
 def _per_impl(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (op, impl), g in df.groupby(["op", "impl"], sort=True):
         v = g["verdict"].value_counts()
         out.append({"op": op, "impl": impl, "points": len(g), "geomean ratio": math.exp(np.log(g["ratio"]).mean()),
-                    **{k: int(v.get(k, 0)) for k in ("faster", "slower", "same", "noisy")}})
-    return pd.DataFrame(out, columns=["op", "impl", "points", "geomean ratio", "faster", "slower", "same", "noisy"])
+                    **{k: int(v.get(k, 0)) for k in VERDICTS}})
+    return pd.DataFrame(out, columns=["op", "impl", "points", "geomean ratio", *VERDICTS])
 
 
 def parse_threshold(text: str) -> float:
@@ -219,8 +240,10 @@ def text(c: Comparison, fail_above: float | None = None) -> str:
         lines += [_table(c.points[cols]), "", "per impl (geometric mean of new/base over its points):",
                   _table(c.per_impl)]
         counts = c.points["verdict"].value_counts()
-        lines.append("verdicts: " + ", ".join(f"{k} {counts[k]}" for k in ("slower", "faster", "same", "noisy")
-                                              if k in counts))
+        lines.append("verdicts: " + ", ".join(f"{k} {counts[k]}" for k in VERDICTS if k in counts))
+        if "retuned" in counts:
+            lines.append("retuned: a time-capped autotuner picked other configs in the two runs (the rows' `autotune`"
+                         " says which); not counted by --fail-above")
     for name, only in (("BASE", c.only_base), ("NEW", c.only_new)):
         if only:
             lines.append(f"only in {name} ({len(only)}): " + "; ".join(only[:20]) + (" ..." if len(only) > 20 else ""))

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.report import charts, plotly_charts, render, cells  # noqa: E402
-from bench.report.compare import CONFIDENCE, SAME_BAND, Comparison  # noqa: E402
+from bench.report.compare import CONFIDENCE, SAME_BAND, VERDICTS, Comparison  # noqa: E402
 
 COLORS = {"slower": "#d62728", "faster": "#2ca02c", "same": "#7f7f7f", "noisy": "#ff7f0e"}
 PNG = "compare.png"
@@ -77,7 +77,7 @@ def write(c: Comparison, outdir: str, fail_above: float | None = None) -> str:
                        "broken": len(broken)}
     if not c.points.empty:
         counts = c.points["verdict"].value_counts()
-        ctx["counts"] = [(k, int(counts[k])) for k in ("slower", "faster", "same", "noisy") if k in counts]
+        ctx["counts"] = [(k, int(counts[k])) for k in VERDICTS if k in counts]
         per = c.per_impl
         ctx["per_impl"] = cells.Table(list(per.columns), [
             [cells.cell(v) if col != "geomean ratio" else cells.ratio(v) for col, v in zip(per.columns, r)]
