@@ -43,16 +43,21 @@ HOST_TIMER = "host_wall"
 # The timers stop once the interquartile range is within this fraction of the median (or the budget is spent): a
 # row whose `iqr_rel` is above it never settled, and reports flag it.
 SPREAD_TARGET = 0.03
-MODES = ("events", "graph")      # what a user asks for: launched calls, or graph replays (--cuda-graph)
+# what a user asks for (launched calls, or graph replays with --cuda-graph) -> the timer a GPU's rows then carry;
+# a new timer is a mode here, its measurement in bench/measure/timing.py and its flag in bench/cli.py
+MODES = {"events": "cuda_events", "graph": "cuda_graph"}
 
 
 def timer_for(device: str, mode: str = "events") -> str:
-    """The timer a point measured on `device` in `mode` ("events" or "graph") carries."""
+    """The timer a point measured on `device` in `mode` carries (a CPU has one clock whatever the mode)."""
     if mode not in MODES:
         raise ValueError(f"timer mode {mode!r}: expected one of {', '.join(MODES)}")
-    if not device.startswith("cuda"):
-        return "cpu_clock"
-    return "cuda_graph" if mode == "graph" else "cuda_events"
+    return MODES[mode] if device.startswith("cuda") else "cpu_clock"
+
+
+def mode_of(timer: str | None) -> str:
+    """The mode that measures a row's timer: what the runner hands bench/measure/timing.py."""
+    return next((m for m, t in MODES.items() if t == timer), "events")
 
 
 def is_graph(timer: str | None) -> bool:

@@ -19,7 +19,7 @@ from bench.measure import devinfo, stress, timing
 from bench.measure import capture, profile, tunecap
 from bench.measure.progress import Progress
 from kernels import registry
-from kernels.rows import SCHEMA_VERSION, STATUSES, is_graph, timer_for  # noqa: F401 - STATUSES: what run_point may answer
+from kernels.rows import SCHEMA_VERSION, STATUSES, mode_of, timer_for  # noqa: F401 - STATUSES: what run_point may answer
 from kernels.spec import gen_for
 
 
@@ -76,7 +76,7 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
-    mode = "graph" if is_graph(point.get("timer") or timer_for(device, opts.mode)) else "events"
+    mode = mode_of(point.get("timer") or timer_for(device, opts.mode))
     why = impl.timer_refusal(cfg, mode) if impl.timer_refusal else None
     if why:
         return _finish(row, "unsupported", why, t_start)
