@@ -27,6 +27,8 @@ def _commit():
 class BuildWithSweeps(build_py):
     def run(self):
         super().run()
+        if not os.path.isfile(os.path.join(ROOT, "sweeps.yaml")):
+            raise SystemExit(f"setup.py: no sweeps.yaml in {ROOT}: build from a checkout or an sdist made from one")
         data = os.path.join(self.build_lib, "bench", "data")
         os.makedirs(os.path.join(data, "tuning"), exist_ok=True)
         shutil.copy(os.path.join(ROOT, "sweeps.yaml"), data)

@@ -249,6 +249,8 @@ def cmd_static(args) -> int:
         return die(f"--jobs {args.jobs}: expected a number of processes >= 1")
     if args.quick and args.preset:
         return die("--quick compiles the default configs only: leave out --preset")
+    if args.resume:     # every compile would run again and its rows be appended twice
+        return die("--static has no --resume: it compiles everything it is asked for (a minute or two)")
     unknown = static.unknown_names(args.preset, impls=args.impl or None)
     if unknown:
         return die(f"--preset {unknown[0]!r}: no cuTile/Triton impl has a preset or tuning config of that name")

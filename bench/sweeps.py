@@ -224,9 +224,9 @@ def _validate(path, name, body) -> Sweep:
                 if not vals or not all(isinstance(x, (int, bool)) for x in vals):
                     raise _err(path, name, field, f"{k} must be an int/bool or a list of them, got {v!r}")
                 # a size of 0 or below would run and end as an `error` point
-                bad_size = next((x for x in vals if not isinstance(x, bool) and x <= 0), None) if k in sizes else None
+                bad_size = next((x for x in vals if isinstance(x, bool) or x <= 0), None) if k in sizes else None
                 if bad_size is not None:
-                    raise _err(path, name, field, f"{entry}: {k}={bad_size}: a size must be > 0")
+                    raise _err(path, name, field, f"{entry}: {k}={bad_size}: a size must be an int > 0")
     if op and not shapes and not include:
         raise _err(path, name, "shapes", "missing")
     configs = body.get("configs", {})
@@ -261,6 +261,9 @@ def _validate(path, name, body) -> Sweep:
     for k, v in quick.items():
         if k not in QUICK_KEYS or not isinstance(v, QUICK_KEYS[k]):
             raise _err(path, name, "quick", f"{k!r}: known keys shapes (int), dtypes (int), passes (list)")
+        if k == "passes" and not set(v) <= set(PASSES):
+            bad = sorted(set(v) - set(PASSES))[0]
+            raise _err(path, name, "quick", f"unknown pass {bad!r}{did_you_mean(bad, PASSES)} (known: {', '.join(PASSES)})")
     if op == "e2e":
         for b in body.get("backends", []):
             why = _backend_error(b)

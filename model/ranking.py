@@ -99,8 +99,13 @@ def _groups(rows, device, dtype, ops, timer):
     """op -> ({(dtype, shape_key): {impl: fastest row}}, whether rows of `dtype` were found): the ok fwd+bwd
     rows measured on `device` with `timer`, the model's dtype where it has any."""
     want = device.strip().lower()
+    latest = {}    # a point measured again (a newer commit, a rerun) counts once, as last measured: a newer wrong
+    for r in rows:  # row vetoes an older ok one
+        latest[(r.get("device_name"), r.get("point_id") or id(r))] = r
     by_op = defaultdict(list)
-    for r in rows:
+    for r in latest.values():
+        if r.get("stress") == "off":   # never through the stress battery (--no-stress): not trusted to rank
+            continue
         ok = (r.get("status") == "ok" and r.get("pass") == "fwd+bwd" and r.get("op") in ops
               and isinstance(r.get("impl"), str) and step_ms(r, timer) is not None
               and isinstance(r.get("shape"), dict) and str(r.get("device_name", "")).strip().lower() == want)

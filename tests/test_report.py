@@ -140,3 +140,15 @@ def test_impls_far_below_the_best_peer_are_named_not_drawn(results, tmp_path):
     sp = speedup.table(best)
     c = charts.speedup(sp[sp["op"] == "gelu"], "t", str(tmp_path), "x", interactive=False)
     assert "sdpa_math" in c.note and c.png and isinstance(sp, pd.DataFrame)
+
+
+def test_each_gpu_has_its_own_best_peer(tmp_path):
+    """A report merging two GPUs: a point's speed-ups are against the best peer on the same GPU, never another's."""
+    rows = [_row("cutile", "ours", 64, 1.0, device_name="GPU A"), _row("liger", "peer", 64, 2.0, device_name="GPU A"),
+            _row("cutile", "ours", 64, 1.0, device_name="GPU B"), _row("liger", "peer", 64, 0.5, device_name="GPU B")]
+    for r in rows:
+        r["point_id"] += r["device_name"]
+    df = pages.frame(rows)
+    sp = speedup.table(pages.best_configs(df)).set_index(["device_name", "impl"])
+    assert sp.loc[("GPU A", "cutile"), "ratio"] == pytest.approx(2.0)
+    assert sp.loc[("GPU B", "cutile"), "ratio"] == pytest.approx(0.5)

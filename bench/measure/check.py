@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import torch
 
-from kernels import poison
+from kernels import backends, poison
 from kernels.registry import DTYPES
 from kernels.spec import Inputs, gen_for
 
@@ -268,9 +267,10 @@ def _judge_one(name, t, b: Bound, problems, errors, local, bias):
 
 
 def expect(spec, baseline, shape: dict, dtype: str, pass_: str, device: str, inputs: Inputs, gen,
-           k: float = K) -> Expected:
+           k: float = K, interpreted: bool = False) -> Expected:
     """Run the baseline (eager) on `inputs` and measure its error against the float64 reference: that sets each
-    tolerance. The upstream gradient is random, shaped and typed like eager's output."""
+    tolerance. The upstream gradient is random, shaped and typed like eager's output. interpreted: the impl judged
+    runs under Triton's CPU interpreter (no scale bias on the bf16 tensors it truncates)."""
     snapshot = [a.detach().clone() for a in inputs.args if isinstance(a, torch.Tensor)]
     grad_out = None
     if pass_ == "fwd+bwd":
@@ -284,7 +284,6 @@ def expect(spec, baseline, shape: dict, dtype: str, pass_: str, device: str, inp
     base = {**{n: outputs(base_out)[k] for k, n in out_keys.items()},
             **{n: base_grads[i] for i, n in grad_keys.items()}}
     inputs_at = {a.untyped_storage().data_ptr() for a in inputs.args if isinstance(a, torch.Tensor)}
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1" and not device.startswith("cuda")
     refs = {**{n: outputs(ref)[k] for k, n in out_keys.items()}, **{n: ref_grads[i] for i, n in grad_keys.items()}}
     bounds = {}
     for name, r in refs.items():
@@ -304,14 +303,18 @@ def baseline_for(spec, shape: dict, device: str = "cpu"):
 
 
 def check(spec, fn, shape: dict, dtype: str, pass_: str, device: str, config: dict | None = None,
-          seed: int = 0, inputs: Inputs | None = None, baseline=None, k: float = K, calls: int = 1) -> CheckResult:
+          seed: int = 0, inputs: Inputs | None = None, baseline=None, k: float = K, calls: int = 1,
+          interpreted: bool | None = None) -> CheckResult:
     """Compare fn with spec's reference, tolerances set by the baseline (default: the op's eager impl) times k;
     `calls` calls on the same inputs, each on poisoned memory and each judged (the runner asks for CALLS: a defect
     that shows on one call in five fails). Exceptions propagate (the runner classifies them)."""
     config = config or {}
     gen = gen_for(seed, device)
     inputs = inputs or spec.make_inputs(shape, dtype, device, gen)
-    exp = expect(spec, baseline or baseline_for(spec, shape, device), shape, dtype, pass_, device, inputs, gen, k)
+    if interpreted is None:   # a caller that does not say: a Triton-interpreting process on a CPU interprets it
+        interpreted = backends.interpreting() and not device.startswith("cuda")
+    exp = expect(spec, baseline or baseline_for(spec, shape, device), shape, dtype, pass_, device, inputs, gen, k,
+                 interpreted)
     first = None
     for call in range(1, calls + 1):
         problems, errors, local, bias = call_and_judge(fn, exp, config, device)

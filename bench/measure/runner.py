@@ -80,7 +80,7 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     why = impl.timer_refusal(cfg, mode) if impl.timer_refusal else None
     if why:
         return _finish(row, "unsupported", why, t_start)
-    row["interpreted"] = impl.backend in ("triton", "liger") and not device.startswith("cuda")
+    row["interpreted"] = interpreted(impl, device)
     state_before = devinfo.sample(device)
     try:
         _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, _seed_of(point, opts.seed), mode)
@@ -99,10 +99,15 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     return _finish(row, row["status"], row.get("message", ""), t_start)
 
 
+def interpreted(impl, device: str) -> bool:
+    """The impl's kernels run under Triton's CPU interpreter here."""
+    return impl.backend in ("triton", "liger") and not device.startswith("cuda")
+
+
 def calls_for(impl, device: str) -> int:
     """Calls of the checked point the gate judges: CALLS, but 2 under Triton's CPU interpreter, which runs a
     kernel's programs one at a time (no race can show between calls) at seconds per call."""
-    return 2 if impl.backend in ("triton", "liger") and not device.startswith("cuda") else checking.CALLS
+    return 2 if interpreted(impl, device) else checking.CALLS
 
 
 def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed, mode):
@@ -130,7 +135,8 @@ def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed
             row["picked_config"] = f"unreadable: {type(e).__name__}: {e}"
     del inputs, grad_out
     # 2. the correctness gate, on fresh inputs with poisoned outputs, held to eager's own error, several calls
-    res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1, calls=calls_for(impl, device))
+    res = checking.check(spec, fn, shape, dtype, pass_, device, cfg, seed=seed + 1, calls=calls_for(impl, device),
+                         interpreted=row["interpreted"])
     row.update(res.as_row())
     if not res.ok:
         row["status"], row["message"] = "wrong", res.message
@@ -139,7 +145,7 @@ def _measure(row, spec, name, impl, shape, dtype, pass_, cfg, device, opts, seed
     # 3. the stress battery: the model's layouts, hard values, ragged and edge sizes (each case once per process)
     if opts.stress:
         failed = stress.into_row(row, stress.run(spec, name, impl, cfg, shape, dtype, pass_, device, opts.seed,
-                                                 classify))
+                                                 classify, interpreted=row["interpreted"]))
         if failed:
             row["status"] = failed.status
             row["message"] = f"stress:{failed.regime} ({failed.case}): {failed.message}"

@@ -42,14 +42,14 @@ def _label(spec, case) -> str:
 
 
 def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, device: str, seed: int,
-        classify) -> list[Verdict]:
+        classify, interpreted: bool = False) -> list[Verdict]:
     """The battery for one point: a verdict per case, stopping at the first that is neither ok nor declined.
     classify(exc) -> (status, message) names what a case's exception means (bench/measure/runner.py)."""
     out = []
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify)
+            _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
         v = _verdicts[key]
         out.append(v)
         if v.status not in ("ok", "declined"):
@@ -57,7 +57,7 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     return out
 
 
-def _run_case(spec, impl, cfg, case, pass_, device, seed, classify) -> Verdict:
+def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted) -> Verdict:
     label = _label(spec, case)
     why = impl.why_not(case.shape, case.dtype, device, pass_)
     if why:
@@ -68,7 +68,7 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify) -> Verdict:
         if case.values is not None:
             inputs = case.values(inputs, gen)
         res = checking.check(spec, spec.wrap(impl.fn, case.shape), case.shape, case.dtype, pass_, device, cfg,
-                             inputs=inputs)
+                             inputs=inputs, interpreted=interpreted)
     except registry.Unsupported as e:
         return Verdict(case.regime, label, "declined", str(e))
     except Exception as e:  # noqa: BLE001 - a case that raises is the point's failure, classified like any other

@@ -100,7 +100,7 @@ def table(best: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     best = best.assign(**{c: best[c] if c in best else None for c in POINT + ["x", "config_text", "stress_declined",
                                                                              "impl_kind"] if c not in best})
     bootstrap = len(best) <= MAX_PAIRS
-    for contest, g in best.groupby("contest", sort=False):
+    for (_, contest), g in best.groupby(["device_name", "contest"], sort=False, dropna=False):   # one GPU's peers
         ref, why = reference(g)
         if ref is None:
             continue

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from bench import SOURCE_ROOT
+from bench import child_env
 from bench.measure.progress import Progress
 from bench.measure.runner import keep
 from kernels import registry
@@ -70,11 +70,11 @@ def run(points: list[dict], gpus: list[int], store, opts, log_dir: str, replicat
     opts_json = json.dumps(dataclasses.asdict(opts))
 
     def start(g):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(g), "PYTHONUNBUFFERED": "1"}
+        env = {**child_env(), "CUDA_VISIBLE_DEVICES": str(g), "PYTHONUNBUFFERED": "1"}   # this copy, from the user's dir
         log = open(os.path.join(log_dir, f"worker-gpu{g}.log"), "a")
         proc = subprocess.Popen([sys.executable, "-m", "bench.scale.worker", "--device", worker_device, "--gpu", str(g),
                                  "--opts", opts_json], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                cwd=SOURCE_ROOT, env=env)
+                                env=env)
         w = _Worker(g, proc)
         workers[g] = w
         sel.register(proc.stdout, selectors.EVENT_READ, w)

@@ -14,6 +14,7 @@ from kernels.gelu.eager import gelu
 from kernels.layer_norm.eager import layer_norm
 from kernels.add_layer_norm.eager import add_layer_norm
 from kernels.linear.eager import linear
+from kernels import poison
 from kernels.registry import KernelImpl
 
 
@@ -95,10 +96,10 @@ _calls = collections.Counter()
 
 
 def gelu_right_then_wrong(x, bias=None):
-    """Right for the first three calls at a shape (first call, checked call), wrong on the later, timed ones."""
-    _calls[tuple(x.shape)] += 1
+    """Right whenever the gate checks it (its calls run poisoned) and in the stress battery, wrong when timed: only
+    the re-check of the last timed call sees it."""
     y = gelu(x, bias)
-    return y if _calls[tuple(x.shape)] <= 3 else y * 1.1
+    return y if poison.poisoning() else y * 1.1
 
 
 _first = {}
@@ -272,6 +273,7 @@ CAUGHT_BY = {
     "zoo_gelu_exp_tanh": "stress:large_x",
     "zoo_gelu_bias": "scale bias",
     "zoo_gelu_every_fifth": "call 4 of 8",
+    "zoo_gelu_right_then_wrong": "timed call",
     "zoo_ln_two_rows": "worst row/column",
     "zoo_linear_dw_col": "worst row/column",
     "zoo_gelu_mutates": "written in place",
