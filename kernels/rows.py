@@ -150,8 +150,11 @@ def read_rows(*paths: str) -> list[dict]:
 
 def unsettled(row: dict) -> bool:
     """The row's kernel time stopped on the budget with its spread above SPREAD_TARGET (rows without iqr_rel: no)."""
-    v = row.get("iqr_rel")
-    return isinstance(v, (int, float)) and v == v and v > SPREAD_TARGET
+    try:
+        v = float(row.get("iqr_rel"))
+    except (TypeError, ValueError):     # absent, or not a number
+        return False
+    return v == v and v > SPREAD_TARGET
 
 
 def flatten(rows: list[dict]):

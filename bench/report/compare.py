@@ -23,13 +23,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from kernels.rows import POINT_AXES, point_key, read_rows
+from kernels.rows import BROKEN, POINT_AXES, point_key, read_rows
 
 KEY = POINT_AXES
 SAME_BAND = 0.02          # ratios within 2 % are "same": the run-to-run spread of a settled GPU point
 CONFIDENCE = 0.95
 RESAMPLES = 2000          # percentile bootstrap; 2000 keeps the interval's ends stable to ~0.1 %
-BROKEN = ("wrong", "error", "compile_error", "oom")
 # the time each --compare-time compares: (median, q1, q3, samples); host falls back to kernel in old files
 TIMES = {"kernel": ("median_ms", "q1_ms", "q3_ms", "samples_ms"),
          "host": ("host_median_ms", "host_q1_ms", "host_q3_ms", "host_samples_ms")}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from kernels.rows import SPREAD_TARGET
+from kernels.rows import unsettled
 
 OURS = ("triton", "cutile")
 BASELINES = ("eager", "eager_chunked", "eager_sdpa")
@@ -72,11 +72,6 @@ def interval(ref: dict, impl: dict, seed: int = 0, bootstrap: bool = True) -> tu
     return r, min(rq1 / iq3, r), max(rq3 / iq1, r), "quartiles"
 
 
-def _unsettled(row: dict) -> bool:
-    v = _num(row.get("iqr_rel"))
-    return v is not None and v > SPREAD_TARGET
-
-
 def reference(group: pd.DataFrame) -> tuple[dict | None, str]:
     """The best peer of one point's rows (each impl at its best config): (row, 'peer'), or the fastest baseline
     where no peer ran (row, 'eager'), or (None, '')."""
@@ -110,7 +105,7 @@ def table(best: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
             out.append({**{k: r.get(k) for k in POINT}, "contest": contest, "x": r.get("x"), "impl": r["impl"],
                         "kind": kind_of(r["impl"], r.get("impl_kind")), "median_ms": r["median_ms"],
                         "ref_impl": ref["impl"], "ref_kind": why, "ref_ms": ref["median_ms"], "ratio": ratio, "lo": lo,
-                        "hi": hi, "ci": how, "unsettled": _unsettled(r) or _unsettled(ref), "is_ref": is_ref,
+                        "hi": hi, "ci": how, "unsettled": unsettled(r) or unsettled(ref), "is_ref": is_ref,
                         "config_text": r.get("config_text"), "stress_declined": r.get("stress_declined")})
     return pd.DataFrame(out, columns=cols)
 
@@ -146,7 +141,7 @@ def winners(best: pd.DataFrame) -> pd.DataFrame:
             "peer ms": ref["median_ms"] if ref is not None and why == "peer" else None,
             "ours vs best peer": ours_vs,
             "unsettled": bool(len(ours) and ref is not None
-                              and (_unsettled(ours.iloc[0].to_dict()) or _unsettled(ref))),
+                              and (unsettled(ours.iloc[0].to_dict()) or unsettled(ref))),
             "x": top.get("x"),
         })
     return pd.DataFrame(out)
