@@ -97,6 +97,25 @@ def test_autotune_cap_stops_the_search_and_is_recorded(monkeypatch):
     assert calls[-1]["quiet"] is False
 
 
+def test_the_battery_tunes_one_config_and_keeps_it_out_of_the_points_record(monkeypatch):
+    import cuda.tile.tune as tune
+    calls = []
+    monkeypatch.setattr(tune, "exhaustive_search", _fake_search(calls))
+    monkeypatch.delenv(tunecap.TILEGYM_SWITCH, raising=False)
+    with tunecap.capped(30) as log:
+        with tunecap.one_config():
+            res = tune.exhaustive_search(list(range(6)), None, None, None, None)
+            assert os.environ[tunecap.TILEGYM_SWITCH] == "1"     # TileGym's own switch: its first config, no search
+        assert tunecap.TILEGYM_SWITCH not in os.environ
+        assert res.best.config == 0 and log == []                # one candidate, the first; not the point's record
+        tune.exhaustive_search(list(range(6)), None, None, None, None)
+    assert log[0]["tried"] == 6 and not log[0]["capped"]        # the point's own search: its whole space
+    monkeypatch.setenv(tunecap.TILEGYM_SWITCH, "0")
+    with tunecap.capped(30), tunecap.one_config():
+        pass
+    assert os.environ[tunecap.TILEGYM_SWITCH] == "0"             # a user's own setting comes back
+
+
 def _cli(*args, env_extra=None, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", TILEBENCH_PLUGINS_ENV: PLUGINS, **(env_extra or {})}
     env.pop("TRITON_INTERPRET", None)

@@ -4,7 +4,8 @@ outlier channels, logits at a trained model's scale, large attention scores, GEL
 sizes. Each case is judged by the gate's rule (bench/measure/check.py) against eager on the same inputs.
 
 A case's verdict is kept per (op, impl, config, pass, case) for the life of the process, so a sweep pays each case
-once however many shapes share it. A case an impl declines is listed in the row: declining is no way around the
+once however many shapes share it. Peers' autotuners take one config at the battery's sizes (tunecap.one_config).
+A case an impl declines is listed in the row: declining is no way around the
 battery, it is a fact about the impl."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import zlib
 
 from bench.measure import check as checking
+from bench.measure import tunecap
 from kernels import registry
 from kernels.spec import gen_for
 
@@ -49,7 +51,8 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
+            with tunecap.one_config():
+                _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
         v = _verdicts[key]
         out.append(v)
         if v.status not in ("ok", "declined"):

@@ -4,15 +4,26 @@ TileGym tunes each kernel with `cuda.tile.tune.exhaustive_search` on its first c
 candidate compiled (up to 5 s each) and timed, 206 s of a 9-minute first fmha run on an H200, its tables
 printed to the console. Under `capped(cap_s)` that search sees the candidates in its order only until the
 point's cap has passed (at least one is always tried), runs quietly, and says what it tried; the capped
-peer then runs the best candidate it reached. cap_s 0 or None: no cap (searches still run quietly)."""
+peer then runs the best candidate it reached. cap_s 0 or None: no cap (searches still run quietly).
+
+The stress battery runs under `one_config()`: at its new sizes a peer's tuner takes one candidate, its first, and
+TileGym skips its search (its own TILEGYM_DISABLE_AUTOTUNE switch: first config, one compile where a search compiles
+the candidate and then its tuned copy again). The battery asks whether the peer computes the right thing on hard
+inputs, not which config is fastest there; on a cold H100 the searches at T=301 and T=1 were 33 s of the first
+look's 51 s of battery."""
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import os
 import sys
 import time
 
 _state = {"deadline": None, "log": None}
+
+
+TILEGYM_SWITCH = "TILEGYM_DISABLE_AUTOTUNE"
 
 
 class _UntilDeadline:
@@ -87,6 +98,24 @@ def capped(cap_s: float | None):
         yield log
     finally:
         _state["deadline"] = _state["log"] = None
+
+
+@contextlib.contextmanager
+def one_config():
+    """Inside a point (capped): tuners take their first candidate, TileGym none (see the module's doc). Their
+    searches are kept out of the point's autotune record, which tells how the timed config was found."""
+    install()
+    saved, user_switch = dict(_state), os.environ.get(TILEGYM_SWITCH)
+    _state.update(deadline=-math.inf, log=[])   # passed: a search stops after its first candidate
+    os.environ[TILEGYM_SWITCH] = "1"
+    try:
+        yield
+    finally:
+        _state.update(saved)
+        if user_switch is None:
+            os.environ.pop(TILEGYM_SWITCH, None)
+        else:
+            os.environ[TILEGYM_SWITCH] = user_switch
 
 
 def into_row(row: dict, log: list[dict], cap_s: float | None) -> None:

@@ -24,6 +24,8 @@ FLOOR = tl.constexpr(MASK_FLOOR)
 # Triton 3.9's CPU interpreter gets bf16 tl.dot wrong; under it (only) the operands go up to fp32 first.
 INTERP = tl.constexpr(aot.interpreting())
 HEAD_DIMS = (16, 32, 64, 128)
+# The kernels take T unspecialized (do_not_specialize): EVEN_T already says whether T needs masks, so T=301 and T=1
+# (the stress battery's ragged and single-query cases) share one compile instead of two per kernel.
 
 
 @triton.jit
@@ -78,7 +80,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob, soh, sot, H, T, qk_scale,
               D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
               EVEN_T: tl.constexpr, LPT: tl.constexpr):
@@ -121,7 +123,7 @@ def _fmha_fwd(Q, K, V, O, LSE, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, sob,
         tl.store(lse_ptr, m_i + tl.log2(l_i), mask=offs_m < T)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _bwd_delta(O, DO, Delta, sob, soh, sot, sdb, sdh, sdt, H, T, D: tl.constexpr, BLOCK: tl.constexpr):
     """delta = rowsum(dO * O) for BLOCK rows of one (batch, head); O and dO in any (B, H, T) strides."""
     bh = tl.program_id(1)
@@ -165,7 +167,7 @@ def _dkdv_blocks(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqt, sdt, 
     return dk, dv
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _fmha_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                    sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
@@ -235,7 +237,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, skt, svt, offs_m, lo, hi, 
     return dq
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T"])
 def _fmha_bwd_dq(Q, K, V, DO, DQ, LSE, Delta, sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
                  sdb, sdh, sdt, sgb, sgh, sgt, H, T, qk_scale, sm_scale,
                  D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
