@@ -1,5 +1,5 @@
-"""What an installed tilebench carries beside its code: the sweeps (sweeps.yaml, tuning/*.yaml) and the commit it was
-built from, both in bench/data/, so a non-editable install runs from any directory and its rows name their commit.
+"""What an installed tilebench carries beside its code: the sweeps (sweeps.yaml, tuning/*.yaml), the per-GPU
+defaults (tuning/gpu_defaults.json) and the commit it was built from, all in bench/data/, so a non-editable install runs from any directory and its rows name their commit.
 Everything else about the package is in pyproject.toml."""
 import glob
 import json
@@ -32,7 +32,7 @@ class BuildWithSweeps(build_py):
         data = os.path.join(self.build_lib, "bench", "data")
         os.makedirs(os.path.join(data, "tuning"), exist_ok=True)
         shutil.copy(os.path.join(ROOT, "sweeps.yaml"), data)
-        for path in glob.glob(os.path.join(ROOT, "tuning", "*.yaml")):
+        for path in glob.glob(os.path.join(ROOT, "tuning", "*.yaml")) + glob.glob(os.path.join(ROOT, "tuning", "*.json")):
             shutil.copy(path, os.path.join(data, "tuning"))
         with open(os.path.join(data, "build.json"), "w") as f:
             json.dump({"git_commit": _commit()}, f)

@@ -20,7 +20,7 @@ def reports_root() -> str:
 
 
 EXAMPLES = """modes (one at a time): --sweep, --list, --report, --compare, --table, --history, --history-add,
---static, --doctor, --collect
+--record-defaults, --static, --doctor, --collect
 
 examples:
   run_bench.py --sweep fmha                          the first look: every fmha impl, checked, timed, reported
@@ -32,6 +32,8 @@ examples:
   run_bench.py --table targets results/final         a CLI table over finished results
   run_bench.py --history-add results/a && run_bench.py --history --op fmha
   run_bench.py --static --arch sm_90,sm_100          compile every kernel for other GPUs, no GPU needed
+  run_bench.py --sweep gemm_triton_fwd --out results/t && run_bench.py --record-defaults results/t
+                                                     this GPU's best tile configs become its defaults
 """
 
 
@@ -39,7 +41,7 @@ def modes_of(args) -> list[tuple[str, object]]:
     """(flag, value) of every mode: one may be given at a time."""
     return [("--sweep", args.sweep), ("--list", args.list), ("--report", args.report), ("--compare", args.compare),
             ("--table", args.table is not None), ("--history", args.history), ("--history-add", args.history_add),
-            ("--static", args.static), ("--doctor", args.doctor), ("--collect", args.collect)]
+            ("--record-defaults", args.record_defaults), ("--static", args.static), ("--doctor", args.doctor), ("--collect", args.collect)]
 
 
 def parse_args(argv=None):
@@ -98,6 +100,12 @@ def parse_args(argv=None):
                         "stress: off. For measuring what the battery costs, not for results you trust")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
+    g = p.add_argument_group("per-GPU defaults (kernels/gpu_defaults.py)")
+    g.add_argument("--record-defaults", nargs="+", metavar="RESULTS",
+                   help="record the fastest tile config per op/impl in these results as their GPU's default")
+    g.add_argument("--defaults-file", default=None, metavar="PATH",
+                   help="with --record-defaults: the record to write (default ./tilebench-gpu-defaults.json, or "
+                        "$TILEBENCH_GPU_DEFAULTS; tuning/gpu_defaults.json is the shipped one)")
     from bench.scale import cluster
     cluster.add_arguments(p)
     from bench import history
@@ -302,6 +310,11 @@ def main(argv=None) -> int:
     if args.history_add or args.history:          # the results history (bench/history.py)
         from bench.report import history_page
         return history_page.cmd_history_add(args) if args.history_add else history_page.cmd_history(args)
+    if args.record_defaults:
+        from bench import record
+        return record.cmd(args.record_defaults, args.defaults_file)
+    if args.defaults_file is not None:
+        return die("--defaults-file goes with --record-defaults RESULTS")
     if args.fail_above is not None:
         return die("--fail-above goes with --compare BASE NEW")
     if (args.preset or args.jobs is not None) and not args.static:

@@ -254,7 +254,7 @@ def _validate(path, name, body) -> Sweep:
             raise _err(path, name, "presets", f"impl {impl!r} is not in this sweep's impls")
         declared = _declared_impl(op, impl)
         for n in names:   # a preset users pick per GPU, or an experiment's tuning config
-            if declared is not None and declared.named(n) is None:
+            if declared is not None and n != DEFAULT_CONFIG and declared.named(n) is None:
                 raise _err(path, name, "presets", f"{impl} has no preset {n!r} and no tuning config of that "
                                                   f"name ({declared.known_names()})")
     quick = body.get("quick", {})
@@ -312,6 +312,9 @@ def expand_shapes(entries: list[dict]) -> list[dict]:
     return out
 
 
+DEFAULT_CONFIG = "default"   # in a sweep's presets list: the impl's own default config
+
+
 def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
     """(label, overrides) per tile config: the default, each named preset or tuning config, and the cartesian
     axes."""
@@ -321,6 +324,9 @@ def expand_configs(sweep: Sweep, impl: str, impl_obj) -> list[tuple[str, dict]]:
     if not axes and not presets:
         return [("default", {})]
     for name in presets:   # a preset or a tuning config: both labelled preset:NAME, as results always were
+        if name == DEFAULT_CONFIG:   # the config the impl runs unasked, beside the others (--record-defaults)
+            out.append(("default", {}))
+            continue
         cfg = impl_obj.named(name) if impl_obj is not None else {}
         out.append((f"preset:{name}", {"__missing_preset__": name} if cfg is None else cfg))
     if axes:

@@ -37,6 +37,7 @@ from collections import defaultdict
 import torch
 
 from kernels import device as devices
+from kernels import gpu_defaults
 from kernels import registry
 from kernels import library
 from kernels.fmha.layout import heads_inside_rows, is_qkv_split
@@ -213,7 +214,7 @@ class Backend:
         self.fallbacks.append(msg)
         self.log("fallback " + msg)
 
-    def _config(self, op, name, impl) -> dict:
+    def _config(self, op, name, impl, device="cpu") -> dict:
         """The tile config op runs name with. A config the caller gave that the impl rejects is an error; one auto
         read from result rows (written by an older version of the impl) gives way to the defaults, recorded
         in `fallbacks` so the benchmark reports which config really ran."""
@@ -221,7 +222,10 @@ class Backend:
         if key not in self._cfg:
             want = self.configs.get(op)
             try:
-                self._cfg[key] = impl.config(want)
+                # no config given: this GPU's recorded default if any (kernels/gpu_defaults.py), else the preset
+                self._cfg[key], source = gpu_defaults.config(impl, op, name, want, device)
+                if source not in ("caller", "preset"):
+                    self._note(f"{op}/{name}: default config from {source}")
             except ValueError as e:
                 if op not in self._auto_configs:
                     raise ValueError(f"{op}/{name}: tile config {want} rejected: {e}") from None
@@ -252,7 +256,7 @@ class Backend:
                 why = r.reason or r.impl.why_not(shape, dtype, device, pass_)
             if why:
                 self._fallback(op, name, why)
-            self._decided[key] = None if why else (name, r.impl, self._config(op, name, r.impl))
+            self._decided[key] = None if why else (name, r.impl, self._config(op, name, r.impl, device))
         return key, self._decided[key]
 
     def _call(self, op, shape, args, kwargs, eager_ok=True, refuse=None):
@@ -349,7 +353,7 @@ class Backend:
             self._fallback(op, name, why)
             return None
         try:
-            config = library.config_json(self._config(op, name, r.impl))
+            config = library.config_json(self._config(op, name, r.impl, device))
             library.dry_run(r.impl.traced, metas, kwargs, config, grad)
         except Unsupported as e:
             if refuse == "add_layer_norm":

@@ -29,7 +29,7 @@ import torch
 
 from kernels.device import name as device_name
 from kernels.registry import DTYPES
-from model import cuda_graph, measure, slurm_env
+from model import auto_step, cuda_graph, measure, slurm_env
 from model.config import preset
 from model.data import Batches, DataError
 from model.gpt import GPT, peak_tflops_for
@@ -70,6 +70,7 @@ class TrainConfig:
     # system
     backend: str = "eager"                # eager | triton | cutile | auto[:results.jsonl] | op=impl,...
     results: str | None = None            # results file(s) for backend auto
+    auto_trials: bool | None = None       # auto's whole-step trials (model/auto_step.py); None: on CUDA, one process
     fuse_gelu: bool | None = None         # linear's fused GELU epilogue: default when linear and gelu share an impl
     dtype: str = "bf16"                   # autocast dtype: bf16 | fp16 (with GradScaler) | fp32
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -189,6 +190,11 @@ class Trainer:
             if self.ddp:
                 torch.distributed.barrier()
         self.backend.resolve_auto(self.device)
+        self.auto_trials = None
+        if self._auto_trials():   # whole steps of auto's mix, triton, cutile, eager on copies; the fastest trains
+            self.backend, self.auto_trials = auto_step.choose(self.raw_model, self.backend, cfg.batch_size, self.T,
+                                                              cfg.dtype, self.device, cfg.cuda_graph, cfg.grad_clip)
+            self.raw_model.ops = self.backend
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                              (cfg.beta1, cfg.beta2), self.device_type,
                                                              capturable=cfg.cuda_graph)
@@ -215,6 +221,16 @@ class Trainer:
         self.status, self.message = "running", ""
 
     # --- helpers -----------------------------------------------------------------------------------
+    def _auto_trials(self) -> bool:
+        """auto's trials: asked, or by default on a CUDA device in a single process (under DDP the ranks would
+        have to agree on one winner) and without --compile (a compile per candidate)."""
+        c = self.cfg
+        if self.backend.mode != "auto":
+            return False
+        if c.auto_trials is not None:
+            return c.auto_trials
+        return self.device_type == "cuda" and not self.ddp and not c.compile
+
     def log(self, msg: str, force: bool = False) -> None:
         if self.master or force:
             self._print(msg if self.master else f"[rank {self.rank}] {msg}")
@@ -453,6 +469,7 @@ class Trainer:
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "backend": self.cfg.backend, "backend_choice": self.backend.describe(),
             "fallbacks": list(self.backend.fallbacks), "notes": list(self.backend.notes),
+            "auto_trials": self.auto_trials.as_row() if self.auto_trials else None,
             "tokens_per_iter": self.tokens_per_iter, "iter": self.iter,
             "cuda_graph_capture_s": self.graphed.capture_s if self.graphed is not None else None,
             "train": self.history["train"], "eval": self.history["eval"], "perf": self.history["perf"],
@@ -499,7 +516,7 @@ def _resume_config(out_dir: str, overrides: dict) -> TrainConfig:
 def parse_args(argv=None) -> TrainConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help=f"preset ({', '.join(TRAIN_PRESETS)}) or JSON file")
-    bools = {"save_checkpoints", "compile", "cuda_graph", "resume", "fuse_gelu"}
+    bools = {"save_checkpoints", "compile", "cuda_graph", "resume", "fuse_gelu", "auto_trials"}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name in bools:

@@ -7,7 +7,8 @@ torch.compile(fullgraph=True) in mode default, max-autotune-no-cudagraphs, reduc
 compile_max_autotune+<backend>, compile_graphs+<backend> = our GPT with that backend (triton, cutile, auto, a mix)
 under torch.compile(fullgraph=True) in those modes, each op through its impl's torch.library ops
 (kernels/library.py)), B, T, dtype
-(bf16), steps; optional warmup, profile_steps, peak_tflops, results (for auto), grad_clip, seed, check_steps,
+(bf16), steps; optional warmup, profile_steps, peak_tflops, results (for auto), auto_trials (auto's whole-step
+trials, model/auto_step.py: default on CUDA only), grad_clip, seed, check_steps,
 converge_iters (+ data_dir, lr), cuda_graph (true: the whole step, clipping and AdamW included, captured once
 and replayed; model/cuda_graph.py); for compile+ backends on a CPU only (a tracing check, never a measurement):
 compile_backend (e.g. aot_eager) and standins (true: the library ops' eager-math stand-ins run where the kernels
@@ -59,7 +60,7 @@ from kernels.compiled import CompileFallback, call_compiled, fresh_code, graphs_
 from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported
 from kernels.rows import SCHEMA_VERSION
-from model import cuda_graph
+from model import auto_step, cuda_graph
 from model.config import PRESETS, preset
 from model.gpt import GPT
 from model.op_list import OPS
@@ -205,13 +206,18 @@ def _run(point: dict, device: str, state: dict) -> dict:
         cfg = preset(name, block_size=T)
     notes = []
     model, fwd, backend = build_model(cfg, impl, device, seed, dtype, point, graphed, notes.append)
+    clip = float(point.get("grad_clip", 1.0))
+    trials = None
+    if backend is not None and backend.mode == "auto" and not ours and point.get("auto_trials", cuda):
+        # whole-step trials on copies (model/auto_step.py): this model, its losses and the timing below unchanged
+        backend, trials = auto_step.choose(model, backend, B, T, dtype, device, graphed, clip)
+        model.ops = backend
     if backend is not None:
         state["backend"] = backend
     opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu", capturable=graphed)
     state.update(model=model, opt=opt, fwd=fwd)
     data = batches(cfg.vocab_size, B, T, device, seed)
     ctx = autocast(device, dtype)
-    clip = float(point.get("grad_clip", 1.0))
     step = train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=mode == "reduce-overhead")
     gstep, eager_step = None, step
     if graphed:   # the first calls are eager warm-up (side stream), then one capture, then replays
@@ -259,6 +265,8 @@ def _run(point: dict, device: str, state: dict) -> dict:
                impls_used={op: sorted(v) for op, v in backend.used.items()} if backend else {})
     if compiled:
         out["graphs_compiled"] = graphs_compiled() - graphs0   # > 1: recompiled while timed (still compiled)
+    if trials is not None:
+        out.update(trials.as_row())
 
     if n_prof > 0:
         try:

@@ -18,7 +18,7 @@ from bench.measure.outcome import classify
 from bench.measure import devinfo, stress, timing
 from bench.measure import capture, profile, tunecap
 from bench.measure.progress import Progress
-from kernels import registry
+from kernels import gpu_defaults, registry
 from kernels.rows import SCHEMA_VERSION, STATUSES, mode_of, timer_for  # noqa: F401 - STATUSES: what run_point may answer
 from kernels.spec import gen_for
 
@@ -72,7 +72,7 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
         return _finish(row, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} and no "
                                      f"tuning config of that name ({impl.known_names()})", t_start)
     try:
-        cfg = impl.config(cfg_in)
+        cfg, row["config_source"] = gpu_defaults.config(impl, point["op"], name, cfg_in, device)
     except ValueError as e:
         return _finish(row, "error", f"bad tile config: {e}", t_start)
     row["config_full"] = cfg
