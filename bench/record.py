@@ -2,8 +2,10 @@
 
 Per GPU and op/impl, among the configs the results measured (ok rows on a GPU, one timer), the one with the lowest geometric
 mean of time / the impl's best time at each point (shape, dtype, pass) wins, counting only configs measured at every
-point the default was; it is recorded when it beats the default (the config the impl runs unasked) by more than
-MIN_GAIN, and an entry the default now matches is dropped. The record names the date, the results' commits and the
+point the default was; it is recorded when it beats the default (the impl's preset) by more than MIN_GAIN, and an
+entry the preset now matches is dropped. Rows of a default that ran a record instead of the preset are refused
+(run the sweep with TILEBENCH_GPU_DEFAULTS=off), as are results that mix timers; --no-stress rows and unsettled
+ones are left out. The record names the date, the results' commits and the
 points it stands on, so a reader can rerun it:
 
     run_bench.py --sweep gemm_triton_fwd --cuda-graph --out results/mine
@@ -18,7 +20,7 @@ import os
 from collections import defaultdict
 
 from kernels import gpu_defaults
-from kernels.rows import read_rows
+from kernels.rows import read_rows, unsettled
 
 MIN_GAIN = 0.02   # under 2 % the default's own run-to-run spread on an H100 can flip the order
 
@@ -27,9 +29,13 @@ def _key(cfg) -> str:
     return json.dumps(cfg or {}, sort_keys=True)
 
 
+class RecordError(ValueError):
+    """Results a record cannot stand on; the CLI prints it as one line."""
+
+
 def decide(rows: list[dict]) -> list[dict]:
     """One decision per (gpu, op, impl) with more than one config measured: the winner, its geometric-mean
-    time ratio, the default's, and whether it is recorded."""
+    time ratio, the default's, and whether it is recorded. Raises RecordError where the rows cannot say."""
     groups: dict = defaultdict(lambda: defaultdict(dict))   # (gpu, op, impl, timer) -> config -> point -> ms
     labels: dict = {}
     for r in rows:
@@ -37,6 +43,12 @@ def decide(rows: list[dict]) -> list[dict]:
             continue
         if r.get("interpreted") or not str(r.get("device", "")).startswith("cuda"):
             continue    # a CPU's or an interpreter's times say nothing of a GPU's tiles
+        if r.get("stress") == "off" or unsettled(r):
+            continue    # never a config the battery did not check, nor a time that never settled
+        if not r.get("config") and r.get("config_source") not in (None, "preset"):
+            raise RecordError(f"{r['op']}/{r['impl']} on {r['device_name']}: its default ran a recorded config "
+                              f"({r['config_source']}), not the preset: rerun the sweep with "
+                              f"{gpu_defaults.USER_ENV}={gpu_defaults.OFF} to time the preset beside the candidates")
         try:
             ms = float(r.get("median_ms"))
         except (TypeError, ValueError):
@@ -47,6 +59,13 @@ def decide(rows: list[dict]) -> list[dict]:
         g = groups[(r["device_name"], r["op"], r["impl"], r.get("timer"))]
         g[_key(r.get("config"))][point] = min(ms, g[_key(r.get("config"))].get(point, math.inf))
         labels[(r["device_name"], r["op"], r["impl"], _key(r.get("config")))] = r.get("config_label")
+    timers = defaultdict(set)
+    for gpu, op, impl, timer in groups:
+        timers[(gpu, op, impl)].add(str(timer))
+    for (gpu, op, impl), ts in timers.items():
+        if len(ts) > 1:
+            raise RecordError(f"{op}/{impl} on {gpu}: the results mix timers ({', '.join(sorted(ts))}): record from "
+                              "one kind of run (--cuda-graph or not)")
     out = []
     for (gpu, op, impl, timer), by_cfg in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         if len(by_cfg) < 2 or _key({}) not in by_cfg:
@@ -118,9 +137,14 @@ def cmd(paths: list[str], out: str | None) -> int:
     if missing:
         return die(f"--record-defaults: no such file or folder: {missing[0]}")
     rows = read_rows(*paths)
-    decisions = decide(rows)
+    try:
+        decisions = decide(rows)
+    except RecordError as e:
+        return die(f"--record-defaults: {e}")
     print(text(decisions))
     path = out or gpu_defaults.user_path()
+    if not decisions:
+        return 0
     try:
         written, dropped = write(decisions, path, time.strftime("%Y-%m-%d"))
     except ValueError as e:

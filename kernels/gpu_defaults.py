@@ -10,6 +10,8 @@ with no config of its own on that GPU runs it:
     else the shipped record   (tuning/gpu_defaults.json),
     else the family preset    (in the kernel's code).
 
+TILEBENCH_GPU_DEFAULTS=off reads neither record: the presets alone, as a tuning sweep that may record must time them.
+
 `run_bench.py --record-defaults RESULTS` writes a record from a tuning sweep's results (bench/record.py), so a
 user reruns the sweep on their own GPU and records theirs. Rows say which default ran (`config_source`)."""
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 FILE_NAME = "gpu_defaults.json"
 USER_ENV = "TILEBENCH_GPU_DEFAULTS"
 USER_DEFAULT = "tilebench-gpu-defaults.json"
+OFF = "off"   # TILEBENCH_GPU_DEFAULTS=off: no record is read
 VERSION = 1
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,7 +43,8 @@ def shipped_path() -> str:
 
 
 def user_path() -> str:
-    return os.environ.get(USER_ENV) or os.path.join(os.getcwd(), USER_DEFAULT)
+    v = os.environ.get(USER_ENV)
+    return v if v and v != OFF else os.path.join(os.getcwd(), USER_DEFAULT)
 
 
 def read(path: str) -> dict:
@@ -56,7 +60,9 @@ def read(path: str) -> dict:
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("gpus"), dict):
         raise ValueError(f"{path}: not a GPU-defaults record (expected version {VERSION} and a 'gpus' mapping)")
     for gpu, entries in data["gpus"].items():
-        for key, e in (entries or {}).items():
+        if not isinstance(entries, dict):
+            raise ValueError(f"{path}: {gpu!r}: expected a mapping of 'op/impl' entries, got {type(entries).__name__}")
+        for key, e in entries.items():
             if "/" not in key or not isinstance(e, dict) or not isinstance(e.get("config"), dict):
                 raise ValueError(f"{path}: {gpu!r}: entry {key!r} must be 'op/impl' with a 'config' mapping")
     return data
@@ -64,6 +70,8 @@ def read(path: str) -> dict:
 
 def lookup(gpu: str, op: str, impl: str) -> Record | None:
     """The recorded default of op/impl on this GPU (the user's record first), None if neither file has one."""
+    if os.environ.get(USER_ENV) == OFF:
+        return None
     for path in (user_path(), shipped_path()):
         key = (path, _mtime(path))
         if key not in _cache:

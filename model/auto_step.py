@@ -72,6 +72,13 @@ def choose(model, mix: Backend, B: int, T: int, dtype: str, device: str, graphed
     The model's own weights, optimizer state and RNG streams are untouched."""
     t0 = time.perf_counter()
     rng = _rng_state(device)
+    try:
+        return _choose(model, mix, B, T, dtype, device, graphed, clip, singles, t0)
+    finally:
+        _set_rng_state(device, rng)
+
+
+def _choose(model, mix, B, T, dtype, device, graphed, clip, singles, t0):
     names = [n for n in candidates(mix, device) if n == "mix" or n in singles]
     ms, errors = {}, {}
     for name in names:
@@ -97,7 +104,6 @@ def choose(model, mix: Backend, B: int, T: int, dtype: str, device: str, graphed
             trials.graph_ms = _time(model, chosen, B, T, dtype, device, True, clip)
         except Exception:  # noqa: BLE001 - only a hint: no graph, nothing to say
             trials.graph_ms = None
-    _set_rng_state(device, rng)
     trials.trial_s = time.perf_counter() - t0
     _say(mix if chosen is mix else chosen, trials)
     if chosen is not mix:

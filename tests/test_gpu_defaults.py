@@ -75,7 +75,7 @@ def test_a_malformed_record_is_one_line(files, capsys, tmp_path):
     with pytest.raises(ValueError, match="must be 'op/impl'"):
         gpu_defaults.read(str(bad))
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("")
+    rows.write_text("\n".join(json.dumps(r) for r in [_row(H100, {}, A, 1.0), _row(H100, {"BLOCK_M": 64}, A, 0.5)]))
     assert main(["--record-defaults", str(rows), "--defaults-file", str(bad)]) == 2
     assert "bad.json" in capsys.readouterr().err
     assert main(["--defaults-file", str(bad), "--list"]) == 2    # --defaults-file alone means nothing
