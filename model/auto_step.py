@@ -82,7 +82,7 @@ def _choose(model, mix, B, T, dtype, device, graphed, clip, singles, t0):
     names = [n for n in candidates(mix, device) if n == "mix" or n in singles]
     ms, errors = {}, {}
     for name in names:
-        backend = mix if name == "mix" else _single(name, mix)
+        backend = mix if name == "mix" else single(name, mix)
         try:
             ms[name] = _time(model, backend, B, T, dtype, device, graphed, clip)
         except Exception as e:  # noqa: BLE001 - a candidate that fails is out of the running, and said
@@ -97,7 +97,7 @@ def _choose(model, mix, B, T, dtype, device, graphed, clip, singles, t0):
         best = min(ran, key=ran.get)
         if "mix" not in ran or ran[best] < ran["mix"] * (1 - MARGIN):
             winner = best
-    chosen = mix if winner == "mix" else _single(winner, mix)
+    chosen = mix if winner == "mix" else single(winner, mix)
     trials = Trials(ms, winner, 0.0, "graph" if graphed else "plain", errors)
     if not graphed and device.startswith("cuda") and cuda_graph.refusal(device, dtype) is None:
         try:
@@ -111,7 +111,8 @@ def _choose(model, mix, B, T, dtype, device, graphed, clip, singles, t0):
     return chosen, trials
 
 
-def _single(name: str, mix: Backend) -> Backend:
+def single(name: str, mix: Backend) -> Backend:
+    """The single backend `name` with mix's settings (dtype, fused GELU, log, graphed)."""
     return Backend(name, dtype=mix.dtype, fuse_gelu=mix.fuse_gelu, log=mix.log, graphed=mix.graphed)
 
 

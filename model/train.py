@@ -191,9 +191,15 @@ class Trainer:
                 torch.distributed.barrier()
         self.backend.resolve_auto(self.device)
         self.auto_trials = None
-        if self._auto_trials():   # whole steps of auto's mix, triton, cutile, eager on copies; the fastest trains
+        self.auto_winner = (ckpt or {}).get("auto_winner")   # a resumed run keeps what its trials chose
+        if self.auto_winner not in (None, "mix"):
+            self.backend = auto_step.single(self.auto_winner, self.backend)
+            self.raw_model.ops = self.backend
+            self.log(f"auto: {self.auto_winner}, as the trials of the run resumed chose")
+        elif self.auto_winner is None and self._auto_trials():   # whole steps of auto's mix, triton, cutile, eager
             self.backend, self.auto_trials = auto_step.choose(self.raw_model, self.backend, cfg.batch_size, self.T,
                                                               cfg.dtype, self.device, cfg.cuda_graph, cfg.grad_clip)
+            self.auto_winner = self.auto_trials.winner
             self.raw_model.ops = self.backend
         self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
                                                              (cfg.beta1, cfg.beta2), self.device_type,
@@ -227,6 +233,9 @@ class Trainer:
         c = self.cfg
         if self.backend.mode != "auto":
             return False
+        if c.auto_trials and self.ddp:
+            raise ValueError("--auto-trials under DDP: each rank would time its own trials and might pick another "
+                             "backend; run them once on one GPU and pass the winner as --backend")
         if c.auto_trials is not None:
             return c.auto_trials
         return self.device_type == "cuda" and not self.ddp and not c.compile
@@ -343,6 +352,7 @@ class Trainer:
             "world_size": self.world,
             "meta": self.batches.meta,
             "history": self.history,
+            "auto_winner": self.auto_winner,
         }
         path = self._ckpt_path()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -546,6 +556,10 @@ def main(argv=None) -> int:
         if why:
             print(f"error: {why}", file=sys.stderr)
             return 2
+    if cfg.auto_trials and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: --auto-trials under DDP: each rank would time its own trials and might pick another backend; "
+              "run them once on one GPU and pass the winner as --backend", file=sys.stderr)
+        return 2
     try:
         res = run(cfg)
     except DataError as e:      # the data folder, found only once the trainer opens it

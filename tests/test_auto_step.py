@@ -99,3 +99,35 @@ def test_a_single_backend_equal_to_the_mix_is_not_tried_twice():
     b = Backend("eager", log=lambda m: None)
     b.mode = "auto"                       # an auto whose ranking picked eager for every op
     assert "eager" not in auto_step.candidates(b, "cpu")
+
+
+def test_a_resumed_run_keeps_what_its_trials_chose(tmp_path, monkeypatch):
+    import random
+    from model import data, train
+    rnd = random.Random(0)
+    text = tmp_path / "input.txt"
+    text.write_text("".join(rnd.choice("abcdefgh \n") for _ in range(4000)))
+    data.prepare_char(tmp_path / "data", text)
+    res = tmp_path / "res.jsonl"
+    res.write_text(json.dumps({"op": "fmha", "impl": "sdpa_math", "status": "ok", "pass": "fwd+bwd", "dtype": "fp32",
+                               "median_ms": 1.0, "shape": {}, "device_name": device_name("cpu")}) + "\n")
+    _fake_times(monkeypatch, {"mix": 10.0, "eager": 5.0, "triton": 20.0, "cutile": 20.0})
+    common = dict(model="tiny", n_layer=1, n_head=2, n_embd=32, block_size=8, batch_size=2, dtype="fp32",
+                  device="cpu", data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / "out"), backend="auto",
+                  results=str(res), eval_interval=2, eval_iters=1, lr_decay_iters=4)
+    logs = []
+    first = train.run(train.load_config(None, {**common, "max_iters": 2, "auto_trials": True}), log=logs.append)
+    assert first["status"] == "ok" and first["auto_trials"]["auto_winner"] == "eager"
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["auto_winner"] == "eager"
+    _fake_times(monkeypatch, {"mix": 1.0, "eager": 5.0, "triton": 20.0, "cutile": 20.0})   # would pick the mix now
+    rest = train.run(train.load_config(None, {**common, "max_iters": 4, "auto_trials": True, "resume": True}),
+                     log=logs.append)
+    assert rest["status"] == "ok" and rest["auto_trials"] is None and rest["backend_choice"].startswith("fmha=eager")
+    assert any("as the trials of the run resumed chose" in m for m in logs)
+
+
+def test_auto_trials_under_ddp_are_refused_in_one_line(monkeypatch, capsys):
+    from model import train
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train.main(["--config", "tiny", "--backend", "auto", "--auto-trials"]) == 2
+    assert "--auto-trials under DDP" in capsys.readouterr().err

@@ -111,9 +111,13 @@ def test_the_battery_tunes_one_config_and_keeps_it_out_of_the_points_record(monk
         tune.exhaustive_search(list(range(6)), None, None, None, None)
     assert log[0]["tried"] == 6 and not log[0]["capped"]        # the point's own search: its whole space
     monkeypatch.setenv(tunecap.TILEGYM_SWITCH, "0")
-    with tunecap.capped(30), tunecap.one_config():
-        pass
-    assert os.environ[tunecap.TILEGYM_SWITCH] == "0"             # a user's own setting comes back
+    with tunecap.capped(30) as log:
+        with pytest.raises(RuntimeError):
+            with tunecap.one_config():
+                raise RuntimeError("a stress case that raises")
+        assert os.environ[tunecap.TILEGYM_SWITCH] == "0"         # a user's own setting comes back, whatever happened
+        tune.exhaustive_search(list(range(3)), None, None, None, None)
+    assert log[-1]["tried"] == 3                                 # and the point's own deadline and record
 
 
 def _cli(*args, env_extra=None, **kw):

@@ -136,3 +136,29 @@ def test_the_shipped_record_is_one_the_kernels_read():
             op, impl = key.split("/")
             _impl(op, impl).config(e["config"])    # every shipped entry is a config its impl takes
             assert e["measured"]["date"] and e["measured"]["commits"]
+
+
+def test_rows_a_record_cannot_stand_on_are_refused_or_left_out(tmp_path, capsys):
+    ran_a_record = {**_row(H100, {}, A, 1.0), "config_source": f"gpu_defaults.json: {H100}"}
+    with pytest.raises(record.RecordError, match="TILEBENCH_GPU_DEFAULTS=off"):
+        record.decide([ran_a_record, _row(H100, {"BLOCK_M": 64}, A, 0.5)])
+    with pytest.raises(record.RecordError, match="mix timers"):
+        record.decide([_row(H100, {}, A, 1.0), _row(H100, {"BLOCK_M": 64}, A, 0.5),
+                       {**_row(H100, {}, A, 1.0), "timer": "cuda_events"}])
+    unchecked = {**_row(H100, {"BLOCK_M": 64}, A, 0.5), "stress": "off"}
+    noisy = {**_row(H100, {"BLOCK_M": 32}, A, 0.5), "iqr_rel": 0.5}
+    assert record.decide([_row(H100, {}, A, 1.0), unchecked, noisy]) == []
+    rows = tmp_path / "results.jsonl"
+    rows.write_text(json.dumps(ran_a_record) + "\n" + json.dumps(_row(H100, {"BLOCK_M": 64}, A, 0.5)))
+    assert main(["--record-defaults", str(rows), "--defaults-file", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ran a recorded config" in err and not (tmp_path / "d.json").exists()
+
+
+def test_off_reads_no_record(files, monkeypatch):
+    shipped, _ = files
+    _write(shipped, {H100: {"layer_norm/triton": {"config": {"ROWS": 4}}}})
+    _on(monkeypatch, H100)
+    monkeypatch.setenv(gpu_defaults.USER_ENV, gpu_defaults.OFF)
+    assert gpu_defaults.config(_impl(), "layer_norm", "triton", None, "cuda:0") == (_impl().config(), "preset")
+    assert gpu_defaults.user_path().endswith(gpu_defaults.USER_DEFAULT)     # never a file named "off"
