@@ -12,7 +12,7 @@ import cuda.tile as ct
 
 from kernels import cutile_aot as aot
 from kernels import poison
-from kernels.linear_cross_entropy import chunks
+from kernels.linear_cross_entropy import chunks, library_ops
 from kernels.linear_cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl, TileParam
 
@@ -114,11 +114,19 @@ def _scale_(t, g):
     aot.launch(_scale, (aot.cdiv(t.numel(), SCALE_BLOCK),), (t.view(-1), g, SCALE_BLOCK))
 
 
+def config_for(x, cfg):
+    return _config(aot.arch_of(x), cfg)
+
+
 def linear_cross_entropy(x, weight, targets, ignore_index=IGNORE_INDEX, **cfg):
-    full = _config(aot.arch_of(x), cfg)
+    full = config_for(x, cfg)
     LAST.clear()
     LAST.update(full)
     return chunks.apply(x, weight, targets, ignore_index, full, _ce_rows_launcher(full), _scale_)
+
+
+# torch.library op (kernels/linear_cross_entropy/library_ops.py): what torch.compile traces
+FWD_OP, traced = library_ops.register("cutile", ce_rows_for=_ce_rows_launcher, config_for=config_for)
 
 
 def _aot(config, arch, dtype="bf16"):
@@ -137,5 +145,5 @@ def _aot(config, arch, dtype="bf16"):
 
 
 IMPL = KernelImpl(fn=linear_cross_entropy, backend="cutile", params=PARAMS, presets=PRESETS, aot=_aot,
-                  picked=lambda: dict(LAST),
+                  picked=lambda: dict(LAST), traced=traced,
                   doc="row chunks: cuBLAS logits, cuTile log-softmax/NLL then in-place dlogits, dx/dW in the forward")

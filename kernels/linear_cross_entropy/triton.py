@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from kernels import triton_aot as aot
-from kernels.linear_cross_entropy import chunks
+from kernels.linear_cross_entropy import chunks, library_ops
 from kernels.linear_cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl, TileParam
 
@@ -87,13 +87,24 @@ def _scale_(t, g):
 _LAUNCHERS: dict = {}
 
 
+def _launcher(full):
+    key = (full["BLOCK_V"], full["num_warps"])
+    return _LAUNCHERS.get(key) or _LAUNCHERS.setdefault(key, _ce_rows_launcher(full))
+
+
+def config_for(x, cfg):
+    return CONFIGS.get(aot.arch_of(x), 0, cfg)
+
+
 def linear_cross_entropy(x, weight, targets, ignore_index=IGNORE_INDEX, **cfg):
-    full = CONFIGS.get(aot.arch_of(x), 0, cfg)
+    full = config_for(x, cfg)
     LAST.clear()
     LAST.update(full)
-    key = (full["BLOCK_V"], full["num_warps"])
-    ce = _LAUNCHERS.get(key) or _LAUNCHERS.setdefault(key, _ce_rows_launcher(full))
-    return chunks.apply(x, weight, targets, ignore_index, full, ce, _scale_)
+    return chunks.apply(x, weight, targets, ignore_index, full, _launcher(full), _scale_)
+
+
+# torch.library op (kernels/linear_cross_entropy/library_ops.py): what torch.compile traces
+FWD_OP, traced = library_ops.register("triton", ce_rows_for=_launcher, config_for=config_for)
 
 
 def _aot(config, arch):
@@ -110,6 +121,6 @@ def _aot(config, arch):
 
 TEST_CONFIG = {"CHUNK_ROWS": 16, "BLOCK_V": 256}   # CPU tests: several blocks per test shape
 IMPL = KernelImpl(fn=linear_cross_entropy, backend="triton", params=PARAMS, presets=PRESETS, aot=_aot,
-                  picked=lambda: dict(LAST),
+                  picked=lambda: dict(LAST), traced=traced,
                   test_config=TEST_CONFIG,
                   doc="row chunks: cuBLAS logits, Triton in-place log-softmax/NLL -> dlogits, dx/dW in the forward")
