@@ -132,6 +132,21 @@ def test_targets_hit_and_miss(capsys, results):
     assert line_of(out, "| c_fc fwd |") == "| c_fc fwd | 1.0000 | 0.960x hit (hopper) | 0.800x MISS (hopper) |"
 
 
+def test_targets_no_graph_peer_memory_and_compiled_alone(capsys, tmp_path):
+    """Without a graph the peer is the fastest compile mode that has none; memory is the best step's against the
+    best compile's; `triton alone` may be our GPT compiled around it."""
+    rows = [e2e("torch_compile", 40.0, peak_mem_bytes=12e9), e2e("torch_compile_graphs", 30.0, peak_mem_bytes=14e9),
+            e2e("triton", 28.0, graph=True, peak_mem_bytes=8e9), e2e("compile+triton", 36.0, peak_mem_bytes=9e9)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    code, out, _ = table(capsys, "targets", str(path))
+    assert code == 0
+    assert line_of(out, "without a whole-step CUDA graph").endswith(
+        "| compile+triton 36.00 ms | torch_compile 40.00 ms | 1.111x | hit |")      # not reduce-overhead's 30 ms
+    assert line_of(out, "peak memory").endswith("| triton+graph 8.00 GB | torch_compile_graphs 14.00 GB | 0.571x | hit |")
+    assert "| triton+graph 28.00 ms |" in line_of(out, "`triton` alone")
+
+
 def test_gemm_ours_over_cublas_and_best_config(capsys, results):
     code, out, _ = table(capsys, "gemm", results)
     assert code == 0
