@@ -123,8 +123,8 @@ def _is_fake(t: torch.Tensor) -> bool:
 
 
 def kernel_runs(t: torch.Tensor, triton: bool) -> bool:
-    """Whether the kernels run for inputs like t: on a GPU always; on a CPU only Triton's, under its interpreter
-    and on real tensors. Elsewhere the op runs its stand-in."""
+    """Whether the kernels run for inputs like t: on a GPU always; on a CPU only Triton's (triton: the body's
+    kernels are Triton's), under its interpreter and on real tensors. Elsewhere the op runs its stand-in."""
     if t.device.type == "cuda":
         return True
     return triton and interpreting() and not _is_fake(t)
@@ -132,26 +132,31 @@ def kernel_runs(t: torch.Tensor, triton: bool) -> bool:
 
 # --- registration --------------------------------------------------------------------------------------
 
-def define(name: str, body: Callable, *, alloc: Callable, standin: Callable, triton: bool = False) -> object:
+def define(name: str, body: Callable, *, alloc: Callable, standin: Callable, triton: bool = False,
+           interpreted: bool = False) -> object:
     """Register `tilebench::name` and return it as torch.ops.tilebench.name (what dynamo puts in a graph).
 
     body(*args): runs the kernels and returns the outputs (a tensor or a tuple); its annotations give the
     schema. alloc(*args): empty outputs with the kernels' shapes, dtypes and strides (a custom op's fake; the
     buffers a stand-in fills). standin(*args): the op's eager math, the same outputs as values, for where the
     kernels cannot run (tracing tests on a CPU; see the module docstring). triton: a triton_op (body launches
-    only through `kernel(...)`, and is make_fx-traceable) rather than an opaque custom_op."""
+    only through `kernel(...)`, and is make_fx-traceable) rather than an opaque custom_op. interpreted: an opaque
+    op whose body launches Triton kernels, so that under the interpreter it runs them on a CPU as a triton_op does
+    (its launches stay plain: only a triton_op's body goes through wrap_triton)."""
     qual = f"{NS}::{name}"
 
     @functools.wraps(body)
     def impl(*args):
         x = next(a for a in args if isinstance(a, torch.Tensor))
-        if kernel_runs(x, triton):
-            _tls.depth = getattr(_tls, "depth", 0) + 1
-            try:
-                return body(*args)
-            finally:
-                _tls.depth -= 1
-        return fill(alloc(*args), standin(*args))
+        if not kernel_runs(x, triton or interpreted):
+            return fill(alloc(*args), standin(*args))
+        if not triton:   # an opaque op launches its kernels as they are (wrap_triton would log every launch)
+            return body(*args)
+        _tls.depth = getattr(_tls, "depth", 0) + 1
+        try:
+            return body(*args)
+        finally:
+            _tls.depth -= 1
 
     if triton:
         op = torch.library.triton_op(qual, impl, mutates_args=())

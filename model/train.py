@@ -191,7 +191,8 @@ class Trainer:
                 torch.distributed.barrier()
         self.backend.resolve_auto(self.device)
         self.auto_trials = None
-        self.auto_winner = (ckpt or {}).get("auto_winner")   # a resumed run keeps what its trials chose
+        # a resumed auto run keeps what its trials chose; another backend named on resume is that backend
+        self.auto_winner = (ckpt or {}).get("auto_winner") if self.backend.mode == "auto" else None
         if self.auto_winner not in (None, "mix"):
             self.backend = auto_step.single(self.auto_winner, self.backend)
             self.raw_model.ops = self.backend

@@ -124,6 +124,11 @@ def test_a_resumed_run_keeps_what_its_trials_chose(tmp_path, monkeypatch):
                      log=logs.append)
     assert rest["status"] == "ok" and rest["auto_trials"] is None and rest["backend_choice"].startswith("fmha=eager")
     assert any("as the trials of the run resumed chose" in m for m in logs)
+    logs.clear()                              # a backend named on resume is that backend, whatever auto chose
+    named = train.run(train.load_config(None, {**common, "backend": "triton", "max_iters": 5, "resume": True}),
+                      log=logs.append)
+    assert named["status"] == "ok" and not any("resumed chose" in m for m in logs)
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["auto_winner"] is None
 
 
 def test_auto_trials_under_ddp_are_refused_in_one_line(monkeypatch, capsys):

@@ -252,3 +252,24 @@ def test_triton_ops_run_the_kernels_under_the_interpreter():
     bad = {k: v[1] for k, v in res.items() if not v[0]}
     assert not bad, bad
     assert len(res) == 2 * len(ops)
+
+
+def test_lm_head_loss_computes_no_gradients_in_evaluation():
+    """A weight is a Parameter under no_grad too: the op is asked for neither dx nor dW there, both in training."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "linear_cross_entropy_fwd" in str(func):
+                seen.append(tuple(args[4:6]))
+            return func(*args, **(kwargs or {}))
+
+    traced = registry.resolve("linear_cross_entropy", "triton", "cpu").impl.traced
+    x, w = torch.randn(6, 8, requires_grad=True), torch.nn.Parameter(torch.randn(11, 8))
+    t = torch.randint(0, 11, (6,))
+    with Spy():
+        with torch.no_grad():
+            traced(x, w, t, config=CFG)
+        traced(x, w, t, config=CFG)
+    assert seen == [(False, False), (True, True)]

@@ -1,8 +1,8 @@
 """fmha's torch.library ops (kernels/library.py), one registration for every backend that has them:
 `tilebench::fmha_fwd_<backend>` and `tilebench::fmha_bwd_<backend>`, their fakes, CPU stand-ins and autograd, and
 the `traced` entry that calls them. A backend hands over what is its own: its forward and backward host code,
-how it fills its tile config, the head dims it refuses and its per-arch config check. Triton's are triton_ops
-(inductor sees the forward's and the backward's kernels), cuTile's opaque custom ops.
+how it fills its tile config, the head dims it refuses and its per-arch config check. Both backends' are opaque
+custom ops (kernels/fmha/triton.py says why Triton's are not triton_ops).
 
 The backward op returns dQ, dK, dV as one (B, T, 3, H, D) buffer (layout.packed_grads): an op's outputs may not
 alias each other."""
@@ -17,7 +17,7 @@ from kernels.registry import Unsupported
 
 
 def register(backend: str, *, forward: Callable, backward: Callable, config_for: Callable,
-             head_dim_refusal: Callable, check: Callable, triton: bool = False) -> tuple:
+             head_dim_refusal: Callable, check: Callable, triton: bool = False, interpreted: bool = False) -> tuple:
     """(FWD_OP, BWD_OP, traced) of `backend`.
 
     forward(q, k, v, causal, scale, cfg) -> (o, lse (B*H, T) fp32); backward(q, k, v, o, lse, do, causal, scale,
@@ -25,7 +25,8 @@ def register(backend: str, *, forward: Callable, backward: Callable, config_for:
     head_dim_refusal(D) -> None or why the kernels do not take head dim D. check(full config, causal): raises
     Unsupported for a config the arch refuses, run by `traced` only at trace time (library.CHECKING). triton: the
     ops are triton_ops (forward and backward launch only through library.kernel; pass named
-    functions then, not lambdas: torch reads the source of what an op body calls to find its Triton kernels)."""
+    functions then, not lambdas: torch reads the source of what an op body calls to find its Triton kernels).
+    interpreted: opaque ops whose Triton kernels run under the interpreter on a CPU (library.define)."""
 
     def fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
             config: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,8 +39,9 @@ def register(backend: str, *, forward: Callable, backward: Callable, config_for:
         backward(q, k, v, o, lse, do, causal, scale, config_for(q, library.config(config)), grads=grads)
         return buf
 
-    fwd_op = library.define(f"fmha_fwd_{backend}", fwd, triton=triton, alloc=_alloc_fwd, standin=_standin_fwd)
-    bwd_op = library.define(f"fmha_bwd_{backend}", bwd, triton=triton, alloc=_alloc_bwd, standin=_standin_bwd)
+    kinds = dict(triton=triton, interpreted=interpreted)
+    fwd_op = library.define(f"fmha_fwd_{backend}", fwd, alloc=_alloc_fwd, standin=_standin_fwd, **kinds)
+    bwd_op = library.define(f"fmha_bwd_{backend}", bwd, alloc=_alloc_bwd, standin=_standin_bwd, **kinds)
 
     def setup_context(ctx, inputs, output):
         q, k, v, causal, scale, config = inputs

@@ -480,10 +480,10 @@ def _supports(shape, dtype, device):
 # Opaque custom ops, not triton_ops: inductor recompiles a triton_op's kernels from their source in a subprocess,
 # and there the forward failed at its first nested @triton.jit call (CompilationError at `_fwd_blocks(`; H200,
 # torch 2.11, triton 3.6, compile+triton, 2026-12-06), while the same kernels compile through triton.compile and
-# the JIT. Opaque, inductor runs this host code as it is, as for cuTile.
+# the JIT. Opaque, inductor calls this host code, which launches the kernels as the harness does (as for cuTile).
 
 FWD_OP, BWD_OP, traced = library_ops.register("triton", forward=_forward, backward=_backward, config_for=config_for,
-                                              head_dim_refusal=_head_dim_refusal, check=_check_cfg, triton=False)
+                                              head_dim_refusal=_head_dim_refusal, check=_check_cfg, interpreted=True)
 
 
 def _aot(config, arch, D=64):

@@ -13,9 +13,10 @@ from kernels.linear_cross_entropy import chunks
 from kernels.linear_cross_entropy.spec import IGNORE_INDEX
 
 
-def register(backend: str, *, ce_rows_for: Callable, config_for: Callable) -> tuple:
+def register(backend: str, *, ce_rows_for: Callable, config_for: Callable, interpreted: bool = False) -> tuple:
     """(FWD_OP, traced) of `backend`. ce_rows_for(cfg) -> the impl's chunk step (chunks.py's ce_rows);
-    config_for(x, cfg) -> the full tile config for x."""
+    config_for(x, cfg) -> the full tile config for x. interpreted: the chunk step's kernels are Triton's, run under
+    the interpreter on a CPU (library.define)."""
 
     def fwd(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, ignore_index: int, want_dx: bool,
             want_dw: bool, config: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -26,7 +27,8 @@ def register(backend: str, *, ce_rows_for: Callable, config_for: Callable) -> tu
                                                 ce_rows_for(cfg), want_dx, want_dw, cfg.get("DW_FP32", True))
         return loss, (dx if dx is not None else x.new_empty(0)), (dw if dw is not None else weight.new_empty(0))
 
-    fwd_op = library.define(f"linear_cross_entropy_fwd_{backend}", fwd, alloc=_alloc, standin=_standin)
+    fwd_op = library.define(f"linear_cross_entropy_fwd_{backend}", fwd, alloc=_alloc, standin=_standin,
+                            interpreted=interpreted)
 
     def setup_context(ctx, inputs, output):
         _, dx, dw = output
@@ -44,9 +46,12 @@ def register(backend: str, *, ce_rows_for: Callable, config_for: Callable) -> tu
     def traced(x, weight, targets, ignore_index=IGNORE_INDEX, *, config):
         """linear_cross_entropy through the library op (torch.compile traces this; config: library.config_json)."""
         chunks.check_args(x, weight, targets)
+        if library.CHECKING:   # at trace time: a config this GPU's arch refuses falls back before the graph is made
+            config_for(x, library.config(config))
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        grad = torch.is_grad_enabled()   # a weight is a Parameter under no_grad too: no dW in evaluation
         loss, _, _ = fwd_op(x2, weight.contiguous(), targets.reshape(-1).contiguous(), int(ignore_index),
-                            x.requires_grad, weight.requires_grad, config)
+                            grad and x.requires_grad, grad and weight.requires_grad, config)
         return loss
 
     return fwd_op, traced
