@@ -23,6 +23,7 @@ import torch
 
 from kernels import registry
 from model import cuda_graph
+from model import step as step_lib
 from model.op_list import OPS
 from model.ops import Backend
 
@@ -136,26 +137,14 @@ def _time(model, backend: Backend, B, T, dtype, device, graphed, clip) -> float:
     trial = GPT(model.config, backend).to(device)
     trial.load_state_dict(model.state_dict())
     opt = trial.configure_optimizers(0.1, 6e-4, (0.9, 0.95), torch.device(device).type, capturable=graphed)
-    gen = torch.Generator(device=device).manual_seed(1234)
-    data = [torch.randint(model.config.vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(2)]
-    data = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
+    data = step_lib.batches(model.config.vocab_size, B, T, device, seed=1234)
     if graphed:
         g = cuda_graph.GraphedStep(trial, opt, trial.parameters(), B, T, 1, clip, dtype, device, warmup=WARMUP - 1)
 
         def step(i):
             g([data[i % 2]], 6e-4)
     else:
-        amp = torch.autocast(torch.device(device).type, dtype=registry.DTYPES[dtype], enabled=dtype != "fp32")
-
-        def step(i):
-            x, y = data[i % 2]
-            with amp:
-                _, loss = trial(x, y)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(trial.parameters(), clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step = step_lib.train_step_fn(trial, trial, opt, step_lib.autocast(device, dtype), clip, data)
     for i in range(WARMUP):
         step(i)
     windows = []

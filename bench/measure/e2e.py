@@ -47,7 +47,6 @@ import time
 import traceback
 import types
 from collections import defaultdict
-from contextlib import nullcontext
 
 import torch
 from torch.profiler import record_function
@@ -61,6 +60,7 @@ from kernels.device import name as device_name
 from kernels.registry import DTYPES, Unsupported
 from kernels.rows import SCHEMA_VERSION
 from model import auto_step, cuda_graph
+from model.step import autocast, batches, train_step_fn  # noqa: F401 - tools/ import them from here too
 from model.config import PRESETS, preset
 from model.gpt import GPT
 from model.op_list import OPS
@@ -138,36 +138,6 @@ def build_model(cfg, impl, device, seed, dtype, point, graphed, log):
     model = GPT(cfg, backend).to(device)
     backend.resolve_auto(device)
     return model, model, backend
-
-
-def batches(vocab_size, B, T, device, seed, n=2) -> list:
-    """n (inputs, targets) batches of random tokens: a step's cost does not depend on the values."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    data = [torch.randint(vocab_size, (B, T + 1), generator=gen, device=device) for _ in range(n)]
-    return [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]
-
-
-def autocast(device, dtype):
-    return torch.autocast(torch.device(device).type, dtype=DTYPES[dtype]) if dtype != "fp32" else nullcontext()
-
-
-def train_step_fn(model, fwd, opt, ctx, clip, data, mark_step=False):
-    """step(i): one training step on batch i (cycling), returning its loss (detached)."""
-    def step(i):
-        x, y = data[i % len(data)]
-        if mark_step:   # cudagraph trees (mode reduce-overhead): each iteration a new step
-            torch.compiler.cudagraph_mark_step_begin()
-        with ctx:
-            _, loss = fwd(x, y)
-        loss.backward()
-        if clip:
-            with record_function("step:clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        with record_function("step:optimizer"):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
 
 
 def _run(point: dict, device: str, state: dict) -> dict:
