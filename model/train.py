@@ -83,6 +83,10 @@ class TrainConfig:
     debug_nan_weights_at: int = -1        # test hook: a NaN weight after this iteration's (finite-loss) step
 
 
+AUTO_TRIALS_UNDER_DDP = ("--auto-trials under DDP: each rank would time its own trials and might pick another "
+                         "backend; run them once on one GPU and pass the winner as --backend")
+
+
 TRAIN_PRESETS: dict[str, dict] = {
     # the convergence run: 6 x 768, B=64, T=256, 500 iterations on shakespeare_char
     "shakespeare_char": dict(model="shakespeare_6x768"),
@@ -235,8 +239,7 @@ class Trainer:
         if self.backend.mode != "auto":
             return False
         if c.auto_trials and self.ddp:
-            raise ValueError("--auto-trials under DDP: each rank would time its own trials and might pick another "
-                             "backend; run them once on one GPU and pass the winner as --backend")
+            raise ValueError(AUTO_TRIALS_UNDER_DDP)
         if c.auto_trials is not None:
             return c.auto_trials
         return self.device_type == "cuda" and not self.ddp and not c.compile
@@ -558,8 +561,7 @@ def main(argv=None) -> int:
             print(f"error: {why}", file=sys.stderr)
             return 2
     if cfg.auto_trials and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print("error: --auto-trials under DDP: each rank would time its own trials and might pick another backend; "
-              "run them once on one GPU and pass the winner as --backend", file=sys.stderr)
+        print(f"error: {AUTO_TRIALS_UNDER_DDP}", file=sys.stderr)
         return 2
     try:
         res = run(cfg)
