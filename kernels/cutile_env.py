@@ -5,9 +5,11 @@ Also the two settings every cuTile compile in this process shares, applied once 
   big fmha tiles from its tuning on an H100);
 - the safe self-fix for a stale CUDA_HOME: tileiras found on PATH gets CUDA_HOME passed on and loads
   that toolkit's older libnvvm ("failed to compile Tile IR program"), so the compiler runs without it.
+And `parallel_compiles()`: compiles from several threads overlap (the stress battery's compiles ahead of a sweep).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -175,6 +177,38 @@ def configure() -> list[str]:
 
 def fixes() -> list[str]:
     return list(_fixes)
+
+
+@contextlib.contextmanager
+def parallel_compiles():
+    """Inside, cuTile compiles from several threads overlap. cuda.tile compiles under one process-wide lock, its
+    tileiras subprocess included (seconds per fmha kernel); here a thread lets go of that lock while it waits on
+    its tileiras, so the other threads' front ends and their own tileiras run meanwhile. The front ends stay one at
+    a time, as cuda.tile wants. Yields whether it could (a cuda.tile without these internals compiles serially)."""
+    try:
+        from cuda.tile import _compile as ctc
+    except ImportError:
+        yield False
+        return
+    lock, original = getattr(ctc, "_compiler_lock", None), getattr(ctc, "compile_cubin", None)
+    if original is None or not all(hasattr(lock, a) for a in ("_is_owned", "_release_save", "_acquire_restore")):
+        yield False
+        return
+
+    @functools.wraps(original)
+    def compile_cubin(*args, **kwargs):
+        if not lock._is_owned():
+            return original(*args, **kwargs)
+        held = lock._release_save()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            lock._acquire_restore(held)
+    ctc.compile_cubin = compile_cubin
+    try:
+        yield True
+    finally:
+        ctc.compile_cubin = original
 
 
 # --- can it run? -------------------------------------------------------------------------------

@@ -271,6 +271,26 @@ def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> Non
         on_row(row)
 
 
+def _battery_points(points: list[dict], device: str) -> list[tuple]:
+    """The points whose battery stress.prewarm can compile ahead: (spec, impl name, impl, cfg, shape, dtype, pass)
+    of each that resolves, takes its shape and has a config; the rest meet their problem when run."""
+    out = []
+    for p in points:
+        if p["op"] == "e2e" or "__missing_preset__" in (p.get("config") or {}):
+            continue
+        try:
+            spec = registry.spec_of(p["op"])
+            shape = spec.full_shape(p["shape"])
+            res = registry.resolve(p["op"], p["impl"], device)
+            if not res.ok or res.impl.why_not(shape, p["dtype"], device, p["pass"]):
+                continue
+            cfg, _ = gpu_defaults.config(res.impl, p["op"], p["impl"], dict(p.get("config") or {}), device)
+        except Exception:  # noqa: BLE001 - run_point classifies it
+            continue
+        out.append((spec, p["impl"], res.impl, cfg, shape, p["dtype"], p["pass"]))
+    return out
+
+
 def run(points: list[dict], device: str, store, opts: Options, progress: bool = True, on_row=None) -> list[dict]:
     """Run points in order, appending each row to `store` as it finishes; on_row(row) after each."""
     if device.startswith("cuda:"):
@@ -284,6 +304,13 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
         except Exception as e:  # a failed calibration costs the roofline column, nothing else
             print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
             opts.measure_peaks = False
+    if opts.stress and device.startswith("cuda"):
+        warm = stress.prewarm(_battery_points(points, device), device, opts.seed)
+        if warm["cases"]:
+            meta = {**meta, "stress_prewarm": warm}
+            print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s"
+                  + ("" if warm["parallel"] else " (one at a time: this cuda.tile has no lock to let go)"),
+                  file=sys.stderr)
     bar = Progress(points) if progress else None
     rows = []
     try:

@@ -6,16 +6,25 @@ sizes. Each case is judged by the gate's rule (bench/measure/check.py) against e
 A case's verdict is kept per (op, impl, config, pass, case) for the life of the process, so a sweep pays each case
 once however many shapes share it. Peers' autotuners take one config at the battery's sizes (tunecap.one_config).
 A case an impl declines is listed in the row: declining is no way around the
-battery, it is a fact about the impl."""
+battery, it is a fact about the impl.
+
+Most of the battery's cost on a cold machine is compiling kernels at its new sizes, and most of that is cuTile's
+tileiras (TileGym's and ours). prewarm() compiles those for a whole sweep at once, several threads at a time,
+before anything is timed; the judged cases then find them compiled."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
 
 from bench.measure import check as checking
 from bench.measure import tunecap
-from kernels import registry
+from kernels import cutile_env, registry
 from kernels.spec import gen_for
 
 _verdicts: dict[str, "Verdict"] = {}
@@ -78,6 +87,54 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
         status, msg = classify(e)
         return Verdict(case.regime, label, status, msg)
     return Verdict(case.regime, label, "ok" if res.ok else "wrong", "" if res.ok else res.message)
+
+
+# Backends whose compiles overlap across threads (cutile_env.parallel_compiles). Triton and inductor compile in
+# process and are not thread-safe to drive this way; their battery cost is small (Triton 1.9 s, torch.compile
+# 3.4 s of a cold first look's 38.7 s on an H200, 2026-12-06).
+PARALLEL_BACKENDS = ("cutile", "tilegym")
+
+
+def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
+    """Run each cuda.tile impl's battery cases once, unjudged, in a thread pool, so their compiles overlap.
+    points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
+    own config is left out (its search times candidates, which other threads' work would disturb). A failure here
+    is ignored: the judged case meets it again and says what it is. Returns {"cases", "parallel", "s"}."""
+    calls = {}
+    for spec, name, impl, cfg, shape, dtype, pass_ in points:
+        if impl.backend not in PARALLEL_BACKENDS or (cfg or {}).get("autotune"):
+            continue
+        for case in spec.stress_cases(shape, dtype):
+            key = _key(spec.name, name, cfg, pass_, case, device)
+            if key in _verdicts or key in calls or impl.why_not(case.shape, case.dtype, device, pass_):
+                continue
+            calls[key] = (spec, impl, cfg, case, pass_)
+    if not calls:
+        return {"cases": 0, "parallel": False, "s": 0.0}
+
+    def warm(call):
+        spec, impl, cfg, case, pass_ = call
+        gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
+        try:
+            inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
+            if case.values is not None:
+                inputs = case.values(inputs, gen)
+            fn = spec.wrap(impl.fn, case.shape)
+            inp = inputs.detached(requires_grad=(pass_ == "fwd+bwd"))   # as checking.run_once calls it
+            out = fn(*inp.args, **inp.kwargs, **cfg)
+            if pass_ == "fwd+bwd":
+                checking.backward(out, checking.grad_out_for(out, gen))
+        except Exception:  # noqa: BLE001 - the judged case reports it
+            pass
+
+    t0 = time.perf_counter()
+    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(calls)))
+    with tunecap.one_config(), cutile_env.parallel_compiles() as parallel:
+        with ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm") as pool:
+            list(pool.map(warm, calls.values()))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"cases": len(calls), "parallel": parallel, "s": round(time.perf_counter() - t0, 3)}
 
 
 def into_row(row: dict, verdicts: list[Verdict]) -> Verdict | None:

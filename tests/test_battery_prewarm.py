@@ -1,0 +1,82 @@
+"""The battery's compiles ahead of the sweep: cuda.tile impls' cases run once, unjudged, in a thread pool, with
+cuTile's process-wide compile lock let go while tileiras runs, so the compiles overlap."""
+import dataclasses
+import threading
+
+import pytest
+
+from bench.measure import stress
+from kernels import cutile_env
+from kernels.gelu.spec import SPEC
+from tests import fake_impls
+
+SHAPE = SPEC.full_shape({"M": 33, "C": 65})
+CASES = {(2, 151, 65), (1, 65), (302, 65)}    # the gelu battery's shapes at C=65
+
+
+def _recording(backend, fn=None):
+    threads, shapes = set(), []
+
+    def record(x, bias=None):
+        threads.add(threading.current_thread().name)
+        shapes.append(tuple(x.shape))
+        return (fn or fake_impls._right)(x, bias)
+    return dataclasses.replace(fake_impls.RIGHT, fn=record, backend=backend), threads, shapes
+
+
+def test_cuda_tile_impls_run_each_case_once_in_the_pool_and_the_judged_battery_still_runs():
+    stress.clear()
+    impl, threads, shapes = _recording("cutile")
+    points = [(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd"), (SPEC, "ct", impl, {}, {**SHAPE, "M": 47}, "fp32", "fwd")]
+    warm = stress.prewarm(points, "cpu", seed=0)
+    assert warm["cases"] == 3 and sorted(shapes) == sorted(CASES)       # a case shared by two points: once
+    assert threads and all(t.startswith("battery-prewarm") for t in threads)
+    shapes.clear()
+    verdicts = stress.run(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
+    assert [v.status for v in verdicts] == ["ok"] * 3 and CASES <= set(shapes)   # prewarm judges nothing
+    assert stress.prewarm(points, "cpu", seed=0)["cases"] == 0           # judged already: nothing left to warm
+
+
+def test_other_backends_autotuning_configs_and_raising_kernels_are_left_to_the_judged_battery():
+    stress.clear()
+    triton, _, t_shapes = _recording("triton")
+    tuned, _, a_shapes = _recording("tilegym")
+    broken, _, _ = _recording("cutile", fn=fake_impls._raises)
+    warm = stress.prewarm([(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd"),
+                           (SPEC, "tg", tuned, {"autotune": True}, SHAPE, "fp32", "fwd")], "cpu", seed=0)
+    assert warm["cases"] == 0 and not t_shapes and not a_shapes
+    assert stress.prewarm([(SPEC, "bad", broken, {}, SHAPE, "fp32", "fwd+bwd")], "cpu", seed=0)["cases"] == 3
+
+
+def test_tileiras_runs_outside_cuda_tiles_compile_lock_and_the_kernels_still_compile(monkeypatch):
+    pytest.importorskip("cuda.tile")
+    if cutile_env.why_not_compilable():
+        pytest.skip(cutile_env.why_not_compilable())
+    from cuda.tile import _compile as ctc
+    from kernels.gelu import cutile as g
+    seen = []
+    real = ctc.compile_cubin
+
+    def spy(*args, **kwargs):   # the compile lock, as another thread finds it while this one's tileiras runs
+        got = []
+
+        def probe():
+            free = ctc._compiler_lock.acquire(blocking=False)
+            if free:
+                ctc._compiler_lock.release()
+            got.append(free)
+        t = threading.Thread(target=probe)
+        t.start()
+        t.join()
+        seen.append(got[0])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(ctc, "compile_cubin", spy)
+    monkeypatch.setenv("TILEBENCH_CUTILE_AOT_CACHE", "0")
+    with cutile_env.parallel_compiles() as parallel:
+        rows = g.IMPL.aot({}, "sm_90")
+    assert parallel and rows and all(r["status"] == "ok" for r in rows)
+    assert seen and all(seen)
+    assert ctc.compile_cubin is spy                                          # put back as it was
+    seen.clear()
+    g.IMPL.aot({}, "sm_90")
+    assert seen and not any(seen)                                            # outside: the lock held, as shipped
