@@ -45,7 +45,7 @@ def hinted(kernel, occupancy=None, num_ctas=None, num_worker_warps=None):
     key = (id(kernel), tuple(sorted(hints.items())))
     k = _HINTED.get(key)
     if k is None:
-        k = _HINTED[key] = kernel.replace_hints(**hints)
+        k = _HINTED.setdefault(key, kernel.replace_hints(**hints))   # threads (the battery's prewarm) share one
     return k
 
 

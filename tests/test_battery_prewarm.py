@@ -30,6 +30,7 @@ def test_cuda_tile_impls_run_each_case_once_in_the_pool_and_the_judged_battery_s
     points = [(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd"), (SPEC, "ct", impl, {}, {**SHAPE, "M": 47}, "fp32", "fwd")]
     warm = stress.prewarm(points, "cpu", seed=0)
     assert warm["cases"] == 3 and sorted(shapes) == sorted(CASES)       # a case shared by two points: once
+    assert warm["impls"] == {stress.ahead_key("ct", {}, "fp32")}      # its rows will say compile_ahead
     assert threads and all(t.startswith("battery-prewarm") for t in threads)
     shapes.clear()
     verdicts = stress.run(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
@@ -46,6 +47,30 @@ def test_other_backends_autotuning_configs_and_raising_kernels_are_left_to_the_j
                            (SPEC, "tg", tuned, {"autotune": True}, SHAPE, "fp32", "fwd")], "cpu", seed=0)
     assert warm["cases"] == 0 and not t_shapes and not a_shapes
     assert stress.prewarm([(SPEC, "bad", broken, {}, SHAPE, "fp32", "fwd+bwd")], "cpu", seed=0)["cases"] == 3
+    verdicts = stress.run(SPEC, "bad", broken, {}, SHAPE, "fp32", "fwd+bwd", "cpu", 0,
+                          classify=lambda e: ("error", str(e)))
+    assert verdicts[0].status == "error" and "kernel exploded" in verdicts[0].message   # judged, and said, later
+
+
+def test_the_runner_compiles_ahead_only_what_its_points_battery_would_run():
+    from bench.measure import runner
+    from tests.helpers import fake_gelu_impls
+    from tests.test_runner import _point
+    with fake_gelu_impls():
+        pts = runner._battery_points([_point("f_right"), _point("f_nofp32"), _point("f_gone"),
+                                      _point("f_tiled", config={"__missing_preset__": "x"}),
+                                      {"op": "e2e", "impl": "triton"}], "cpu")
+    assert [(p[1], p[3], p[5], p[6]) for p in pts] == [("f_right", {}, "fp32", "fwd")]
+
+
+def test_the_lock_patch_is_undone_when_the_body_raises():
+    ctc = pytest.importorskip("cuda.tile._compile")
+    real = ctc.compile_cubin
+    with pytest.raises(RuntimeError):
+        with cutile_env.parallel_compiles():
+            assert ctc.compile_cubin is not real
+            raise RuntimeError("a case that raised")
+    assert ctc.compile_cubin is real
 
 
 def test_tileiras_runs_outside_cuda_tiles_compile_lock_and_the_kernels_still_compile(monkeypatch):

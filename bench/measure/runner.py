@@ -271,7 +271,7 @@ def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> Non
         on_row(row)
 
 
-def _battery_points(points: list[dict], device: str) -> list[tuple]:
+def _battery_points(points: list[dict], device: str, opts_mode: str = "events") -> list[tuple]:
     """The points whose battery stress.prewarm can compile ahead: (spec, impl name, impl, cfg, shape, dtype, pass)
     of each that resolves, takes its shape and has a config; the rest meet their problem when run."""
     out = []
@@ -285,6 +285,9 @@ def _battery_points(points: list[dict], device: str) -> list[tuple]:
             if not res.ok or res.impl.why_not(shape, p["dtype"], device, p["pass"]):
                 continue
             cfg, _ = gpu_defaults.config(res.impl, p["op"], p["impl"], dict(p.get("config") or {}), device)
+            mode = mode_of(p.get("timer") or timer_for(device, opts_mode))
+            if res.impl.timer_refusal and res.impl.timer_refusal(cfg, mode):
+                continue
         except Exception:  # noqa: BLE001 - run_point classifies it
             continue
         out.append((spec, p["impl"], res.impl, cfg, shape, p["dtype"], p["pass"]))
@@ -304,12 +307,18 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
         except Exception as e:  # a failed calibration costs the roofline column, nothing else
             print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
             opts.measure_peaks = False
+    ahead = set()
     if opts.stress and device.startswith("cuda"):
-        warm = stress.prewarm(_battery_points(points, device), device, opts.seed)
+        try:
+            warm = stress.prewarm(_battery_points(points, device, opts.mode), device, opts.seed)
+        except Exception as e:  # noqa: BLE001 - the points still run, their battery judged one case at a time
+            print(f"warning: the stress battery's compiles ahead failed ({type(e).__name__}: {e})", file=sys.stderr)
+            warm = {"cases": 0}
         if warm["cases"]:
+            ahead = warm.pop("impls")
             meta = {**meta, "stress_prewarm": warm}
-            print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s"
-                  + ("" if warm["parallel"] else " (one at a time: this cuda.tile has no lock to let go)"),
+            print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s, "
+                  f"{warm['workers']} threads" + ("" if warm["parallel"] else " (one compile at a time)"),
                   file=sys.stderr)
     bar = Progress(points) if progress else None
     rows = []
@@ -318,6 +327,8 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
             if bar:
                 bar.start(p)
             row = run_one(p, device, opts)
+            if ahead and stress.ahead_key(row["impl"], row.get("config_full"), row["dtype"]) in ahead:
+                row["compile_ahead"] = True   # its compile_s may be a module load: the battery compiled first
             row.update(meta)
             row.update(peaks)
             keep(row, store, rows, bar, on_row)

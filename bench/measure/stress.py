@@ -98,43 +98,64 @@ PARALLEL_BACKENDS = ("cutile", "tilegym")
 def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     """Run each cuda.tile impl's battery cases once, unjudged, in a thread pool, so their compiles overlap.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
-    own config is left out (its search times candidates, which other threads' work would disturb). A failure here
-    is ignored: the judged case meets it again and says what it is. Returns {"cases", "parallel", "s"}."""
-    calls = {}
+    own config is left out (its search times candidates, which other threads' work would disturb). Cases of one
+    impl, config and size (regimes that differ only in values, and both passes, fwd first) share their kernels and
+    run one after another in one task; different sizes compile side by side. A failure here is ignored: the judged
+    case meets it again and says what it is. Returns {"cases", "tasks", "workers", "parallel", "s", "impls"}
+    (impls: the (impl, config, dtype) whose kernels may have been compiled here, before their first point)."""
+    tasks: dict[str, list] = {}
+    seen, impls = set(), set()
     for spec, name, impl, cfg, shape, dtype, pass_ in points:
         if impl.backend not in PARALLEL_BACKENDS or (cfg or {}).get("autotune"):
             continue
-        for case in spec.stress_cases(shape, dtype):
-            key = _key(spec.name, name, cfg, pass_, case, device)
-            if key in _verdicts or key in calls or impl.why_not(case.shape, case.dtype, device, pass_):
-                continue
-            calls[key] = (spec, impl, cfg, case, pass_)
-    if not calls:
-        return {"cases": 0, "parallel": False, "s": 0.0}
-
-    def warm(call):
-        spec, impl, cfg, case, pass_ = call
-        gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
         try:
-            inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
-            if case.values is not None:
-                inputs = case.values(inputs, gen)
-            fn = spec.wrap(impl.fn, case.shape)
-            inp = inputs.detached(requires_grad=(pass_ == "fwd+bwd"))   # as checking.run_once calls it
-            out = fn(*inp.args, **inp.kwargs, **cfg)
-            if pass_ == "fwd+bwd":
-                checking.backward(out, checking.grad_out_for(out, gen))
-        except Exception:  # noqa: BLE001 - the judged case reports it
-            pass
+            cases = [c for c in spec.stress_cases(shape, dtype) if not impl.why_not(c.shape, c.dtype, device, pass_)]
+        except Exception:  # noqa: BLE001 - the point meets it again and records it
+            continue
+        for case in cases:
+            key = _key(spec.name, name, cfg, pass_, case, device)
+            if key in _verdicts or key in seen:
+                continue
+            seen.add(key)
+            size = json.dumps([name, cfg, case.shape, case.dtype], sort_keys=True, default=str)
+            tasks.setdefault(size, []).append((spec, impl, cfg, case, pass_))
+            impls.add(ahead_key(name, cfg, dtype))
+    if not tasks:
+        return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "impls": set()}
+
+    def warm(calls):
+        for spec, impl, cfg, case, pass_ in sorted(calls, key=lambda c: c[4] != "fwd"):
+            gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
+            try:
+                inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
+                if case.values is not None:
+                    inputs = case.values(inputs, gen)
+                fn = spec.wrap(impl.fn, case.shape)
+                inp = inputs.detached(requires_grad=(pass_ == "fwd+bwd"))   # as checking.run_once calls it
+                out = fn(*inp.args, **inp.kwargs, **cfg)
+                if pass_ == "fwd+bwd":
+                    checking.backward(out, checking.grad_out_for(out, gen))
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()   # a kernel's fault shows here, in this try, not in the sweep
+            except Exception:  # noqa: BLE001 - the judged case reports it
+                pass
 
     t0 = time.perf_counter()
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(calls)))
+    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(tasks)))
+    init = (torch.cuda.set_device, (torch.device(device),)) if device.startswith("cuda") else (None, ())
     with tunecap.one_config(), cutile_env.parallel_compiles() as parallel:
-        with ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm") as pool:
-            list(pool.map(warm, calls.values()))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return {"cases": len(calls), "parallel": parallel, "s": round(time.perf_counter() - t0, 3)}
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm", initializer=init[0],
+                                  initargs=init[1])   # a new thread's current GPU is GPU 0, not the sweep's
+        try:
+            list(pool.map(warm, tasks.values()))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)   # Ctrl-C: the queued tasks are dropped
+    return {"cases": len(seen), "tasks": len(tasks), "workers": workers, "parallel": parallel and workers > 1,
+            "s": round(time.perf_counter() - t0, 3), "impls": impls}
+
+
+def ahead_key(name: str, cfg: dict, dtype: str) -> str:
+    return json.dumps([name, cfg, dtype], sort_keys=True, default=str)
 
 
 def into_row(row: dict, verdicts: list[Verdict]) -> Verdict | None:
