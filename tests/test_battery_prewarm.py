@@ -105,3 +105,23 @@ def test_tileiras_runs_outside_cuda_tiles_compile_lock_and_the_kernels_still_com
     seen.clear()
     g.IMPL.aot({}, "sm_90")
     assert seen and not any(seen)                                            # outside: the lock held, as shipped
+
+
+def test_the_pool_threads_take_the_sweeps_gpu_by_index(monkeypatch):
+    """torch.cuda.set_device refuses a device without an index ("cuda"): the pool's initializer once passed one,
+    every thread died and no case was compiled ahead (an H100 run, 2026-12-06). Each thread now takes the
+    caller's current GPU by number."""
+    import torch
+    set_to = []
+
+    def set_device(d):
+        if isinstance(d, torch.device) and d.index is None:
+            raise ValueError("Expected a torch.device with a specified index or an integer")
+        set_to.append(d)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    stress.clear()
+    impl, threads, _ = _recording("cutile")
+    warm = stress.prewarm([(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd")], "cuda", seed=0, workers=2)
+    assert warm["cases"] == 3 and set_to and set(set_to) == {3}

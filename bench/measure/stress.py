@@ -117,7 +117,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             if key in _verdicts or key in seen:
                 continue
             seen.add(key)
-            size = json.dumps([name, cfg, case.shape, case.dtype], sort_keys=True, default=str)
+            size = json.dumps([name, cfg, pass_, case.shape, case.dtype], sort_keys=True, default=str)
             tasks.setdefault(size, []).append((spec, impl, cfg, case, pass_))
             impls.add(ahead_key(name, cfg, dtype))
     if not tasks:
@@ -125,8 +125,8 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
 
     def warm(calls):
         for spec, impl, cfg, case, pass_ in sorted(calls, key=lambda c: c[4] != "fwd"):
-            gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
             try:
+                gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
                 inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
                 if case.values is not None:
                     inputs = case.values(inputs, gen)
@@ -142,7 +142,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
 
     t0 = time.perf_counter()
     workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(tasks)))
-    init = (torch.cuda.set_device, (torch.device(device),)) if device.startswith("cuda") else (None, ())
+    init = (torch.cuda.set_device, (torch.cuda.current_device(),)) if device.startswith("cuda") else (None, ())
     with tunecap.one_config(), cutile_env.parallel_compiles() as parallel:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm", initializer=init[0],
                                   initargs=init[1])   # a new thread's current GPU is GPU 0, not the sweep's
