@@ -99,8 +99,9 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     """Run each cuda.tile impl's battery cases once, unjudged, in a thread pool, so their compiles overlap.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
     own config is left out (its search times candidates, which other threads' work would disturb). Cases of one
-    impl, config and size (regimes that differ only in values, and both passes, fwd first) share their kernels and
-    run one after another in one task; different sizes compile side by side. A failure here is ignored: the judged
+    impl, config, pass and size (regimes that differ only in values) share their kernels and run one after another
+    in one task; other sizes and the other pass compile side by side, a forward kernel both passes share perhaps
+    twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size). A failure here is ignored: the judged
     case meets it again and says what it is. Returns {"cases", "tasks", "workers", "parallel", "s", "impls"}
     (impls: the (impl, config, dtype) whose kernels may have been compiled here, before their first point)."""
     tasks: dict[str, list] = {}
@@ -124,7 +125,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
         return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "impls": set()}
 
     def warm(calls):
-        for spec, impl, cfg, case, pass_ in sorted(calls, key=lambda c: c[4] != "fwd"):
+        for spec, impl, cfg, case, pass_ in calls:
             try:
                 gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
                 inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
