@@ -46,6 +46,43 @@ def _shape_label(spec, shape):
         return str(shape)
 
 
+@dataclasses.dataclass
+class Plan:
+    """What a point runs: its impl, full tile config and timer mode, or the status that ends it before it runs."""
+    impl: object = None
+    status: str | None = None      # unavailable | unsupported | error; None: it runs
+    message: str = ""
+    cfg: dict | None = None
+    config_source: str | None = None
+    mode: str | None = None
+
+
+def plan_point(point: dict, spec, shape: dict, device: str, default_mode: str) -> Plan:
+    """Resolve the impl, ask whether it takes the shape, fill its config, ask whether its timer can time it."""
+    op, name, dtype, pass_ = point["op"], point["impl"], point["dtype"], point["pass"]
+    res = registry.resolve(op, name, device)
+    if not res.ok:
+        return Plan(res.impl, "unavailable", res.reason)
+    impl = res.impl
+    try:
+        why = impl.why_not(shape, dtype, device, pass_)
+    except Exception as e:  # noqa: BLE001 - a broken supports() is this point's error, not the sweep's
+        return Plan(impl, "error", f"supports() raised {type(e).__name__}: {e}")
+    if why:
+        return Plan(impl, "unsupported", why)
+    cfg_in = dict(point.get("config") or {})
+    if "__missing_preset__" in cfg_in:
+        return Plan(impl, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} and no "
+                                   f"tuning config of that name ({impl.known_names()})")
+    try:
+        cfg, source = gpu_defaults.config(impl, op, name, cfg_in, device)
+    except ValueError as e:
+        return Plan(impl, "error", f"bad tile config: {e}")
+    mode = mode_of(point.get("timer") or timer_for(device, default_mode))
+    why = impl.timer_refusal(cfg, mode) if impl.timer_refusal else None
+    return Plan(impl, "unsupported" if why else None, why or "", cfg, source, mode)
+
+
 def run_point(point: dict, device: str, opts: Options) -> dict:
     t_start = time.perf_counter()
     row = dict(point)
@@ -56,30 +93,13 @@ def run_point(point: dict, device: str, opts: Options) -> dict:
     shape = spec.full_shape(point["shape"])
     row.update(shape_label=_shape_label(spec, shape), x=spec.x_value(shape), bound=spec.bound,
                flops=spec.flops(shape, pass_), bytes=spec.bytes(shape, dtype, pass_))
-    res = registry.resolve(op, name, device)
-    row["impl_kind"] = res.impl.kind if res.impl else None
-    if not res.ok:
-        return _finish(row, "unavailable", res.reason, t_start)
-    impl = res.impl
-    try:
-        why = impl.why_not(shape, dtype, device, pass_)
-    except Exception as e:  # noqa: BLE001 - a broken supports() is this point's error, not the sweep's
-        return _finish(row, "error", f"supports() raised {type(e).__name__}: {e}", t_start)
-    if why:
-        return _finish(row, "unsupported", why, t_start)
-    cfg_in = dict(point.get("config") or {})
-    if "__missing_preset__" in cfg_in:
-        return _finish(row, "error", f"impl {name} has no preset {cfg_in['__missing_preset__']!r} and no "
-                                     f"tuning config of that name ({impl.known_names()})", t_start)
-    try:
-        cfg, row["config_source"] = gpu_defaults.config(impl, point["op"], name, cfg_in, device)
-    except ValueError as e:
-        return _finish(row, "error", f"bad tile config: {e}", t_start)
-    row["config_full"] = cfg
-    mode = mode_of(point.get("timer") or timer_for(device, opts.mode))
-    why = impl.timer_refusal(cfg, mode) if impl.timer_refusal else None
-    if why:
-        return _finish(row, "unsupported", why, t_start)
+    plan = plan_point(point, spec, shape, device, opts.mode)
+    row["impl_kind"] = plan.impl.kind if plan.impl else None
+    if plan.cfg is not None:
+        row["config_full"], row["config_source"] = plan.cfg, plan.config_source
+    if plan.status:
+        return _finish(row, plan.status, plan.message, t_start)
+    impl, cfg, mode = plan.impl, plan.cfg, plan.mode
     row["interpreted"] = interpreted(impl, device)
     state_before = devinfo.sample(device)
     try:
@@ -271,26 +291,21 @@ def keep(row: dict, store, rows: list, bar: Progress | None, on_row=None) -> Non
         on_row(row)
 
 
-def _battery_points(points: list[dict], device: str, opts_mode: str = "events") -> list[tuple]:
+def _battery_points(points: list[dict], device: str, default_mode: str = "events") -> list[tuple]:
     """The points whose battery stress.prewarm can compile ahead: (spec, impl name, impl, cfg, shape, dtype, pass)
-    of each that resolves, takes its shape and has a config; the rest meet their problem when run."""
+    of each that plan_point lets run; the rest meet their problem when run."""
     out = []
     for p in points:
-        if p["op"] == "e2e" or "__missing_preset__" in (p.get("config") or {}):
+        if p["op"] == "e2e":
             continue
         try:
             spec = registry.spec_of(p["op"])
             shape = spec.full_shape(p["shape"])
-            res = registry.resolve(p["op"], p["impl"], device)
-            if not res.ok or res.impl.why_not(shape, p["dtype"], device, p["pass"]):
-                continue
-            cfg, _ = gpu_defaults.config(res.impl, p["op"], p["impl"], dict(p.get("config") or {}), device)
-            mode = mode_of(p.get("timer") or timer_for(device, opts_mode))
-            if res.impl.timer_refusal and res.impl.timer_refusal(cfg, mode):
-                continue
+            plan = plan_point(p, spec, shape, device, default_mode)
         except Exception:  # noqa: BLE001 - run_point classifies it
             continue
-        out.append((spec, p["impl"], res.impl, cfg, shape, p["dtype"], p["pass"]))
+        if not plan.status:
+            out.append((spec, p["impl"], plan.impl, plan.cfg, shape, p["dtype"], p["pass"]))
     return out
 
 

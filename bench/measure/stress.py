@@ -69,16 +69,20 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     return out
 
 
+def _case_inputs(spec, case, device, seed):
+    """The case's inputs and their generator: the same for prewarm's call as for the judged one."""
+    gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
+    inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
+    return (inputs if case.values is None else case.values(inputs, gen)), gen
+
+
 def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted) -> Verdict:
     label = _label(spec, case)
     why = impl.why_not(case.shape, case.dtype, device, pass_)
     if why:
         return Verdict(case.regime, label, "declined", why)
-    gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
     try:
-        inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
-        if case.values is not None:
-            inputs = case.values(inputs, gen)
+        inputs, _ = _case_inputs(spec, case, device, seed)
         res = checking.check(spec, spec.wrap(impl.fn, case.shape), case.shape, case.dtype, pass_, device, cfg,
                              inputs=inputs, interpreted=interpreted)
     except registry.Unsupported as e:
@@ -101,16 +105,18 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     own config is left out (its search times candidates, which other threads' work would disturb). Cases of one
     impl, config, pass and size (regimes that differ only in values) share their kernels and run one after another
     in one task; other sizes and the other pass compile side by side, a forward kernel both passes share perhaps
-    twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size). A failure here is ignored: the judged
-    case meets it again and says what it is. Returns {"cases", "tasks", "workers", "parallel", "s", "impls"}
-    (impls: the (impl, config, dtype) whose kernels may have been compiled here, before their first point)."""
+    twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size). A
+    failure here is ignored: the judged case meets it again and says what it is. Returns {"cases", "tasks",
+    "workers", "parallel", "s", "impls"} (impls: the (impl, config, dtype) whose kernels may have been compiled
+    here, before their first point)."""
     tasks: dict[str, list] = {}
     seen, impls = set(), set()
     for spec, name, impl, cfg, shape, dtype, pass_ in points:
         if impl.backend not in PARALLEL_BACKENDS or (cfg or {}).get("autotune"):
             continue
         try:
-            cases = [c for c in spec.stress_cases(shape, dtype) if not impl.why_not(c.shape, c.dtype, device, pass_)]
+            cases = [c for c in spec.stress_cases(shape, dtype)
+                     if not impl.why_not(c.shape, c.dtype, device, pass_)]
         except Exception:  # noqa: BLE001 - the point meets it again and records it
             continue
         for case in cases:
@@ -127,10 +133,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     def warm(calls):
         for spec, impl, cfg, case, pass_ in calls:
             try:
-                gen = gen_for(seed + zlib.crc32(case.regime.encode()), device)
-                inputs = spec.make_inputs(case.shape, case.dtype, device, gen)
-                if case.values is not None:
-                    inputs = case.values(inputs, gen)
+                inputs, gen = _case_inputs(spec, case, device, seed)
                 fn = spec.wrap(impl.fn, case.shape)
                 inp = inputs.detached(requires_grad=(pass_ == "fwd+bwd"))   # as checking.run_once calls it
                 out = fn(*inp.args, **inp.kwargs, **cfg)

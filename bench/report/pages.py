@@ -280,13 +280,13 @@ def _speedup_table(sp: pd.DataFrame, order: list[str]) -> Table:
     return Table(cols, [r[-1] for r in rows])
 
 
-
 def _compile_cell(r) -> "cells.Cell":
     """compile_s, but `ahead` where the battery compiled the impl's kernels before its first point (its
     compile_s is then a module load, no compile to compare with another impl's)."""
     if r.get("compile_ahead") is True:
         return cells.Cell("ahead", "num")
     return cells.ms(r.get("compile_s"))
+
 
 def _measurements_table(d: pd.DataFrame) -> Table:
     d = d.sort_values(["device_name", "dtype", "pass", "shape_label", "median_ms"])
