@@ -125,3 +125,33 @@ def test_the_pool_threads_take_the_sweeps_gpu_by_index(monkeypatch):
     impl, threads, _ = _recording("cutile")
     warm = stress.prewarm([(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd")], "cuda", seed=0, workers=2)
     assert warm["cases"] == 3 and set_to and set(set_to) == {3}
+
+
+def test_meanwhile_runs_in_the_callers_thread_while_the_pool_works_and_only_with_a_pool():
+    stress.clear()
+    impl, _, _ = _recording("cutile")
+    calls = []
+
+    def meanwhile():
+        calls.append(threading.current_thread().name)
+    warm = stress.prewarm([(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd")], "cpu", seed=0, meanwhile=meanwhile)
+    assert calls == [threading.current_thread().name] and warm["meanwhile_s"] >= 0 and warm["s"] >= warm["meanwhile_s"]
+    triton, _, _ = _recording("triton")
+    warm = stress.prewarm([(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd")], "cpu", seed=0, meanwhile=meanwhile)
+    assert warm["cases"] == 0 and len(calls) == 1      # no pool to overlap: the points judge their battery
+
+
+def test_the_other_backends_batteries_are_judged_ahead_once_and_their_verdicts_kept_for_the_points():
+    from bench.measure import runner
+    stress.clear()
+    triton, t_threads, t_shapes = _recording("triton")
+    compiled, _, c_shapes = _recording("compile")
+    ct, _, ct_shapes = _recording("cutile")
+    points = [(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd"), (SPEC, "tc", compiled, {}, SHAPE, "fp32", "fwd"),
+              (SPEC, "ct", ct, {}, SHAPE, "fp32", "fwd")]
+    judged = runner._judge_ahead(points, "cpu", runner.Options())
+    assert set(t_shapes) == set(c_shapes) == CASES and not ct_shapes     # cuda.tile's cases are the pool's
+    assert judged == {stress.ahead_key("tr", {}, "fp32")}               # torch.compile compiles per signature
+    t_shapes.clear()
+    verdicts = stress.run(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
+    assert [v.status for v in verdicts] == ["ok"] * 3 and not t_shapes  # the point finds them judged

@@ -10,7 +10,8 @@ battery, it is a fact about the impl.
 
 Most of the battery's cost on a cold machine is compiling kernels at its new sizes, and most of that is cuTile's
 tileiras (TileGym's and ours). prewarm() compiles those for a whole sweep at once, several threads at a time,
-before anything is timed; the judged cases then find them compiled."""
+before anything is timed; the judged cases then find them compiled. Meanwhile the runner judges the other
+backends' batteries in its own thread (nothing is timed until the pool is done)."""
 from __future__ import annotations
 
 import dataclasses
@@ -97,18 +98,24 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
 # process and are not thread-safe to drive this way; their battery cost is small (Triton 1.9 s, torch.compile
 # 3.4 s of a cold first look's 38.7 s on an H200, 2026-12-06).
 PARALLEL_BACKENDS = ("cutile", "tilegym")
+# Backends whose JIT caches key kernels on specializations, not shapes: a battery case run before a point can
+# compile kernels the point then reuses, so its compile_s may be a cache hit. (torch.compile compiles per call
+# signature here, kernels/compiled.py; eager and SDPA compile nothing.)
+SHARED_KERNEL_BACKENDS = ("cutile", "tilegym", "triton", "liger")
 
 
-def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
+def prewarm(points, device: str, seed: int, workers: int | None = None, meanwhile=None) -> dict:
     """Run each cuda.tile impl's battery cases once, unjudged, in a thread pool, so their compiles overlap.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
     own config is left out (its search times candidates, which other threads' work would disturb). Cases of one
     impl, config, pass and size (regimes that differ only in values) share their kernels and run one after another
     in one task; other sizes and the other pass compile side by side, a forward kernel both passes share perhaps
     twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size). A
-    failure here is ignored: the judged case meets it again and says what it is. Returns {"cases", "tasks",
-    "workers", "parallel", "s", "impls"} (impls: the (impl, config, dtype) whose kernels may have been compiled
-    here, before their first point)."""
+    failure here is ignored: the judged case meets it again and says what it is. meanwhile(), if given, runs in
+    the calling thread while the pool works (the runner judges the other backends' batteries there), and only
+    when there is a pool. Returns {"cases", "tasks", "workers", "parallel", "s", "meanwhile_s", "impls"} (s: the
+    wall time until the pool and meanwhile are both done; impls: the (impl, config, dtype) whose kernels may have
+    been compiled here, before their first point)."""
     tasks: dict[str, list] = {}
     seen, impls = set(), set()
     for spec, name, impl, cfg, shape, dtype, pass_ in points:
@@ -128,7 +135,8 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             tasks.setdefault(size, []).append((spec, impl, cfg, case, pass_))
             impls.add(ahead_key(name, cfg, dtype))
     if not tasks:
-        return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "impls": set()}
+        return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "meanwhile_s": 0.0,
+                "impls": set()}
 
     def warm(calls):
         for spec, impl, cfg, case, pass_ in calls:
@@ -150,12 +158,21 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     with tunecap.one_config(), cutile_env.parallel_compiles() as parallel:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm", initializer=init[0],
                                   initargs=init[1])   # a new thread's current GPU is GPU 0, not the sweep's
+        meanwhile_s = 0.0
         try:
-            list(pool.map(warm, tasks.values()))
+            # the longest first: a fwd+bwd task compiles more kernels than a forward one
+            futures = [pool.submit(warm, calls) for calls in
+                       sorted(tasks.values(), key=lambda calls: calls[0][4] != "fwd+bwd")]
+            if meanwhile is not None:
+                t1 = time.perf_counter()
+                meanwhile()
+                meanwhile_s = time.perf_counter() - t1
+            for f in futures:
+                f.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)   # Ctrl-C: the queued tasks are dropped
     return {"cases": len(seen), "tasks": len(tasks), "workers": workers, "parallel": parallel and workers > 1,
-            "s": round(time.perf_counter() - t0, 3), "impls": impls}
+            "s": round(time.perf_counter() - t0, 3), "meanwhile_s": round(meanwhile_s, 3), "impls": impls}
 
 
 def ahead_key(name: str, cfg: dict, dtype: str) -> str:
