@@ -140,9 +140,10 @@ def test_scale_bias_sees_what_rounding_hides():
         return (eager(x.float(), bias.float()) * 1.003).to(x.dtype)
     r = check(spec, high, dict(M=255, C=3072), "bf16", "fwd", "cpu", seed=5)
     assert not r.ok and "scale bias +0.003" in r.message and "rel-L2" not in r.message
-    ref = torch.randn(1000, dtype=torch.float64)
-    b, n = scale_bias(ref * 1.01, ref)
-    assert abs(b - 0.01) < 1e-12 and 300 < n < 1000        # n: the effective element count, (sum r^2)^2 / sum r^4
+    ref = torch.randn(1000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))   # not the global RNG:
+    b, n = scale_bias(ref * 1.01, ref)                     # its state depends on which tests ran first
+    # n: the effective element count, (sum r^2)^2 / sum r^4, N/3 for Gaussian r (290 seen once at N=1000)
+    assert abs(b - 0.01) < 1e-12 and 250 < n < 450
 
 
 def test_repeated_calls_are_each_judged():
