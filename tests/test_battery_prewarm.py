@@ -127,31 +127,25 @@ def test_the_pool_threads_take_the_sweeps_gpu_by_index(monkeypatch):
     assert warm["cases"] == 3 and set_to and set(set_to) == {3}
 
 
-def test_meanwhile_runs_in_the_callers_thread_while_the_pool_works_and_only_with_a_pool():
+
+def test_triton_and_torch_compile_cases_compile_in_the_calling_thread_while_the_pool_works():
     stress.clear()
-    impl, _, _ = _recording("cutile")
-    calls = []
-
-    def meanwhile():
-        calls.append(threading.current_thread().name)
-    warm = stress.prewarm([(SPEC, "ct", impl, {}, SHAPE, "fp32", "fwd")], "cpu", seed=0, meanwhile=meanwhile)
-    assert calls == [threading.current_thread().name] and warm["meanwhile_s"] >= 0 and warm["s"] >= warm["meanwhile_s"]
-    triton, _, _ = _recording("triton")
-    warm = stress.prewarm([(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd")], "cpu", seed=0, meanwhile=meanwhile)
-    assert warm["cases"] == 0 and len(calls) == 1      # no pool to overlap: the points judge their battery
-
-
-def test_the_other_backends_batteries_are_judged_ahead_once_and_their_verdicts_kept_for_the_points():
-    from bench.measure import runner
-    stress.clear()
+    ct, ct_threads, _ = _recording("cutile")
     triton, t_threads, t_shapes = _recording("triton")
-    compiled, _, c_shapes = _recording("compile")
-    ct, _, ct_shapes = _recording("cutile")
-    points = [(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd"), (SPEC, "tc", compiled, {}, SHAPE, "fp32", "fwd"),
-              (SPEC, "ct", ct, {}, SHAPE, "fp32", "fwd")]
-    judged = runner._judge_ahead(points, "cpu", runner.Options())
-    assert set(t_shapes) == set(c_shapes) == CASES and not ct_shapes     # cuda.tile's cases are the pool's
-    assert judged == {stress.ahead_key("tr", {}, "fp32")}               # torch.compile compiles per signature
+    compiled, c_threads, c_shapes = _recording("compile")
+    eager, _, e_shapes = _recording("eager")
+    points = [(SPEC, n, impl, {}, SHAPE, "fp32", "fwd") for n, impl in
+              (("ct", ct), ("tr", triton), ("tc", compiled), ("eg", eager))]
+    warm = stress.prewarm(points, "cpu", seed=0)
+    me = threading.current_thread().name
+    assert warm["cases"] == 3 and warm["here_cases"] == 6 and warm["s"] >= warm["here_s"]
+    assert ct_threads and all(t.startswith("battery-prewarm") for t in ct_threads)
+    assert t_threads == c_threads == {me} and set(t_shapes) == set(c_shapes) == CASES
+    assert not e_shapes                                                  # eager compiles nothing: its point runs it
+    assert warm["impls"] == {stress.ahead_key(n, {}, "fp32") for n in ("ct", "tr")}   # torch.compile: per signature
     t_shapes.clear()
     verdicts = stress.run(SPEC, "tr", triton, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
-    assert [v.status for v in verdicts] == ["ok"] * 3 and not t_shapes  # the point finds them judged
+    assert [v.status for v in verdicts] == ["ok"] * 3 and CASES <= set(t_shapes)   # judged later, not here
+    stress.clear()
+    t_shapes.clear()
+    assert stress.prewarm(points[1:], "cpu", seed=0)["here_cases"] == 0 and not t_shapes   # no pool: nothing ahead

@@ -309,22 +309,6 @@ def _battery_points(points: list[dict], device: str, default_mode: str = "events
     return out
 
 
-def _judge_ahead(battery_points: list[tuple], device: str, opts: Options) -> set:
-    """The judged battery of every point the compile pool leaves out (Triton, torch.compile, eager, SDPA, ...),
-    run while the pool compiles: these are correctness checks, so the pool's threads cost them speed, never a
-    number, and their verdicts wait in stress's cache for the points. Returns the (impl, config, dtype) whose
-    kernels may now be compiled before their first point."""
-    impls = set()
-    for spec, name, impl, cfg, shape, dtype, pass_ in battery_points:
-        if impl.backend in stress.PARALLEL_BACKENDS:
-            continue
-        stress.run(spec, name, impl, cfg, shape, dtype, pass_, device, opts.seed, classify,
-                   interpreted=interpreted(impl, device))
-        if impl.backend in stress.SHARED_KERNEL_BACKENDS:
-            impls.add(stress.ahead_key(name, cfg, dtype))
-    return impls
-
-
 def run(points: list[dict], device: str, store, opts: Options, progress: bool = True, on_row=None) -> list[dict]:
     """Run points in order, appending each row to `store` as it finishes; on_row(row) after each."""
     if device.startswith("cuda:"):
@@ -340,20 +324,18 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
             opts.measure_peaks = False
     ahead = set()
     if opts.stress and device.startswith("cuda"):
-        battery = _battery_points(points, device, opts.mode)
-        judged = set()
         try:
-            warm = stress.prewarm(battery, device, opts.seed,
-                                  meanwhile=lambda: judged.update(_judge_ahead(battery, device, opts)))
+            warm = stress.prewarm(_battery_points(points, device, opts.mode), device, opts.seed)
         except Exception as e:  # noqa: BLE001 - the points still run, their battery judged one case at a time
             print(f"warning: the stress battery's compiles ahead failed ({type(e).__name__}: {e})", file=sys.stderr)
             warm = {"cases": 0}
         if warm["cases"]:
-            ahead = warm.pop("impls") | judged
+            ahead = warm.pop("impls")
             meta = {**meta, "stress_prewarm": warm}
             print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s, "
                   f"{warm['workers']} threads" + ("" if warm["parallel"] else " (one compile at a time)")
-                  + f"; meanwhile the other impls' batteries judged in {warm['meanwhile_s']:.1f} s", file=sys.stderr)
+                  + f"; meanwhile {warm['here_cases']} of Triton and torch.compile in {warm['here_s']:.1f} s",
+                  file=sys.stderr)
     bar = Progress(points) if progress else None
     rows = []
     try:

@@ -10,8 +10,8 @@ battery, it is a fact about the impl.
 
 Most of the battery's cost on a cold machine is compiling kernels at its new sizes, and most of that is cuTile's
 tileiras (TileGym's and ours). prewarm() compiles those for a whole sweep at once, several threads at a time,
-before anything is timed; the judged cases then find them compiled. Meanwhile the runner judges the other
-backends' batteries in its own thread (nothing is timed until the pool is done)."""
+before anything is timed, and Triton's and torch.compile's in the calling thread meanwhile; the judged cases
+then find them compiled."""
 from __future__ import annotations
 
 import dataclasses
@@ -94,32 +94,41 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
     return Verdict(case.regime, label, "ok" if res.ok else "wrong", "" if res.ok else res.message)
 
 
-# Backends whose compiles overlap across threads (cutile_env.parallel_compiles). Triton and inductor compile in
-# process and are not thread-safe to drive this way; their battery cost is small (Triton 1.9 s, torch.compile
-# 3.4 s of a cold first look's 38.7 s on an H200, 2026-12-06).
+# Backends whose compiles overlap across threads (cutile_env.parallel_compiles): their cases compile in the pool.
 PARALLEL_BACKENDS = ("cutile", "tilegym")
-# Backends whose JIT caches key kernels on specializations, not shapes: a battery case run before a point can
-# compile kernels the point then reuses, so its compile_s may be a cache hit. (torch.compile compiles per call
-# signature here, kernels/compiled.py; eager and SDPA compile nothing.)
+# Backends that compile in process and are not safe to drive from threads (Triton's JIT, inductor): their cases
+# compile in the calling thread while the pool works (Triton 1.6-3.0 s, torch.compile 2.6-5.8 s of a cold fmha
+# first look on an H100, 2026-12-06). Eager and SDPA compile nothing: their cases wait for their points.
+IN_THREAD_BACKENDS = ("triton", "liger", "compile")
+# Backends whose JIT caches key kernels on specializations, not shapes: a case compiled ahead may hold kernels the
+# point then reuses, so the point's compile_s may be a cache hit (torch.compile compiles per call signature,
+# kernels/compiled.py, so its points compile as before).
 SHARED_KERNEL_BACKENDS = ("cutile", "tilegym", "triton", "liger")
 
 
-def prewarm(points, device: str, seed: int, workers: int | None = None, meanwhile=None) -> dict:
-    """Run each cuda.tile impl's battery cases once, unjudged, in a thread pool, so their compiles overlap.
+def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
+    """Run the battery's cases of the sweep's compiling impls once, unjudged, before the first point, so their
+    compiles overlap: cuda.tile impls' in a thread pool, Triton's and torch.compile's in the calling thread
+    meanwhile. Only where there is a pool: without cuda.tile impls the points compile their cases as before.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
-    own config is left out (its search times candidates, which other threads' work would disturb). Cases of one
-    impl, config, pass and size (regimes that differ only in values) share their kernels and run one after another
-    in one task; other sizes and the other pass compile side by side, a forward kernel both passes share perhaps
-    twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size). A
-    failure here is ignored: the judged case meets it again and says what it is. meanwhile(), if given, runs in
-    the calling thread while the pool works (the runner judges the other backends' batteries there), and only
-    when there is a pool. Returns {"cases", "tasks", "workers", "parallel", "s", "meanwhile_s", "impls"} (s: the
-    wall time until the pool and meanwhile are both done; impls: the (impl, config, dtype) whose kernels may have
-    been compiled here, before their first point)."""
-    tasks: dict[str, list] = {}
+    own config is left out (its search times candidates, which other work would disturb). Cases of one impl,
+    config, pass and size (regimes that differ only in values) share their kernels and run one after another in
+    one task; other sizes and the other pass compile side by side, a forward kernel both passes share perhaps
+    twice (the fmha first look on an H100: 12.0 s ahead with one task per size and pass, 16.0 s per size).
+
+    Nothing is judged here. The judged cases run later, one at a time, with nothing else running: the gate's
+    poisoned memory must not be refilled by another thread's results (another impl's right answer to the same
+    case, landing under an output that was never written). A failure here is ignored: the judged case meets it
+    again and says what it is. Returns {"cases", "tasks", "workers", "parallel", "s", "here_cases", "here_s",
+    "impls"} (cases and tasks: the pool's; here_*: the calling thread's, whose seconds overlap the pool's; s: the
+    wall time until both are done; impls: the (impl, config, dtype) whose kernels may be compiled before their
+    first point)."""
+    pooled: dict[str, list] = {}
+    here: dict[str, list] = {}
     seen, impls = set(), set()
     for spec, name, impl, cfg, shape, dtype, pass_ in points:
-        if impl.backend not in PARALLEL_BACKENDS or (cfg or {}).get("autotune"):
+        tasks = pooled if impl.backend in PARALLEL_BACKENDS else here if impl.backend in IN_THREAD_BACKENDS else None
+        if tasks is None or (cfg or {}).get("autotune"):
             continue
         try:
             cases = [c for c in spec.stress_cases(shape, dtype)
@@ -133,9 +142,10 @@ def prewarm(points, device: str, seed: int, workers: int | None = None, meanwhil
             seen.add(key)
             size = json.dumps([name, cfg, pass_, case.shape, case.dtype], sort_keys=True, default=str)
             tasks.setdefault(size, []).append((spec, impl, cfg, case, pass_))
-            impls.add(ahead_key(name, cfg, dtype))
-    if not tasks:
-        return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "meanwhile_s": 0.0,
+            if impl.backend in SHARED_KERNEL_BACKENDS:
+                impls.add(ahead_key(name, cfg, dtype))
+    if not pooled:
+        return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "here_cases": 0, "here_s": 0.0,
                 "impls": set()}
 
     def warm(calls):
@@ -153,26 +163,27 @@ def prewarm(points, device: str, seed: int, workers: int | None = None, meanwhil
                 pass
 
     t0 = time.perf_counter()
-    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(tasks)))
+    workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(pooled)))
     init = (torch.cuda.set_device, (torch.cuda.current_device(),)) if device.startswith("cuda") else (None, ())
     with tunecap.one_config(), cutile_env.parallel_compiles() as parallel:
         pool = ThreadPoolExecutor(workers, thread_name_prefix="battery-prewarm", initializer=init[0],
                                   initargs=init[1])   # a new thread's current GPU is GPU 0, not the sweep's
-        meanwhile_s = 0.0
         try:
             # the longest first: a fwd+bwd task compiles more kernels than a forward one
             futures = [pool.submit(warm, calls) for calls in
-                       sorted(tasks.values(), key=lambda calls: calls[0][4] != "fwd+bwd")]
-            if meanwhile is not None:
-                t1 = time.perf_counter()
-                meanwhile()
-                meanwhile_s = time.perf_counter() - t1
+                       sorted(pooled.values(), key=lambda calls: calls[0][4] != "fwd+bwd")]
+            t1 = time.perf_counter()
+            for calls in here.values():
+                warm(calls)
+            here_s = time.perf_counter() - t1
             for f in futures:
                 f.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)   # Ctrl-C: the queued tasks are dropped
-    return {"cases": len(seen), "tasks": len(tasks), "workers": workers, "parallel": parallel and workers > 1,
-            "s": round(time.perf_counter() - t0, 3), "meanwhile_s": round(meanwhile_s, 3), "impls": impls}
+    n_pooled = sum(map(len, pooled.values()))
+    return {"cases": n_pooled, "tasks": len(pooled), "workers": workers, "parallel": parallel and workers > 1,
+            "s": round(time.perf_counter() - t0, 3), "here_cases": len(seen) - n_pooled, "here_s": round(here_s, 3),
+            "impls": impls}
 
 
 def ahead_key(name: str, cfg: dict, dtype: str) -> str:
