@@ -96,11 +96,16 @@ def compiled_impl(eager_fn, **kw) -> KernelImpl:
         cache.move_to_end(key)
         before = graphs_compiled()
         what = f"torch.compile({eager_fn.__name__}, mode={mode})"
-        out = call_compiled(entry.fn, what, *args, **kwargs)
-        entry.graphs += graphs_compiled() - before
-        if new and entry.graphs == 0:
-            raise CompileFallback(f"{what} compiled no graph on its first call and ran eager "
-                                  "(dynamo disabled or the frame skipped)")
+        try:
+            out = call_compiled(entry.fn, what, *args, **kwargs)
+            entry.graphs += graphs_compiled() - before
+            if new and entry.graphs == 0:
+                raise CompileFallback(f"{what} compiled no graph on its first call and ran eager "
+                                      "(dynamo disabled or the frame skipped)")
+        except BaseException:
+            if new:   # a failed first call keeps no callable: the next call of this signature (the judged one,
+                cache.pop(key, None)   # after the battery's compile ahead swallowed this) fails the same way
+            raise
         last.update(mode=mode, graphs_compiled=entry.graphs)
         return out
 

@@ -97,3 +97,14 @@ def test_modes_are_configs_and_reduce_overhead_needs_graph_timing(monkeypatch):
     assert row["status"] == "unsupported" and "--cuda-graph" in row["message"]
     assert impl.timer_refusal({"mode": "reduce-overhead"}, "graph") is None
     assert impl.timer_refusal({"mode": "default"}, "events") is None
+
+
+def test_a_failed_first_call_is_not_kept_so_the_next_call_of_that_signature_fails_too(monkeypatch):
+    """The battery's compile ahead makes a signature's first call and ignores its failure; the judged call that
+    follows must meet the failure again, not a callable left behind that runs eager."""
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)   # eager code under the compile's name
+    impl = compiled.compiled_impl(gelu)
+    x, b = torch.randn(4, 8), torch.randn(8)
+    for _ in range(2):
+        with pytest.raises(compiled.CompileFallback, match="compiled no graph"):
+            impl.fn(x, b)
