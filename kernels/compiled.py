@@ -103,8 +103,10 @@ def compiled_impl(eager_fn, **kw) -> KernelImpl:
                 raise CompileFallback(f"{what} compiled no graph on its first call and ran eager "
                                       "(dynamo disabled or the frame skipped)")
         except BaseException:
-            if new:   # a failed first call keeps no callable: the next call of this signature (the judged one,
-                cache.pop(key, None)   # after the battery's compile ahead swallowed this) fails the same way
+            # a failed first call keeps no callable: the next call of this signature fails the same way (a caller
+            # that ignored this failure, compiling ahead, must not leave eager code behind for the judged call)
+            if new:
+                cache.pop(key, None)
             raise
         last.update(mode=mode, graphs_compiled=entry.graphs)
         return out

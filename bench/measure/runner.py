@@ -334,8 +334,11 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
             meta = {**meta, "stress_prewarm": warm}
             print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s, "
                   f"{warm['workers']} threads" + ("" if warm["parallel"] else " (one compile at a time)")
-                  + f"; meanwhile {warm['here_cases']} of Triton and torch.compile in {warm['here_s']:.1f} s",
-                  file=sys.stderr)
+                  + (f"; meanwhile {warm['here_cases']} of Triton impls in {warm['here_s']:.1f} s"
+                     if warm["here_cases"] else ""), file=sys.stderr)
+            for name, why in warm.pop("failed").items():
+                print(f"stress battery: {name} raised while compiling ahead ({why}); its judged case will say "
+                      f"what it is", file=sys.stderr)
     bar = Progress(points) if progress else None
     rows = []
     try:

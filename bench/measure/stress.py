@@ -10,7 +10,7 @@ battery, it is a fact about the impl.
 
 Most of the battery's cost on a cold machine is compiling kernels at its new sizes, and most of that is cuTile's
 tileiras (TileGym's and ours). prewarm() compiles those for a whole sweep at once, several threads at a time,
-before anything is timed, and Triton's and torch.compile's in the calling thread meanwhile; the judged cases
+before anything is timed, and Triton's and Liger's in the calling thread meanwhile; the judged cases
 then find them compiled."""
 from __future__ import annotations
 
@@ -96,20 +96,17 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
 
 # Backends whose compiles overlap across threads (cutile_env.parallel_compiles): their cases compile in the pool.
 PARALLEL_BACKENDS = ("cutile", "tilegym")
-# Backends that compile in process and are not safe to drive from threads (Triton's JIT, inductor): their cases
-# compile in the calling thread while the pool works (Triton 1.6-3.0 s, torch.compile 2.6-5.8 s of a cold fmha
-# first look on an H100, 2026-12-06). Eager and SDPA compile nothing: their cases wait for their points.
-IN_THREAD_BACKENDS = ("triton", "liger", "compile")
-# Backends whose JIT caches key kernels on specializations, not shapes: a case compiled ahead may hold kernels the
-# point then reuses, so the point's compile_s may be a cache hit (torch.compile compiles per call signature,
-# kernels/compiled.py, so its points compile as before).
-SHARED_KERNEL_BACKENDS = ("cutile", "tilegym", "triton", "liger")
+# Backends that compile in process and are not safe to drive from threads (Triton's JIT): their cases compile in
+# the calling thread while the pool works (Triton's were +1.6-3.0 s of a cold fmha first look on an H100,
+# 2026-12-06). Not torch.compile: inductor times its reduction configs on a graph's first launch, which the pool's
+# kernels would disturb, and a point of a case's exact signature would reuse that pick. Eager and SDPA compile
+# nothing. Their cases wait for their points.
+IN_THREAD_BACKENDS = ("triton", "liger")
 
 
 def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     """Run the battery's cases of the sweep's compiling impls once, unjudged, before the first point, so their
-    compiles overlap: cuda.tile impls' in a thread pool, Triton's and torch.compile's in the calling thread
-    meanwhile. Only where there is a pool: without cuda.tile impls the points compile their cases as before.
+    compiles overlap: cuda.tile impls' in a thread pool, Triton's (and Liger's) in the calling thread meanwhile. Only where there is a pool: without cuda.tile impls the points compile their cases as before.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
     own config is left out (its search times candidates, which other work would disturb). Cases of one impl,
     config, pass and size (regimes that differ only in values) share their kernels and run one after another in
@@ -119,10 +116,11 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     Nothing is judged here. The judged cases run later, one at a time, with nothing else running: the gate's
     poisoned memory must not be refilled by another thread's results (another impl's right answer to the same
     case, landing under an output that was never written). A failure here is ignored: the judged case meets it
-    again and says what it is. Returns {"cases", "tasks", "workers", "parallel", "s", "here_cases", "here_s",
-    "impls"} (cases and tasks: the pool's; here_*: the calling thread's, whose seconds overlap the pool's; s: the
-    wall time until both are done; impls: the (impl, config, dtype) whose kernels may be compiled before their
-    first point)."""
+    again and says what it is (`failed` names the impl, so a fault that leaves the GPU unusable is not pinned on
+    whichever point runs next). Returns {"cases", "tasks", "workers", "parallel", "s", "here_cases", "here_s",
+    "failed", "impls"} (cases and tasks: the pool's; here_*: the calling thread's, whose seconds overlap the
+    pool's; s: the wall time until both are done; failed: impl -> its first exception here; impls: the (impl,
+    config, dtype) whose kernels may be compiled before their first point)."""
     pooled: dict[str, list] = {}
     here: dict[str, list] = {}
     seen, impls = set(), set()
@@ -141,15 +139,16 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
                 continue
             seen.add(key)
             size = json.dumps([name, cfg, pass_, case.shape, case.dtype], sort_keys=True, default=str)
-            tasks.setdefault(size, []).append((spec, impl, cfg, case, pass_))
-            if impl.backend in SHARED_KERNEL_BACKENDS:
-                impls.add(ahead_key(name, cfg, dtype))
+            tasks.setdefault(size, []).append((spec, name, impl, cfg, case, pass_))
+            impls.add(ahead_key(name, cfg, dtype))
     if not pooled:
         return {"cases": 0, "tasks": 0, "workers": 0, "parallel": False, "s": 0.0, "here_cases": 0, "here_s": 0.0,
-                "impls": set()}
+                "failed": {}, "impls": set()}
+
+    failed: dict[str, str] = {}
 
     def warm(calls):
-        for spec, impl, cfg, case, pass_ in calls:
+        for spec, name, impl, cfg, case, pass_ in calls:
             try:
                 inputs, gen = _case_inputs(spec, case, device, seed)
                 fn = spec.wrap(impl.fn, case.shape)
@@ -159,8 +158,11 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
                     checking.backward(out, checking.grad_out_for(out, gen))
                 if device.startswith("cuda"):
                     torch.cuda.synchronize()   # a kernel's fault shows here, in this try, not in the sweep
-            except Exception:  # noqa: BLE001 - the judged case reports it
+            except registry.Unsupported:   # declined: the judged case lists it
                 pass
+            except Exception as e:  # noqa: BLE001 - the judged case reports it
+                # named here too: a fault that leaves the GPU unusable would be pinned on the next point's row
+                failed.setdefault(name, (f"{type(e).__name__}: {e}".splitlines() or [""])[0][:200])
 
     t0 = time.perf_counter()
     workers = workers or max(1, min(8, (os.cpu_count() or 2) // 2, len(pooled)))
@@ -171,7 +173,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
         try:
             # the longest first: a fwd+bwd task compiles more kernels than a forward one
             futures = [pool.submit(warm, calls) for calls in
-                       sorted(pooled.values(), key=lambda calls: calls[0][4] != "fwd+bwd")]
+                       sorted(pooled.values(), key=lambda calls: calls[0][5] != "fwd+bwd")]
             t1 = time.perf_counter()
             for calls in here.values():
                 warm(calls)
@@ -183,7 +185,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     n_pooled = sum(map(len, pooled.values()))
     return {"cases": n_pooled, "tasks": len(pooled), "workers": workers, "parallel": parallel and workers > 1,
             "s": round(time.perf_counter() - t0, 3), "here_cases": len(seen) - n_pooled, "here_s": round(here_s, 3),
-            "impls": impls}
+            "failed": failed, "impls": impls}
 
 
 def ahead_key(name: str, cfg: dict, dtype: str) -> str:
