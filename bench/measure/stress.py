@@ -106,7 +106,8 @@ IN_THREAD_BACKENDS = ("triton", "liger")
 
 def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     """Run the battery's cases of the sweep's compiling impls once, unjudged, before the first point, so their
-    compiles overlap: cuda.tile impls' in a thread pool, Triton's (and Liger's) in the calling thread meanwhile. Only where there is a pool: without cuda.tile impls the points compile their cases as before.
+    compiles overlap: cuda.tile impls' in a thread pool, Triton's (and Liger's) in the calling thread meanwhile.
+    Only where there is a pool: without cuda.tile impls the points compile their cases as before.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
     own config is left out (its search times candidates, which other work would disturb). Cases of one impl,
     config, pass and size (regimes that differ only in values) share their kernels and run one after another in
