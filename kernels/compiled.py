@@ -103,8 +103,8 @@ def compiled_impl(eager_fn, **kw) -> KernelImpl:
                 raise CompileFallback(f"{what} compiled no graph on its first call and ran eager "
                                       "(dynamo disabled or the frame skipped)")
         except BaseException:
-            # a failed first call keeps no callable: the next call of this signature fails the same way (a caller
-            # that ignored this failure, compiling ahead, must not leave eager code behind for the judged call)
+            # a failed first call keeps no callable: a caller that catches the failure and calls this signature
+            # again meets it again, instead of a cached callable that quietly runs eager
             if new:
                 cache.pop(key, None)
             raise
