@@ -334,7 +334,7 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
             meta = {**meta, "stress_prewarm": warm}
             print(f"stress battery: {warm['cases']} cases of cuTile impls compiled ahead in {warm['s']:.1f} s, "
                   f"{warm['workers']} threads" + ("" if warm["parallel"] else " (one compile at a time)")
-                  + (f"; meanwhile {warm['here_cases']} of Triton impls in {warm['here_s']:.1f} s"
+                  + (f"; meanwhile {warm['here_cases']} of Triton and torch.compile impls in {warm['here_s']:.1f} s"
                      if warm["here_cases"] else ""), file=sys.stderr)
             for name, why in warm.pop("failed").items():
                 print(f"stress battery: {name} raised while compiling ahead ({why}); its judged case will say "

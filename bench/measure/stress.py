@@ -10,8 +10,8 @@ battery, it is a fact about the impl.
 
 Most of the battery's cost on a cold machine is compiling kernels at its new sizes, and most of that is cuTile's
 tileiras (TileGym's and ours). prewarm() compiles those for a whole sweep at once, several threads at a time,
-before anything is timed, and Triton's and Liger's in the calling thread meanwhile; the judged cases
-then find them compiled."""
+before anything is timed, and Triton's, Liger's and torch.compile's in the calling thread meanwhile; the
+judged cases then find them compiled."""
 from __future__ import annotations
 
 import dataclasses
@@ -96,17 +96,19 @@ def _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
 
 # Backends whose compiles overlap across threads (cutile_env.parallel_compiles): their cases compile in the pool.
 PARALLEL_BACKENDS = ("cutile", "tilegym")
-# Backends that compile in process and are not safe to drive from threads (Triton's JIT): their cases compile in
-# the calling thread while the pool works (Triton's were +1.6-3.0 s of a cold fmha first look on an H100,
-# 2026-12-06). Not torch.compile: inductor times its reduction configs on a graph's first launch, which the pool's
-# kernels would disturb, and a point of a case's exact signature would reuse that pick. Eager and SDPA compile
-# nothing. Their cases wait for their points.
-IN_THREAD_BACKENDS = ("triton", "liger")
+# Backends that compile in process and are not safe to drive from threads (Triton's JIT, inductor): their cases
+# compile in the calling thread while the pool works (on a cold fmha first look on an H100, 2026-12-06, Triton's
+# were +1.6-3.0 s and torch.compile's +2.6-5.8 s). Eager and SDPA compile nothing; their cases wait for their points.
+IN_THREAD_BACKENDS = ("triton", "liger", "compile")
+# ... except a torch.compile case at a size some point of the sweep times: inductor times its reduction configs on
+# a graph's first launch, which the pool's kernels disturb, and that point would reuse the pick. Its case waits.
+TUNES_ON_FIRST_LAUNCH = ("compile",)
 
 
 def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     """Run the battery's cases of the sweep's compiling impls once, unjudged, before the first point, so their
-    compiles overlap: cuda.tile impls' in a thread pool, Triton's (and Liger's) in the calling thread meanwhile.
+    compiles overlap: cuda.tile impls' in a thread pool, Triton's, Liger's and torch.compile's in the calling thread
+    meanwhile (torch.compile's only at sizes no point times, see TUNES_ON_FIRST_LAUNCH).
     Only where there is a pool: without cuda.tile impls the points compile their cases as before.
     points: (spec, impl name, impl, cfg, shape, dtype, pass) for the sweep's points. An impl that autotunes its
     own config is left out (its search times candidates, which other work would disturb). Cases of one impl,
@@ -125,6 +127,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     pooled: dict[str, list] = {}
     here: dict[str, list] = {}
     seen, impls = set(), set()
+    timed = {(name, _size(shape)) for spec, name, impl, cfg, shape, dtype, pass_ in points}
     for spec, name, impl, cfg, shape, dtype, pass_ in points:
         tasks = pooled if impl.backend in PARALLEL_BACKENDS else here if impl.backend in IN_THREAD_BACKENDS else None
         if tasks is None or (cfg or {}).get("autotune"):
@@ -137,6 +140,8 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
         for case in cases:
             key = _key(spec.name, name, cfg, pass_, case, device)
             if key in _verdicts or key in seen:
+                continue
+            if impl.backend in TUNES_ON_FIRST_LAUNCH and (name, _size(spec.full_shape(case.shape))) in timed:
                 continue
             seen.add(key)
             size = json.dumps([name, cfg, pass_, case.shape, case.dtype], sort_keys=True, default=str)
@@ -187,6 +192,10 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     return {"cases": n_pooled, "tasks": len(pooled), "workers": workers, "parallel": parallel and workers > 1,
             "s": round(time.perf_counter() - t0, 3), "here_cases": len(seen) - n_pooled, "here_s": round(here_s, 3),
             "failed": failed, "impls": impls}
+
+
+def _size(shape: dict) -> str:
+    return json.dumps(shape, sort_keys=True, default=str)
 
 
 def ahead_key(name: str, cfg: dict, dtype: str) -> str:
