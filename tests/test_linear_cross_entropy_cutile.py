@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from bench.measure.check import check
 from kernels import cutile_env, registry
-from tests.test_linear_cross_entropy import assert_3d_all_ignored_chunk_matches_eager
+from tests.test_linear_cross_entropy import (BIAS_BOUND, assert_3d_all_ignored_chunk_matches_eager,
+                                          gradient_scale_bias)
 
 pytestmark = pytest.mark.skipif(cutile_env.why_not_compilable() is not None, reason="cuda.tile not importable")
 OP = "linear_cross_entropy"
@@ -29,7 +30,7 @@ def _fake_launch(mod):
                 loss[r] = torch.where(valid, lse - x.gather(1, safe[:, None])[:, 0], 0.0)
                 lse2[r] = lse / math.log(2)
         elif kernel is mod._ce_grad:
-            L, tgt, lse2, nv, ignore, ROWS, BV, _ = args
+            L, tgt, lse2, ignore, ROWS, BV, _ = args
             for b in range(grid[0]):          # each block one (ROWS, BV) tile
                 r = slice(b * ROWS, min((b + 1) * ROWS, L.shape[0]))
                 valid = tgt[r] != ignore
@@ -37,7 +38,7 @@ def _fake_launch(mod):
                     v = slice(c * BV, min((c + 1) * BV, L.shape[1]))
                     p = torch.exp(L[r, v].float() - lse2[r, None] * math.log(2))
                     onehot = (torch.arange(v.start, v.stop)[None, :] == tgt[r, None]).float()
-                    L[r, v] = ((p - onehot) * torch.where(valid, 1.0 / nv.float(), 0.0)[:, None]).to(L.dtype)
+                    L[r, v] = ((p - onehot) * valid[:, None]).to(L.dtype)
         elif kernel is mod._scale:
             T, G, BLOCK = args
             assert grid[0] * BLOCK >= T.numel()
@@ -67,6 +68,10 @@ def test_gate_with_kernels_stood_in(cutile_lce, dtype, pass_, rows):
 
 def test_grad_output_scales_and_3d_input(cutile_lce):
     assert_3d_all_ignored_chunk_matches_eager(cutile_lce.fn)
+
+
+def test_the_gradient_scale_is_not_one_rounded_constant(cutile_lce):
+    assert gradient_scale_bias(cutile_lce.fn, CHUNK_ROWS=64, BV=128, BWD_BV=128) < BIAS_BOUND
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_89", "sm_90", "sm_100", "sm_120"])

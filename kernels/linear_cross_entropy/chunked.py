@@ -7,7 +7,7 @@ from kernels.linear_cross_entropy.spec import IGNORE_INDEX
 from kernels.registry import KernelImpl, TileParam
 
 
-def _ce_rows(lg, tgt, loss_rows, n_valid, ignore_index, grad):
+def _ce_rows(lg, tgt, loss_rows, ignore_index, grad):
     x = lg.float()
     lse = torch.logsumexp(x, dim=1)
     valid = tgt != ignore_index
@@ -16,7 +16,7 @@ def _ce_rows(lg, tgt, loss_rows, n_valid, ignore_index, grad):
     if grad:
         p = x.sub_(lse[:, None]).exp_()                      # softmax, in the fp32 copy
         p.scatter_add_(1, safe[:, None], torch.full_like(lse[:, None], -1.0))
-        p.mul_((valid.float() / n_valid)[:, None])           # mean over valid rows; ignored rows get 0
+        p.mul_(valid[:, None])                               # ignored rows get 0 (1/n_valid: chunks.py)
         lg.copy_(p)
 
 

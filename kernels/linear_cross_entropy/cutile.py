@@ -46,15 +46,14 @@ def _ce_rows(L, Tgt, Loss, Lse, ignore_index: int, ROWS: ConstInt, BV: ConstInt,
 
 
 @ct.kernel
-def _ce_grad(L, Tgt, Lse, NValid, ignore_index: int, ROWS: ConstInt, BV: ConstInt, LAT: ConstInt):
-    """In place, one (ROWS, BV) tile per block: L = (softmax - onehot) / n_valid in L's dtype (ignored rows: 0).
+def _ce_grad(L, Tgt, Lse, ignore_index: int, ROWS: ConstInt, BV: ConstInt, LAT: ConstInt):
+    """In place, one (ROWS, BV) tile per block: L = softmax - onehot in L's dtype (ignored rows: 0).
     A grid over rows and vocabulary chunks: the whole GPU streams the logits once (one block per row
     walking its row, as in _ce_rows, ran the pass at ~half the bandwidth)."""
     i = ct.bid(0)
     c = ct.bid(1)
     tgt = ct.load(Tgt, index=(i,), shape=(ROWS,), padding_mode=ct.PaddingMode.ZERO).reshape((ROWS, 1))
-    inv = 1.0 / ct.load(NValid, index=(0,), shape=(1,)).astype(ct.float32)
-    scale = ct.where(tgt != ignore_index, inv.reshape((1, 1)), 0.0)
+    scale = ct.where(tgt != ignore_index, 1.0, 0.0)
     lse2 = ct.load(Lse, index=(i,), shape=(ROWS,), padding_mode=ct.PaddingMode.ZERO).reshape((ROWS, 1))
     x = ct.load(L, index=(i, c), shape=(ROWS, BV), padding_mode=ct.PaddingMode.ZERO, latency=LAT).astype(ct.float32)
     p = ct.exp2(x * LOG2E - lse2)
@@ -97,7 +96,7 @@ def _config(arch, cfg):
 
 
 def _ce_rows_launcher(c):
-    def ce_rows(lg, tgt, loss_rows, n_valid, ignore_index, grad):
+    def ce_rows(lg, tgt, loss_rows, ignore_index, grad):
         R, V = lg.shape
         lse = poison.empty(R, dtype=torch.float32, device=lg.device)
         aot.launch(_ce_rows, (aot.cdiv(R, c["ROWS"]),),
@@ -105,7 +104,7 @@ def _ce_rows_launcher(c):
                    occupancy=c["occupancy"])
         if grad:
             aot.launch(_ce_grad, (aot.cdiv(R, c["ROWS"]), aot.cdiv(V, c["BWD_BV"])),
-                       (lg, tgt, lse, n_valid.reshape(1), int(ignore_index), c["ROWS"], c["BWD_BV"], c["LATENCY"]),
+                       (lg, tgt, lse, int(ignore_index), c["ROWS"], c["BWD_BV"], c["LATENCY"]),
                        occupancy=c["occupancy"])
     return ce_rows
 
@@ -138,8 +137,8 @@ def _aot(config, arch, dtype="bf16"):
                            [L, aot.array("i64", 1), vec, vec, aot.scalar("i64"), c["ROWS"], c["BV"], c["LATENCY"]],
                            arch, {"occupancy": c["occupancy"]}),
         aot.compile_kernel(_ce_grad, "linear_cross_entropy_ce_grad",
-                           [L, aot.array("i64", 1), vec, aot.array("i64", 1), aot.scalar("i64"), c["ROWS"],
-                            c["BWD_BV"], c["LATENCY"]], arch, {"occupancy": c["occupancy"]}),
+                           [L, aot.array("i64", 1), vec, aot.scalar("i64"), c["ROWS"], c["BWD_BV"], c["LATENCY"]],
+                           arch, {"occupancy": c["occupancy"]}),
         aot.compile_kernel(_scale, "linear_cross_entropy_scale", [aot.array(dtype, 1), vec, SCALE_BLOCK], arch),
     ]
 

@@ -24,7 +24,7 @@ def register(backend: str, *, ce_rows_for: Callable, config_for: Callable, inter
         cfg = config_for(x, library.config(config))
         with torch.autocast(x.device.type, enabled=False):   # the Backend already cast what autocast would
             loss, dx, dw = chunks.fused_forward(x, weight, targets, ignore_index, cfg["CHUNK_ROWS"],
-                                                ce_rows_for(cfg), want_dx, want_dw, cfg.get("DW_FP32", True))
+                                                ce_rows_for(cfg), want_dx, want_dw, cfg.get("DW_FP32") is not False)
         return loss, (dx if dx is not None else x.new_empty(0)), (dw if dw is not None else weight.new_empty(0))
 
     fwd_op = library.define(f"linear_cross_entropy_fwd_{backend}", fwd, alloc=_alloc, standin=_standin,

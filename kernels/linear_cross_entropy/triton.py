@@ -17,8 +17,8 @@ from kernels.registry import KernelImpl, TileParam
 
 
 @triton.jit
-def _ce_rows(L, Tgt, Loss, NValid, V, stride_l, ignore_index, HAS_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
-    """One row per program: loss = lse - x[target]; with HAS_GRAD the row becomes (softmax - onehot) / n_valid."""
+def _ce_rows(L, Tgt, Loss, V, stride_l, ignore_index, HAS_GRAD: tl.constexpr, BLOCK_V: tl.constexpr):
+    """One row per program: loss = lse - x[target]; with HAS_GRAD the row becomes softmax - onehot (0 if ignored)."""
     row = tl.program_id(0).to(tl.int64)
     ptr = L + row * stride_l
     offs = tl.arange(0, BLOCK_V)
@@ -36,7 +36,7 @@ def _ce_rows(L, Tgt, Loss, NValid, V, stride_l, ignore_index, HAS_GRAD: tl.const
     xt = tl.load(ptr + tl.where(valid, tgt, 0)).to(tl.float32)   # read before the row is overwritten
     tl.store(Loss + row, tl.where(valid, lse2 * 0.6931471805599453 - xt, 0.0))
     if HAS_GRAD:
-        scale = tl.where(valid, 1.0 / tl.load(NValid).to(tl.float32), 0.0)
+        scale = tl.where(valid, 1.0, 0.0)
         for start in range(0, V, BLOCK_V):
             cols = start + offs
             x = tl.load(ptr + cols, mask=cols < V, other=0.0).to(tl.float32) * 1.4426950408889634
@@ -73,8 +73,8 @@ LAST: dict = {}
 
 
 def _ce_rows_launcher(cfg):
-    def ce_rows(lg, tgt, loss_rows, n_valid, ignore_index, grad):
-        _ce_rows[(lg.shape[0],)](lg, tgt, loss_rows, n_valid, lg.shape[1], lg.stride(0), ignore_index,
+    def ce_rows(lg, tgt, loss_rows, ignore_index, grad):
+        _ce_rows[(lg.shape[0],)](lg, tgt, loss_rows, lg.shape[1], lg.stride(0), ignore_index,
                                  HAS_GRAD=grad, BLOCK_V=cfg["BLOCK_V"], num_warps=cfg["num_warps"])
     return ce_rows
 
@@ -109,8 +109,7 @@ FWD_OP, traced = library_ops.register("triton", ce_rows_for=_launcher, config_fo
 
 def _aot(config, arch):
     cfg = aot.fill({**{p.name: None for p in PARAMS}, **(config or {})}, PRESETS[aot.family(arch)])
-    sig = {"L": "*bf16", "Tgt": "*i64", "Loss": "*fp32", "NValid": "*i64", "V": "i32", "stride_l": "i64",
-           "ignore_index": "i64"}
+    sig = {"L": "*bf16", "Tgt": "*i64", "Loss": "*fp32", "V": "i32", "stride_l": "i64", "ignore_index": "i64"}
     return [
         aot.compile_kernel(_ce_rows, "linear_cross_entropy_ce_rows", sig, {"HAS_GRAD": True, "BLOCK_V": cfg["BLOCK_V"]},
                            arch, cfg["num_warps"], 1, not_divisible=("ignore_index",)),
