@@ -161,3 +161,20 @@ def test_an_impl_that_raises_while_compiling_ahead_is_named():
     warm = stress.prewarm([(SPEC, "ct", ct, {}, SHAPE, "fp32", "fwd"), (SPEC, "bad", broken, {}, SHAPE, "fp32", "fwd")],
                           "cpu", seed=0)
     assert set(warm["failed"]) == {"bad"} and "kernel exploded" in warm["failed"]["bad"]
+
+
+def test_torch_compile_cases_ahead_leave_nothing_in_inductors_disk_cache():
+    """Their first-launch picks, made while the pool's kernels run, must not reach a later run timing that size."""
+    from torch._inductor import config
+    seen = []
+    stress.clear()
+    ct, _, _ = _recording("cutile")
+
+    def record(x, bias=None):
+        seen.append((config.autotune_local_cache, config.fx_graph_cache))
+        return fake_impls._right(x, bias)
+    compiled = dataclasses.replace(fake_impls.RIGHT, fn=record, backend="compile")
+    before = (config.autotune_local_cache, config.fx_graph_cache)
+    stress.prewarm([(SPEC, "ct", ct, {}, SHAPE, "fp32", "fwd"), (SPEC, "tc", compiled, {}, SHAPE, "fp32", "fwd")],
+                   "cpu", seed=0)
+    assert seen and set(seen) == {(False, False)} and (config.autotune_local_cache, config.fx_graph_cache) == before

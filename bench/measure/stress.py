@@ -14,6 +14,7 @@ before anything is timed, and Triton's, Liger's and torch.compile's in the calli
 judged cases then find them compiled."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -181,8 +182,9 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             futures = [pool.submit(warm, calls) for calls in
                        sorted(pooled.values(), key=lambda calls: calls[0][5] != "fwd+bwd")]
             t1 = time.perf_counter()
-            for calls in here.values():
-                warm(calls)
+            with _no_inductor_disk_cache():   # a pick the pool's kernels disturbed stays in this process
+                for calls in here.values():
+                    warm(calls)
             here_s = time.perf_counter() - t1
             for f in futures:
                 f.result()
@@ -192,6 +194,16 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
     return {"cases": n_pooled, "tasks": len(pooled), "workers": workers, "parallel": parallel and workers > 1,
             "s": round(time.perf_counter() - t0, 3), "here_cases": len(seen) - n_pooled, "here_s": round(here_s, 3),
             "failed": failed, "impls": impls}
+
+
+def _no_inductor_disk_cache():
+    """Inductor writes a reduction's first-launch pick and its compiled graphs to its on-disk cache, where a later run
+    timing that size would find them: off while the pool's kernels disturb the picks (the pool uses no inductor)."""
+    try:
+        from torch._inductor import config
+    except ImportError:
+        return contextlib.nullcontext()
+    return config.patch({k: False for k in ("autotune_local_cache", "fx_graph_cache") if hasattr(config, k)})
 
 
 def _size(shape: dict) -> str:

@@ -22,12 +22,21 @@ def _addmm_fp32_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cuda" and t.dtype in (torch.bfloat16, torch.float16)
 
 
+# addmm(out_dtype=fp32) takes an fp32 `self` beside bf16/fp16 operands from torch 2.10 (2.9 wants one dtype)
+_ADDMM_FP32_SELF = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 10)
+
+
 def _mm_fp32(a, b, out, beta: int):
     """out = a @ b + beta * out in fp32 for any a, b: a bf16/fp16 product is not rounded to its dtype on the way."""
     if a.dtype == torch.float32:
         torch.addmm(out, a, b, beta=beta, out=out)
-    elif _addmm_fp32_ok(a):
+    elif _addmm_fp32_ok(a) and _ADDMM_FP32_SELF:
         torch.addmm(out, a, b, beta=beta, out_dtype=torch.float32, out=out)   # beta=0: out's poison unread
+    elif _addmm_fp32_ok(a):
+        if beta == 0:
+            torch.mm(a, b, out_dtype=torch.float32, out=out)
+        else:
+            out.add_(torch.mm(a, b, out_dtype=torch.float32))
     else:   # CPU: an fp32 copy of the chunk's operands
         p = torch.mm(a.float(), b.float())
         out.copy_(p) if beta == 0 else out.add_(p)

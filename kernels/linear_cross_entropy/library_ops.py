@@ -36,9 +36,9 @@ def register(backend: str, *, ce_rows_for: Callable, config_for: Callable, inter
 
     def backward_op(ctx, g, _gdx, _gdw):
         dx, dw = ctx.saved_tensors
-        g = g.float()
-        gx = (dx * g).to(dx.dtype) if dx.numel() else None
-        gw = (dw * g).to(dw.dtype) if dw.numel() else None
+        g = g.float()   # the products in fp32: a bf16 tensor times a 0-dim fp32 g would round g to bf16 first
+        gx = (dx.float() * g).to(dx.dtype) if dx.numel() else None
+        gw = (dw.float() * g).to(dw.dtype) if dw.numel() else None
         return gx, gw, None, None, None, None, None
 
     library.autograd(fwd_op, backward_op, setup_context)
