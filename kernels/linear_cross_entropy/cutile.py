@@ -53,12 +53,12 @@ def _ce_grad(L, Tgt, Lse, ignore_index: int, ROWS: ConstInt, BV: ConstInt, LAT: 
     i = ct.bid(0)
     c = ct.bid(1)
     tgt = ct.load(Tgt, index=(i,), shape=(ROWS,), padding_mode=ct.PaddingMode.ZERO).reshape((ROWS, 1))
-    scale = ct.where(tgt != ignore_index, 1.0, 0.0)
     lse2 = ct.load(Lse, index=(i,), shape=(ROWS,), padding_mode=ct.PaddingMode.ZERO).reshape((ROWS, 1))
     x = ct.load(L, index=(i, c), shape=(ROWS, BV), padding_mode=ct.PaddingMode.ZERO, latency=LAT).astype(ct.float32)
     p = ct.exp2(x * LOG2E - lse2)
     cols = c * BV + ct.arange(BV, dtype=ct.int32)[None, :]
-    ct.store(L, index=(i, c), tile=(ct.where(cols == tgt, p - 1.0, p) * scale).astype(L.dtype))
+    g = ct.where(cols == tgt, p - 1.0, p)
+    ct.store(L, index=(i, c), tile=ct.where(tgt != ignore_index, g, 0.0).astype(L.dtype))
 
 
 @ct.kernel
