@@ -145,10 +145,15 @@ def test_targets_no_graph_peer_memory_and_compiled_alone(capsys, tmp_path):
         "| compile+triton 36.00 ms | torch_compile 40.00 ms | 1.111x | hit |")      # not reduce-overhead's 30 ms
     assert line_of(out, "peak memory").endswith("| triton+graph 8.00 GB | torch_compile_graphs 14.00 GB | 0.571x | hit |")
     assert "| triton+graph 28.00 ms |" in line_of(out, "`triton` alone")
+    # what the lines chose among, so a run cut after one backend of ours does not read as a full table
+    assert line_of(out, "- gpt2_124m, chosen among:") == ("- gpt2_124m, chosen among: compile+triton, torch_compile, "
+                                                          "torch_compile_graphs, triton+graph")
     # inductor's own graphs are a graph; our GPT compiled with eager kernels is not ours
-    rows += [e2e("compile_graphs+triton", 20.0), e2e("compile+eager", 10.0, peak_mem_bytes=1e9)]
+    rows += [e2e("compile_graphs+triton", 20.0), e2e("compile+eager", 10.0, peak_mem_bytes=1e9),
+             e2e("cutile", None, status="error")]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     out = table(capsys, "targets", str(path))[1]
+    assert line_of(out, "- gpt2_124m, chosen among:").endswith("; not ok: cutile (error)")
     assert "| compile+triton 36.00 ms |" in line_of(out, "without a whole-step CUDA graph")
     assert "| compile_graphs+triton 20.00 ms |" in line_of(out, "gpt2_124m step, best backend")
 

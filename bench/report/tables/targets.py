@@ -3,7 +3,8 @@ against cuDNN, and the gemm sweep's matmuls against cuBLAS (the gemm table has t
 
 Every ratio is the peer's time / ours (> 1: ours is faster), both from the same rows, so from one machine when they
 are one run's. Step times are kernel time per step (CUDA events around back-to-back steps, or around graph
-replays); fmha and matmuls are the harness's kernel time (`timer` column of each row)."""
+replays); fmha and matmuls are the harness's kernel time (`timer` column of each row). Below the steps, each model's
+`ok` backends and the rest: a run cut short shows there, instead of reading as a full table."""
 from __future__ import annotations
 
 from bench.measure.compiled_baseline import COMPILE_BACKENDS, backend_of, compiled_ours
@@ -83,7 +84,19 @@ def steps(rows):
             out.append(_line(f"{model} step without a whole-step CUDA graph", NO_GRAPH_GOAL,
                              _fastest(rs, lambda r: ours(r) and not graphed(r)), _fastest(rs, no_graphs)))
             out.append(_memory_line(f"{model} peak memory of the best step", best, peer))
-    return out
+    return out + _chosen_from(rows)
+
+
+def _chosen_from(rows):
+    """What each model's lines chose among: in a run cut short, the "best backend" may be the only one timed."""
+    out = []
+    for model, _ in STEP_GOALS:
+        rs = [r for r in rows if r.get("op") == "e2e" and r.get("model") == model]
+        if rs:
+            ok = sorted({_label(r) for r in rs if _ok(r)})
+            bad = sorted({f"{_label(r)} ({r.get('status')})" for r in rs if not _ok(r)})
+            out.append(f"- {model}, chosen among: {', '.join(ok) or 'none'}" + (f"; not ok: {', '.join(bad)}" if bad else ""))
+    return [""] + out if out else []
 
 
 def fmha(rows):
