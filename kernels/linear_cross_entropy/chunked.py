@@ -20,9 +20,8 @@ def _ce_rows(lg, tgt, loss_rows, ignore_index, grad):
         lg.copy_(p)
 
 
-
 def _scale_(t, g):
-    t.mul_(g)
+    chunks.scaled(t, g, t.dtype)
 
 
 def linear_cross_entropy(x, weight, targets, ignore_index=IGNORE_INDEX, CHUNK_ROWS=1024):

@@ -75,11 +75,12 @@ def fused_forward(x2, w, targets, ignore_index, chunk_rows, ce_rows, want_dx, wa
     del buf
     loss = loss_rows.sum() / n_valid
     inv_n = 1.0 / n_valid.clamp(min=1)    # fp32 on the device; every row ignored: gradients 0, as eager's
-    return loss, _scaled(dx, inv_n, x2.dtype), _scaled(dw, inv_n, w.dtype)
+    return loss, scaled(dx, inv_n, x2.dtype), scaled(dw, inv_n, w.dtype)
 
 
-def _scaled(t, s, dtype):
-    """t * s (an fp32 device scalar) in dtype, the product in fp32 and rounded once; None stays None."""
+def scaled(t, s, dtype):
+    """t * s (an fp32 device scalar) in dtype, the product in fp32 and rounded once (a bf16 t times a 0-dim fp32 s
+    would round s to bf16 first); in place where t is of dtype already; None stays None."""
     if t is None:
         return None
     if t.dtype == dtype:
