@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -508,6 +509,14 @@ class Trainer:
         if self.ddp:
             import torch.distributed as dist
             if dist.is_initialized():
+                if self.status == "ok":
+                    dist.barrier()     # the ranks leave together: none tears down a group a peer still talks to
+                # DDP's reducer holds the process group, and the trainer lives in reference cycles, so without
+                # this the gloo group and its worker threads outlive destroy_process_group into interpreter exit,
+                # where a worker touching a Python object aborts the process ("terminate called without an
+                # active exception", exit -6) after a run that succeeded
+                self.model = None
+                gc.collect()
                 dist.destroy_process_group()
 
 

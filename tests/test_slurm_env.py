@@ -66,6 +66,18 @@ def _free_derived_port() -> int:
     pytest.skip("no free port in the derived range")
 
 
+# `python -m model.train`, and at interpreter exit a count of DDP wrappers still alive: one alive then keeps its gloo
+# group's worker threads into the interpreter's teardown, which aborted a rank now and then after a good run (-6)
+MAIN_THEN_COUNT_DDP = """
+import atexit, gc, sys
+from torch.nn.parallel import DistributedDataParallel
+from model import train
+atexit.register(lambda: print("DDP wrappers alive at exit:",
+                              sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()), file=sys.stderr))
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
 def test_two_srun_tasks_train_as_one_ddp_job_on_cpu(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -80,7 +92,7 @@ def test_two_srun_tasks_train_as_one_ddp_job_on_cpu(tmp_path):
     for rank in range(2):
         fake = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
                 "SLURM_JOB_ID": str(job), "SLURM_STEP_NODELIST": "localhost", "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "model.train", "--config", "tiny", "--device", "cpu", "--data-dir", str(data),
+        cmd = [sys.executable, "-c", MAIN_THEN_COUNT_DDP, "--config", "tiny", "--device", "cpu", "--data-dir", str(data),
                "--out-dir", str(tmp_path / "out"), "--max-iters", "4", "--grad-accum", "2", "--eval-interval", "0",
                "--eval-iters", "1", "--log-interval", "1", "--log-json", str(tmp_path / "log.json")]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env={**env, **fake}, stdout=subprocess.PIPE,
@@ -95,6 +107,7 @@ def test_two_srun_tasks_train_as_one_ddp_job_on_cpu(tmp_path):
                 p.kill()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-3000:]
+        assert "DDP wrappers alive at exit: 0" in err, err[-3000:]
     assert "2 process(es)" in outs[0][0] and "done:" in outs[0][0]   # rank 0 speaks for the job
     assert "done:" not in outs[1][0]                                  # rank 1 knows it is rank 1
     log = json.loads((tmp_path / "log.json").read_text())
