@@ -85,6 +85,36 @@ def test_the_chunked_gradient_scale_is_not_one_rounded_constant():
     assert gradient_scale_bias(registry.get(OP, "eager_chunked", "cpu").fn, CHUNK_ROWS=64) < BIAS_BOUND
 
 
+def test_a_torch_refusing_fp32_addmm_takes_the_mm_path(monkeypatch):
+    # addmm(out_dtype=fp32) with an fp32 `self` is taken from torch 2.10 on; a build that refuses it (the message
+    # torch 2.9 gives) must leave the gradients whole, through mm(out_dtype=fp32), from then on. CPU has neither
+    # kernel, so both are emulated here the way CUDA computes them: fp32 products of bf16 operands.
+    from kernels.linear_cross_entropy import chunks
+    calls = {"addmm": 0, "mm": 0}
+    real_mm, real_addmm = torch.mm, torch.addmm
+
+    def addmm(*args, out_dtype=None, **kw):
+        if out_dtype is None:
+            return real_addmm(*args, **kw)
+        calls["addmm"] += 1
+        raise RuntimeError("out_dtype must be the same as input dtype or fp32 for fp16/bf16 inputs")
+
+    def mm(a, b, out_dtype=None, out=None):
+        if out_dtype is None:
+            return real_mm(a, b, out=out) if out is not None else real_mm(a, b)
+        calls["mm"] += 1
+        p = real_mm(a.float(), b.float())
+        return p if out is None else out.copy_(p)
+
+    monkeypatch.setattr(chunks, "_addmm_fp32_ok", lambda t: t.dtype in (torch.bfloat16, torch.float16))
+    monkeypatch.setattr(chunks, "_addmm_fp32_self", [True])
+    monkeypatch.setattr(torch, "addmm", addmm)
+    monkeypatch.setattr(torch, "mm", mm)
+    bias = gradient_scale_bias(registry.get(OP, "eager_chunked", "cpu").fn, CHUNK_ROWS=64)
+    assert chunks._addmm_fp32_self == [False] and calls["addmm"] == 1 and calls["mm"] > 1
+    assert bias < BIAS_BOUND
+
+
 def test_spec_counts_and_reference_precision():
     spec = registry.spec_of(OP)
     s = {"M": 16384, "K": 768, "V": 50304}

@@ -22,16 +22,17 @@ def _addmm_fp32_ok(t: torch.Tensor) -> bool:
     return t.device.type == "cuda" and t.dtype in (torch.bfloat16, torch.float16)
 
 
-# addmm(out_dtype=fp32) takes an fp32 `self` beside bf16/fp16 operands from torch 2.10 (2.9 wants one dtype)
-_ADDMM_FP32_SELF = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 10)
+# addmm(out_dtype=fp32) takes an fp32 `self` beside bf16/fp16 operands from torch 2.10 (2.9 wants one dtype); a
+# build that refuses it anyway turns this off on first refusal and takes the mm path
+_addmm_fp32_self = [tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 10)]
 
 
 def _mm_fp32(a, b, out, beta: int):
     """out = a @ b + beta * out in fp32 for any a, b: a bf16/fp16 product is not rounded to its dtype on the way."""
     if a.dtype == torch.float32:
         torch.addmm(out, a, b, beta=beta, out=out)
-    elif _addmm_fp32_ok(a) and _ADDMM_FP32_SELF:
-        torch.addmm(out, a, b, beta=beta, out_dtype=torch.float32, out=out)   # beta=0: out's poison unread
+    elif _addmm_fp32_ok(a) and _addmm_fp32_self[0] and _addmm_fp32(a, b, out, beta):
+        pass
     elif _addmm_fp32_ok(a):
         if beta == 0:
             torch.mm(a, b, out_dtype=torch.float32, out=out)
@@ -40,6 +41,17 @@ def _mm_fp32(a, b, out, beta: int):
     else:   # CPU: an fp32 copy of the chunk's operands
         p = torch.mm(a.float(), b.float())
         out.copy_(p) if beta == 0 else out.add_(p)
+
+
+def _addmm_fp32(a, b, out, beta) -> bool:
+    try:
+        torch.addmm(out, a, b, beta=beta, out_dtype=torch.float32, out=out)   # beta=0: out's poison unread
+        return True
+    except RuntimeError as e:
+        if "dtype" not in str(e):     # "out_dtype must be ...", or no aten::addmm.dtype_out kernel
+            raise
+        _addmm_fp32_self[0] = False
+        return False
 
 
 def fused_forward(x2, w, targets, ignore_index, chunk_rows, ce_rows, want_dx, want_dw, dw_fp32=True):
