@@ -98,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--no-stress", action="store_true",
                    help="skip the stress battery (layouts, hard values, ragged sizes) before timing; rows say "
                         "stress: off. For measuring what the battery costs, not for results you trust")
+    p.add_argument("--fresh-verdicts", action="store_true",
+                   help="judge every stress case again instead of taking the verdicts an earlier run of the same "
+                        "code, toolchain and GPU kept (TILEBENCH_VERDICTS: their folder, or off)")
     p.add_argument("--autotune-cap", type=float, default=10.0, metavar="S",
                    help="seconds per point for peers' autotuners (TileGym); 0: no cap (default 10)")
     g = p.add_argument_group("per-GPU defaults (kernels/gpu_defaults.py)")
@@ -378,7 +381,7 @@ def main(argv=None) -> int:
 
     from bench.report import pages
 
-    from bench.measure import runner
+    from bench.measure import runner, verdict_store
     from bench.measure.store import ResultStore, fresh_results_file
     from kernels import device as devices
     run_name = "+".join(args.sweep) + ("-quick" if args.quick else "") + "_" + devices.slug(device) + \
@@ -400,7 +403,8 @@ def main(argv=None) -> int:
     opts = runner.Options(budget_s=args.budget, mode="graph" if args.cuda_graph else "events", seed=args.seed,
                           autotune_cap_s=args.autotune_cap or None,
                           profile_dir=os.path.join(out_dir, "profiles") if args.profile else None,
-                          stress=not args.no_stress)
+                          stress=not args.no_stress, verdicts=verdict_store.folder(),
+                          fresh_verdicts=args.fresh_verdicts)
     try:
         with live.sigterm_interrupts():
             if args.gpus:

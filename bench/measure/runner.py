@@ -15,7 +15,7 @@ import torch
 
 from bench.measure import check as checking
 from bench.measure.outcome import classify
-from bench.measure import devinfo, stress, timing
+from bench.measure import devinfo, stress, timing, verdict_store
 from bench.measure import capture, profile, tunecap
 from bench.measure.progress import Progress
 from kernels import gpu_defaults, registry
@@ -33,6 +33,8 @@ class Options:
     autotune_cap_s: float | None = 10.0   # per point, peers' autotuners (bench.measure.tunecap); None: no cap
     profile_dir: str | None = None        # --profile: kernel table and Chrome trace per point (bench.measure.profile)
     stress: bool = True                   # the stress battery before timing (--no-stress: rows say "off")
+    verdicts: str | None = None           # folder of verdicts kept across runs (bench.measure.verdict_store); None: off
+    fresh_verdicts: bool = False          # --fresh-verdicts: judge every case again, keep the new verdicts
 
 
 def _seed_of(point: dict, base: int) -> int:
@@ -322,6 +324,15 @@ def run(points: list[dict], device: str, store, opts: Options, progress: bool = 
         except Exception as e:  # a failed calibration costs the roofline column, nothing else
             print(f"warning: could not measure device peaks: {e}", file=sys.stderr)
             opts.measure_peaks = False
+    stress.use_store(verdict_store.open_store(opts.verdicts, device, opts.seed, opts.fresh_verdicts)
+                     if opts.stress else None)
+    try:
+        return _run(points, device, store, opts, progress, on_row, meta, peaks)
+    finally:
+        stress.use_store(None)
+
+
+def _run(points, device, store, opts, progress, on_row, meta, peaks) -> list[dict]:
     ahead = set()
     if opts.stress and device.startswith("cuda"):
         try:

@@ -4,7 +4,8 @@ outlier channels, logits at a trained model's scale, large attention scores, GEL
 sizes. Each case is judged by the gate's rule (bench/measure/check.py) against eager on the same inputs.
 
 A case's verdict is kept per (op, impl, config, pass, case) for the life of the process, so a sweep pays each case
-once however many shapes share it. Peers' autotuners take one config at the battery's sizes (tunecap.one_config).
+once however many shapes share it, and, by the CLI, across runs of the same code, toolchain and GPU
+(bench/measure/verdict_store.py). Peers' autotuners take one config at the battery's sizes (tunecap.one_config).
 A case an impl declines is listed in the row: declining is no way around the
 battery, it is a fact about the impl.
 
@@ -30,6 +31,13 @@ from kernels import cutile_env, registry
 from kernels.spec import gen_for
 
 _verdicts: dict[str, "Verdict"] = {}
+_store = None   # verdict_store.Store of this run, or None: verdicts live as long as the process
+
+
+def use_store(store) -> None:
+    """Keep verdicts across runs in store (bench.measure.verdict_store), or only in this process (None)."""
+    global _store
+    _store = store
 
 
 @dataclasses.dataclass
@@ -38,6 +46,7 @@ class Verdict:
     case: str          # the case's shape label and dtype
     status: str        # ok | declined | wrong | error | oom | compile_error
     message: str = ""
+    kept: str | None = None   # when judged, where the verdict came from an earlier run's store
 
     def text(self) -> str:
         return self.status if self.status == "ok" else f"{self.status}: {self.message}"
@@ -62,8 +71,16 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            with tunecap.one_config():
-                _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
+            skey = _store.key(key, impl) if _store else None
+            kept = _store.get(skey) if skey else None
+            if kept:
+                _verdicts[key] = Verdict(kept["regime"], kept["case"], kept["status"], kept["message"],
+                                         kept=kept["judged"])
+            else:
+                with tunecap.one_config():
+                    _verdicts[key] = _run_case(spec, impl, cfg, case, pass_, device, seed, classify, interpreted)
+                if skey:
+                    _store.put(skey, dataclasses.asdict(_verdicts[key]))
         v = _verdicts[key]
         out.append(v)
         if v.status not in ("ok", "declined"):
@@ -140,7 +157,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             continue
         for case in cases:
             key = _key(spec.name, name, cfg, pass_, case, device)
-            if key in _verdicts or key in seen:
+            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, impl))):
                 continue
             if impl.backend in TUNES_ON_FIRST_LAUNCH and (name, _size(spec.full_shape(case.shape))) in timed:
                 continue
@@ -218,6 +235,7 @@ def into_row(row: dict, verdicts: list[Verdict]) -> Verdict | None:
     """The battery's columns (`stress`: regime -> verdict, `stress_declined`), and the failing verdict if any."""
     row["stress"] = {v.regime: v.text() for v in verdicts}
     row["stress_declined"] = [v.regime for v in verdicts if v.status == "declined"]
+    row["stress_kept"] = sum(v.kept is not None for v in verdicts)
     bad = [v for v in verdicts if v.status not in ("ok", "declined")]
     return bad[0] if bad else None
 

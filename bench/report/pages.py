@@ -204,6 +204,11 @@ def notes(df: pd.DataFrame, k: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
         n = int((k["stress"] == "off").sum())
         out.append(f"{n} rows were measured with the stress battery off (--no-stress): they were not checked on "
                    "the model's layouts, hard values and ragged sizes.")
+    if "stress_kept" in k:
+        kept = pd.to_numeric(k["stress_kept"], errors="coerce").fillna(0)
+        if (kept > 0).any():
+            out.append(f"{int((kept > 0).sum())} rows took {int(kept.sum())} stress verdicts from an earlier run of "
+                       "the same code, toolchain and GPU (column stress_kept); --fresh-verdicts judges them again.")
     if "autotune_capped" in k and _truthy(k["autotune_capped"]).any():
         capped = k[_truthy(k["autotune_capped"])]
         cap = pd.to_numeric(capped.get("autotune_cap_s"), errors="coerce").max()

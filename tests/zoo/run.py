@@ -57,7 +57,7 @@ def run_zoo(device: str, out_dir: str, budget: float = 0.05) -> dict[str, list[d
         yaml.safe_dump(sweeps_doc("cpu" if device == "cpu" else "gpu"), f)
     with registered():
         rc = cli.main(["--sweep", "zoo", "--sweeps-file", path, "--device", device, "--out", out_dir,
-                       "--budget", str(budget), "--no-report"])
+                       "--budget", str(budget), "--no-report", "--fresh-verdicts"])   # every member judged now
     if rc not in (0, 1):
         raise RuntimeError(f"run_bench.py exited {rc}")
     rows = read_rows(os.path.join(out_dir, "results.jsonl"))
