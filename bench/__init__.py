@@ -2,6 +2,9 @@
 whole steps), scale/ (many GPUs, Slurm), report/ (pages, charts, --compare), machine/ (--doctor, --static); cli.py
 reads the command line and hands each mode to its stage."""
 import os
+import time
+
+IMPORTED_AT = time.time()   # no source file written after this is the code this process runs (verdict_store)
 
 # The folder bench/ sits in: the checkout, or site-packages for an installed copy. Child processes import the harness
 # from here (PYTHONPATH); nothing is written here: results, reports and data go under the working directory.

@@ -1,17 +1,22 @@
 """Stress verdicts kept across runs: taken without a call where nothing that could change them changed, judged again
 where anything did, and never taken from a run whose failure may belong to the moment."""
 import dataclasses
-import importlib.util
+import io
 import json
+import os
+import sys
+import time
+
+import pytest
 
 import bench
 from bench.measure import runner, stress, verdict_store
 from kernels.gelu.spec import SPEC
 from tests import fake_impls
-from tests.helpers import fake_gelu_impls
 from tests.test_runner import _point
 
 SHAPE = SPEC.full_shape({"M": 33, "C": 65})
+EAGER = "kernels.gelu.eager:IMPL"   # a ref into kernels/: what the fingerprint covers, so its verdicts are kept
 N_CASES = 3    # the gelu battery at C=65: (B, T, C) activations, large |x| over 302 rows, one row
 
 
@@ -38,6 +43,17 @@ def _battery(impl, folder, fresh=False, name="f"):
     finally:
         stress.use_store(None)
         stress.clear()
+
+
+@pytest.fixture(autouse=True)
+def names_in_kernels(monkeypatch):
+    """The test impls "f" and "ct" registered as if loaded from kernels/ (their calls are recorded here)."""
+    import kernels.gelu as pkg
+    for name in ("f", "ct"):
+        monkeypatch.setitem(pkg.IMPLS, name, EAGER)
+    verdict_store.keepable.cache_clear()
+    yield
+    verdict_store.keepable.cache_clear()
 
 
 def test_a_verdict_is_taken_in_the_next_run_without_calling_the_impl(tmp_path):
@@ -88,41 +104,76 @@ def test_a_line_cut_by_a_crash_is_skipped_and_the_rest_are_taken(tmp_path):
     assert all(v.kept for v in _battery(impl, tmp_path)) and not calls
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def test_impls_whose_code_is_outside_kernels_are_judged_every_run(tmp_path, monkeypatch):
+    # a plugin's, a test's or a zoo member's file is no part of the fingerprint: an edit there would go unseen
+    import kernels.gelu as pkg
+    monkeypatch.setitem(pkg.IMPLS, "plugin", "my_pkg.gelu:IMPL")
+    monkeypatch.setitem(pkg.IMPLS, "f_right", "tests.fake_impls:RIGHT")
+    impl, calls = _recording(fake_impls._right)
+    for name in ("plugin", "f_right", "never_registered"):
+        _battery(impl, tmp_path, name=name)
+        calls.clear()
+        assert all(v.kept is None for v in _battery(impl, tmp_path, name=name)) and calls, name
+    assert not list(tmp_path.glob("*.jsonl"))
+    # nor is a `kernels` package found outside this copy's kernels/ (an older install on the path, say)
+    monkeypatch.setattr(bench, "SOURCE_ROOT", str(tmp_path / "another_copy"))
+    verdict_store.keepable.cache_clear()
+    assert not verdict_store.keepable("gelu", "f")
 
 
-def test_an_edit_to_the_impls_own_file_judges_it_again(tmp_path):
-    # an impl registered from outside kernels/ (a plugin, a zoo member) is keyed by its own file's content
-    src = tmp_path / "my_gelu.py"
-    body = "from tests.fake_impls import _right\n\ndef gelu(x, bias=None):\n    return _right(x, bias)\n"
-    src.write_text(body)
-    impl = dataclasses.replace(fake_impls.RIGHT, fn=_load(src, "my_gelu_a").gelu)
-    _battery(impl, tmp_path / "v")
-    assert all(v.kept for v in _battery(impl, tmp_path / "v"))
-    src.write_text(body + "# edited\n")
-    edited = dataclasses.replace(impl, fn=_load(src, "my_gelu_b").gelu)
-    assert all(v.kept is None for v in _battery(edited, tmp_path / "v"))
+def _fake_tree(root, monkeypatch):
+    """A source root of one kernel file and the gate's files, as bench.SOURCE_ROOT."""
+    (root / "kernels" / "op").mkdir(parents=True)
+    (root / "bench" / "measure").mkdir(parents=True)
+    for f in verdict_store._HARNESS:
+        (root / f).write_text("# gate\n")
+    (root / "kernels" / "op" / "kernel.py").write_text("BLOCK = 64\n")
+    monkeypatch.setattr(bench, "SOURCE_ROOT", str(root))
+    return root / "kernels" / "op" / "kernel.py"
 
 
-def test_the_fingerprint_moves_with_the_kernels_source_the_settings_and_the_seed(tmp_path, monkeypatch):
-    (tmp_path / "kernels" / "op").mkdir(parents=True)
-    (tmp_path / "bench" / "measure").mkdir(parents=True)
-    kernel = tmp_path / "kernels" / "op" / "kernel.py"
-    kernel.write_text("BLOCK = 64\n")
-    monkeypatch.setattr(bench, "SOURCE_ROOT", str(tmp_path))
+def test_a_source_file_written_after_the_process_started_turns_the_store_off(tmp_path, monkeypatch):
+    kernel = _fake_tree(tmp_path / "src", monkeypatch)
+    started = time.time() + 60
+    monkeypatch.setattr(verdict_store, "process_start", lambda: started)   # after the files were written
+    store = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
+    assert not store.off
+    store.put("k1", {"regime": "r", "case": "c", "status": "ok", "message": ""})
+    later = started + 5
+    os.utime(kernel, (later, later))     # edited while the run was going: the code in memory may be the old one
+    store.close()
+    assert not list((tmp_path / "v").glob("*.jsonl"))                    # nothing written
+    off = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
+    assert off.off and off.key("case", "gelu", "f") is None              # nothing taken either
+
+
+def test_the_run_writes_its_verdicts_when_it_ends(tmp_path, monkeypatch):
+    _fake_tree(tmp_path / "src", monkeypatch)
+    monkeypatch.setattr(verdict_store, "process_start", lambda: time.time() + 60)
+    store = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
+    for status in ("ok", "wrong", "declined", "error", "oom", "compile_error"):
+        store.put(status, {"regime": "r", "case": "c", "status": status, "message": ""})
+    assert not list((tmp_path / "v").glob("*.jsonl"))
+    store.close()
+    again = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
+    assert set(again.kept) == {"ok", "wrong", "declined"}
+
+
+def test_the_fingerprint_moves_with_the_kernels_the_gate_the_settings_and_the_seed(tmp_path, monkeypatch):
+    kernel = _fake_tree(tmp_path, monkeypatch)
+    gate = tmp_path / "bench" / "measure" / "check.py"
     base = verdict_store.fingerprint("cpu", 0)
     assert verdict_store.fingerprint("cpu", 0) == base
     assert verdict_store.fingerprint("cpu", 1) != base
-    kernel.write_text("BLOCK = 128\n")
-    assert verdict_store.fingerprint("cpu", 0) != base
-    kernel.write_text("BLOCK = 64\n")
-    monkeypatch.setenv("TILEBENCH_GPU_DEFAULTS", "off")
-    assert verdict_store.fingerprint("cpu", 0) != base
-    monkeypatch.delenv("TILEBENCH_GPU_DEFAULTS")
+    for f, edit in ((kernel, "BLOCK = 128\n"), (gate, "# a looser gate\n")):
+        old = f.read_text()
+        f.write_text(edit)
+        assert verdict_store.fingerprint("cpu", 0) != base, f
+        f.write_text(old)
+    for var in ("TILEBENCH_GPU_DEFAULTS", "TORCHINDUCTOR_MAX_AUTOTUNE", "NVIDIA_TF32_OVERRIDE", "CUDA_TILE_OPT"):
+        monkeypatch.setenv(var, "1")
+        assert verdict_store.fingerprint("cpu", 0) != base, var
+        monkeypatch.delenv(var)
     monkeypatch.setenv("TILEBENCH_VERDICTS", str(tmp_path / "elsewhere"))   # where they live is no part of them
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "tc"))
     assert verdict_store.fingerprint("cpu", 0) == base
@@ -156,12 +207,11 @@ def test_the_runner_counts_kept_verdicts_in_each_row(tmp_path):
     from bench.measure.store import ResultStore
     opts = runner.Options(budget_s=0.05, measure_peaks=False, verdicts=str(tmp_path / "v"))
     rows = {}
-    with fake_gelu_impls():
-        for run, o in (("first", opts), ("second", opts), ("fresh", dataclasses.replace(opts, fresh_verdicts=True)),
-                       ("off", dataclasses.replace(opts, verdicts=None))):
-            stress.clear()   # each run a new process
-            store = ResultStore(str(tmp_path / f"{run}.jsonl"))
-            rows[run] = runner.run([_point("f_right")], "cpu", store, opts=o, progress=False)[0]
+    for run, o in (("first", opts), ("second", opts), ("fresh", dataclasses.replace(opts, fresh_verdicts=True)),
+                   ("off", dataclasses.replace(opts, verdicts=None))):
+        stress.clear()   # each run a new process
+        store = ResultStore(str(tmp_path / f"{run}.jsonl"))
+        rows[run] = runner.run([_point("eager")], "cpu", store, opts=o, progress=False)[0]
     stress.clear()
     assert all(r["status"] == "ok" for r in rows.values())
     assert rows["first"]["stress_kept"] == 0 and rows["second"]["stress_kept"] == N_CASES
@@ -169,3 +219,18 @@ def test_the_runner_counts_kept_verdicts_in_each_row(tmp_path):
     assert rows["second"]["stress"] == rows["first"]["stress"]
     lines = [json.loads(x) for x in next((tmp_path / "v").glob("*.jsonl")).read_text().splitlines()]
     assert len(lines) == 2 * N_CASES and {x["status"] for x in lines} == {"ok"}   # first and fresh wrote
+
+
+def test_a_gpus_worker_takes_and_keeps_verdicts_too(tmp_path, monkeypatch, capsys):
+    from bench.scale import worker
+    opts = json.dumps({"budget_s": 0.05, "measure_peaks": False, "verdicts": str(tmp_path / "v")})
+    kept, stdout = [], sys.stdout
+    for _ in range(2):
+        stress.clear()   # each worker a new process
+        monkeypatch.setattr(sys, "stdout", stdout)   # the worker keeps its stdout for rows, and prints elsewhere
+        monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(_point("eager")) + "\n"))
+        assert worker.main(["--device", "cpu", "--gpu", "0", "--opts", opts]) == 0
+        row = json.loads(next(x for x in capsys.readouterr().out.splitlines() if x.startswith("ROW "))[4:])
+        kept.append((row["status"], row["stress_kept"]))
+    stress.clear()
+    assert kept == [("ok", 0), ("ok", N_CASES)]

@@ -35,8 +35,11 @@ _store = None   # verdict_store.Store of this run, or None: verdicts live as lon
 
 
 def use_store(store) -> None:
-    """Keep verdicts across runs in store (bench.measure.verdict_store), or only in this process (None)."""
+    """Keep verdicts across runs in store (bench.measure.verdict_store), or only in this process (None); the store
+    in use before is closed (its new verdicts written)."""
     global _store
+    if _store is not None and _store is not store:
+        _store.close()
     _store = store
 
 
@@ -71,7 +74,7 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            skey = _store.key(key, impl) if _store else None
+            skey = _store.key(key, spec.name, name) if _store else None
             kept = _store.get(skey) if skey else None
             if kept:
                 _verdicts[key] = Verdict(kept["regime"], kept["case"], kept["status"], kept["message"],
@@ -157,7 +160,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             continue
         for case in cases:
             key = _key(spec.name, name, cfg, pass_, case, device)
-            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, impl))):
+            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, spec.name, name))):
                 continue
             if impl.backend in TUNES_ON_FIRST_LAUNCH and (name, _size(spec.full_shape(case.shape))) in timed:
                 continue
