@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import json
 import math
@@ -85,7 +84,6 @@ class TrainConfig:
     debug_nan_weights_at: int = -1        # test hook: a NaN weight after this iteration's (finite-loss) step
 
 
-CLOSE_BARRIER_S = 120    # how long a rank that finished waits at the end for the others (one eval, one checkpoint)
 AUTO_TRIALS_UNDER_DDP = ("--auto-trials under DDP: each rank would time its own trials and might pick another "
                          "backend; run them once on one GPU and pass the winner as --backend")
 
@@ -512,20 +510,13 @@ class Trainer:
             import torch.distributed as dist
             if not dist.is_initialized():
                 return
-            try:
-                if self.status == "ok":   # the ranks leave together: none tears down a group a peer still uses
-                    dist.barrier(async_op=True).wait(datetime.timedelta(seconds=CLOSE_BARRIER_S))
-            except Exception as e:  # noqa: BLE001 - a peer that failed or left: this rank's result stands
-                print(f"warning: rank {self.rank} could not meet the other ranks at the end ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}); leaving without them", file=sys.stderr)
-            finally:
-                # DDP's reducer holds the process group, and the trainer lives in reference cycles, so without
-                # this the gloo group and its worker threads outlive destroy_process_group into interpreter exit,
-                # where a worker touching a Python object aborts the process ("terminate called without an
-                # active exception", exit -6) after a run that succeeded
-                self.model = None
-                gc.collect()
-                dist.destroy_process_group()
+            # DDP's reducer holds the process group, and the trainer lives in reference cycles, so without this the
+            # gloo group and its worker threads outlive destroy_process_group into interpreter exit, where a worker
+            # touching a Python object aborts the process ("terminate called without an active exception", exit
+            # -6) after a run that succeeded. No barrier first: a rank whose peer failed would wait on it.
+            self.model = None
+            gc.collect()
+            dist.destroy_process_group()
 
 
 def run(cfg: TrainConfig, log=print) -> dict:

@@ -85,6 +85,30 @@ def test_auto_and_convergence(tmp_path):
     assert r["losses"][-1][1] < r["losses"][0][1]
 
 
+def test_a_convergence_run_leaves_tf32_as_it_found_it(tmp_path, monkeypatch):
+    # the trainer turns TF32 on for itself; the sweep's later fp32 points in this process must not run under it
+    import torch
+    from bench.measure import e2e
+    from model import train
+    (tmp_path / "train.bin").write_bytes(b"")
+    done = {"train": [(0, 4.0)], "status": "ok", "message": "", "summary": {"median_tokens_per_s": 1.0},
+            "fallbacks": []}
+
+    def trains(cfg, log):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        return done
+    monkeypatch.setattr(train, "run", trains)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        out = e2e._converge({**POINT, "backend": "eager", "converge_iters": 2, "data_dir": str(tmp_path)}, "cpu", 1,
+                            8, "fp32")
+        assert out["converge_status"] == "ok"
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def test_cli_backends_keep_a_mix_together():
     """--backends "eager,cutile,linear=eager": the override rides with cutile (it once ran as a backend of its
     own, 'linear=eager', on the GPU)."""

@@ -122,41 +122,85 @@ def test_impls_whose_code_is_outside_kernels_are_judged_every_run(tmp_path, monk
 
 
 def _fake_tree(root, monkeypatch):
-    """A source root of one kernel file and the gate's files, as bench.SOURCE_ROOT."""
+    """A source root of one kernel file and one of the gate's, as bench.SOURCE_ROOT, stamped as at import."""
     (root / "kernels" / "op").mkdir(parents=True)
     (root / "bench" / "measure").mkdir(parents=True)
-    for f in verdict_store._HARNESS:
-        (root / f).write_text("# gate\n")
+    (root / "bench" / "measure" / "check.py").write_text("# gate\n")
     (root / "kernels" / "op" / "kernel.py").write_text("BLOCK = 64\n")
     monkeypatch.setattr(bench, "SOURCE_ROOT", str(root))
+    monkeypatch.setattr(bench, "STAMPS_AT_IMPORT", bench.verdict_source_stamps())
     return root / "kernels" / "op" / "kernel.py"
 
 
-def test_a_source_file_written_after_the_process_started_turns_the_store_off(tmp_path, monkeypatch):
+def test_an_edit_during_the_run_stops_both_keeping_and_taking(tmp_path, monkeypatch):
     kernel = _fake_tree(tmp_path / "src", monkeypatch)
-    started = time.time() + 60
-    monkeypatch.setattr(verdict_store, "process_start", lambda: started)   # after the files were written
     store = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
     assert not store.off
     store.put("k1", {"regime": "r", "case": "c", "status": "ok", "message": ""})
-    later = started + 5
-    os.utime(kernel, (later, later))     # edited while the run was going: the code in memory may be the old one
-    store.close()
-    assert not list((tmp_path / "v").glob("*.jsonl"))                    # nothing written
-    off = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
-    assert off.off and off.key("case", "gelu", "f") is None              # nothing taken either
+    kernel.write_text("BLOCK = 128\n")     # edited while the run goes on: the code in memory is the old one
+    store.flush()
+    assert store.off and not list((tmp_path / "v").glob("*.jsonl"))        # nothing written
+    again = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)         # the same process: still not its code
+    assert again.off and again.key("case", "gelu", "f", {}) is None
 
 
-def test_the_run_writes_its_verdicts_when_it_ends(tmp_path, monkeypatch):
+def test_an_edit_that_keeps_the_old_mtime_is_seen_by_its_size(tmp_path, monkeypatch):
+    # rsync -a, cp -p and tar keep mtimes; a changed size still shows (Python's own .pyc check reads the same two)
+    kernel = _fake_tree(tmp_path / "src", monkeypatch)
+    st = kernel.stat()
+    kernel.write_text("BLOCK = 64  # tuned\n")
+    os.utime(kernel, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert verdict_store.edited() == [os.path.join("kernels", "op", "kernel.py")]
+
+
+def test_a_kernel_edited_after_the_store_opened_gets_no_kept_verdict(tmp_path, monkeypatch):
+    impl, calls = _recording(fake_impls._right)
+    _battery(impl, tmp_path)
+    stress.use_store(verdict_store.open_store(str(tmp_path), "cpu", 0))   # opened with the code as imported
+    try:
+        # then a kernel file moves (saved from an editor mid-sweep), before this point's battery
+        stamps = dict(bench.STAMPS_AT_IMPORT)
+        path = next(p for p in stamps if p.endswith(os.path.join("gelu", "eager.py")))
+        stamps[path] = (stamps[path][0] + 1, stamps[path][1])
+        monkeypatch.setattr(bench, "STAMPS_AT_IMPORT", stamps)
+        calls.clear()
+        verdicts = stress.run(SPEC, "f", impl, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
+    finally:
+        stress.use_store(None)
+        stress.clear()
+    assert all(v.kept is None for v in verdicts) and calls
+
+
+def test_the_run_writes_its_verdicts_as_it_goes(tmp_path, monkeypatch):
     _fake_tree(tmp_path / "src", monkeypatch)
-    monkeypatch.setattr(verdict_store, "process_start", lambda: time.time() + 60)
     store = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
     for status in ("ok", "wrong", "declined", "error", "oom", "compile_error"):
         store.put(status, {"regime": "r", "case": "c", "status": status, "message": ""})
     assert not list((tmp_path / "v").glob("*.jsonl"))
-    store.close()
+    store.flush()
     again = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)
     assert set(again.kept) == {"ok", "wrong", "declined"}
+
+
+def test_an_autotuned_config_is_never_kept(tmp_path):
+    store = verdict_store.open_store(str(tmp_path), "cpu", 0)
+    assert store.key("case", "gelu", "f", {}) is not None
+    assert store.key("case", "gelu", "f", {"autotune": True}) is None   # the verdict is of a pick made by timing
+
+
+def test_the_kernels_import_nothing_the_fingerprint_does_not_read():
+    # kernels/ may import kernels/, torch, triton, cuda.tile and peers; an import of bench/, model/ or tests/ would be
+    # code that changes a verdict without moving the fingerprint
+    import ast
+    bad = []
+    for path in bench.verdict_source_files():
+        if os.sep + "kernels" + os.sep not in path:
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bad += [f"{path}: {n}" for n in names if n.split(".")[0] in ("bench", "model", "tests")]
+    assert not bad
 
 
 def test_the_fingerprint_moves_with_the_kernels_the_gate_the_settings_and_the_seed(tmp_path, monkeypatch):
@@ -170,13 +214,33 @@ def test_the_fingerprint_moves_with_the_kernels_the_gate_the_settings_and_the_se
         f.write_text(edit)
         assert verdict_store.fingerprint("cpu", 0) != base, f
         f.write_text(old)
-    for var in ("TILEBENCH_GPU_DEFAULTS", "TORCHINDUCTOR_MAX_AUTOTUNE", "NVIDIA_TF32_OVERRIDE", "CUDA_TILE_OPT"):
+    for var in ("TILEBENCH_GPU_DEFAULTS", "TORCHINDUCTOR_MAX_AUTOTUNE", "NVIDIA_TF32_OVERRIDE", "CUDA_TILE_OPT",
+                "TILEGYM_DISABLE_AUTOTUNE"):
         monkeypatch.setenv(var, "1")
         assert verdict_store.fingerprint("cpu", 0) != base, var
         monkeypatch.delenv(var)
+    for part, value in (("_tree_stamp", lambda root: "an edited liger"),
+                        ("_module_dir", lambda name: str(tmp_path))):
+        with monkeypatch.context() as m:
+            m.setattr(verdict_store, part, value)
+            assert verdict_store.fingerprint("cpu", 0) != base, part
+    with monkeypatch.context() as m:
+        m.setattr(verdict_store.devinfo, "package_version", lambda p: "9.9" if p.startswith("nvidia-cublas") else None)
+        assert verdict_store.fingerprint("cpu", 0) != base
     monkeypatch.setenv("TILEBENCH_VERDICTS", str(tmp_path / "elsewhere"))   # where they live is no part of them
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "tc"))
     assert verdict_store.fingerprint("cpu", 0) == base
+
+
+def test_a_peers_installed_files_are_stamped(tmp_path):
+    # an editable install (pip install -e) keeps its version through an edit; its files' sizes and times do not
+    (tmp_path / "ops").mkdir()
+    src = tmp_path / "ops" / "cross_entropy.py"
+    src.write_text("def loss(x): ...\n")
+    before = verdict_store._tree_stamp(str(tmp_path))
+    src.write_text("def loss(x): ...  # in bf16\n")
+    assert before is not None and verdict_store._tree_stamp(str(tmp_path)) != before
+    assert verdict_store._tree_stamp(str(tmp_path / "absent")) is None
 
 
 def test_the_store_folder(monkeypatch, tmp_path):

@@ -425,7 +425,11 @@ def _converge(point, device, B, T, dtype) -> dict:
             backend=EAGER_SDPA if impl in COMPILE_BACKENDS else (ours[1] if ours else impl), compile=bool(compiled),
             results=point.get("results"), seed=int(point.get("seed", 1337)), peak_tflops=point.get("peak_tflops"),
             fuse_gelu=point.get("fuse_gelu"), cuda_graph=bool(point.get("cuda_graph")))
-        res = train.run(cfg, log=lambda m: None)
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        try:
+            res = train.run(cfg, log=lambda m: None)
+        finally:   # the trainer turns TF32 on for itself: the sweep's later fp32 points must not inherit it
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return {"losses": [tuple(x) for x in res["train"]], "converge_status": res["status"],
             "converge_message": res["message"], "converge_tokens_per_s": res["summary"]["median_tokens_per_s"],
             "fallbacks": res["fallbacks"]}

@@ -71,10 +71,12 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     """The battery for one point: a verdict per case, stopping at the first that is neither ok nor declined.
     classify(exc) -> (status, message) names what a case's exception means (bench/measure/runner.py)."""
     out = []
+    if _store:
+        _store.check()   # a kernel edited since the harness was imported: its old verdicts are not this code's
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            skey = _store.key(key, spec.name, name) if _store else None
+            skey = _store.key(key, spec.name, name, cfg) if _store else None
             kept = _store.get(skey) if skey else None
             if kept:
                 _verdicts[key] = Verdict(kept["regime"], kept["case"], kept["status"], kept["message"],
@@ -88,6 +90,8 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
         out.append(v)
         if v.status not in ("ok", "declined"):
             break
+    if _store:
+        _store.flush()
     return out
 
 
@@ -160,7 +164,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             continue
         for case in cases:
             key = _key(spec.name, name, cfg, pass_, case, device)
-            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, spec.name, name))):
+            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, spec.name, name, cfg))):
                 continue
             if impl.backend in TUNES_ON_FIRST_LAUNCH and (name, _size(spec.full_shape(case.shape))) in timed:
                 continue

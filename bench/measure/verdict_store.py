@@ -2,15 +2,16 @@
 
 A first look on a cold GPU pays the battery's compiles at its new sizes (docs/measuring.md); a second run of the
 same code has nothing new to learn from them. A verdict is kept under a fingerprint of everything that could change
-it: the content of every file under kernels/ and of the gate's files (bench/measure), the versions of Python,
+it: the content of every file under kernels/ and bench/measure/ (the gate and the battery), the versions of Python,
 torch, Triton, cuda-tile, tileiras, cuBLAS, cuDNN and the peers (and their installed files' sizes and times, for an
 editable install), the GPU, its SM count and driver, the settings that steer kernels (TILEBENCH_*, TRITON_*,
 TORCHINDUCTOR_*, CUDA_TILE_*, ...) and the run's seed. Change any of them and every case is judged again.
 
 Only impls the registry loads from kernels/ itself are kept: a plugin's, a test's or a zoo member's code lives in
-files the fingerprint does not read. A file under kernels/ or of the gate written after this process started (an
-edit during a run: the code in memory may not be the code on disk) turns the store off for the run: nothing is
-taken, nothing is written. Verdicts are written when the run ends.
+files the fingerprint does not read. Nor are those of a config that autotunes (the verdict is the pick's, which
+the next run may pick otherwise). A source file whose size or mtime differs from when the harness was imported
+(bench.STAMPS_AT_IMPORT: an edit during the run, so the code in memory may not be the code on disk) turns the store
+off from then on: nothing is taken, nothing more is written. Verdicts are written after each point.
 
 Kept: `ok`, `declined` and `wrong` (facts about the code). Not kept: `error`, `oom`, `compile_error`, which may
 belong to the moment (a full GPU, a busy disk). Rows count what they took from here (`stress_kept`).
@@ -36,16 +37,13 @@ from bench.measure import devinfo
 from kernels import peers_env, registry
 
 KEPT_STATUSES = ("ok", "declined", "wrong")
-# the gate, the battery and the runner that hands them seeds, configs and the interpreter flag
-_HARNESS = ("bench/measure/check.py", "bench/measure/stress.py", "bench/measure/tunecap.py",
-            "bench/measure/outcome.py", "bench/measure/runner.py", "bench/measure/verdict_store.py")
 _PACKAGES = ("tilegym", "liger-kernel", "liger_kernel", "nvidia-cublas-cu12", "nvidia-cublas-cu13", "nvidia-cublas",
              "nvidia-cudnn-cu12", "nvidia-cudnn-cu13", "nvidia-cudnn")
 _PEER_MODULES = ("tilegym", "liger_kernel")
 _DEVICE_COLUMNS = ("python", "torch", "triton", "cuda_tile", "tileiras", "cuda_runtime", "device_name",
                    "compute_capability", "sm_count", "driver")
 _ENV_PREFIXES = ("TILEBENCH_", "TRITON_", "TORCHINDUCTOR_", "TORCH_", "PYTORCH_", "CUDA_TILE_", "CUBLAS", "CUDNN",
-                 "NVIDIA_TF32_OVERRIDE")
+                 "NVIDIA_TF32_OVERRIDE", "TILEGYM_", "LIGER_", "CUDA_HOME")
 _ENV_NOT = ("TILEBENCH_VERDICTS", "TILEBENCH_GIT_COMMIT")
 UNUSED_DAYS = 30
 
@@ -67,15 +65,6 @@ def _file_digest(path: str) -> str:
             return hashlib.sha256(f.read()).hexdigest()
     except OSError:
         return "unreadable"
-
-
-def _source_files() -> list[str]:
-    root = bench.SOURCE_ROOT
-    out = [os.path.join(root, p) for p in _HARNESS]
-    for d, dirs, files in os.walk(os.path.join(root, "kernels")):
-        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-        out += [os.path.join(d, f) for f in sorted(files) if f.endswith(".py")]
-    return out
 
 
 def _tree_stamp(root: str | None) -> str | None:
@@ -116,32 +105,15 @@ def fingerprint(device: str, seed: int) -> str:
         "env": {k: v for k, v in sorted(os.environ.items())
                 if k.startswith(_ENV_PREFIXES) and k not in _ENV_NOT and not k.endswith("_CACHE_DIR")},
         "seed": seed,
-        "source": {os.path.relpath(p, bench.SOURCE_ROOT): _file_digest(p) for p in _source_files()},
+        "source": {os.path.relpath(p, bench.SOURCE_ROOT): _file_digest(p) for p in bench.verdict_source_files()},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def process_start() -> float:
-    """When this process started (Linux), else when the harness was imported: any source file written later may
-    differ from the code this process runs."""
-    try:
-        with open("/proc/self/stat") as f:
-            ticks = int(f.read().rpartition(")")[2].split()[19])   # field 22: start, in clock ticks after boot
-        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
-        return time.time() - age - 0.05   # a tick is 10 ms
-    except (OSError, ValueError, IndexError, AttributeError):
-        return bench.IMPORTED_AT
-
-
-def edited_since(t: float) -> list[str]:
-    out = []
-    for p in _source_files():
-        try:
-            if os.stat(p).st_mtime > t:
-                out.append(os.path.relpath(p, bench.SOURCE_ROOT))
-        except OSError:
-            continue
-    return out
+def edited() -> list[str]:
+    """The source files whose size or mtime moved since the harness was imported (added and deleted ones too)."""
+    now, then = bench.verdict_source_stamps(), bench.STAMPS_AT_IMPORT
+    return sorted(os.path.relpath(p, bench.SOURCE_ROOT) for p in set(now) | set(then) if now.get(p) != then.get(p))
 
 
 @functools.lru_cache(maxsize=None)
@@ -159,42 +131,45 @@ def keepable(op: str, name: str) -> bool:
 
 
 class Store:
-    """The verdicts of one fingerprint: read when opened, new ones written by close()."""
+    """The verdicts of one fingerprint: read when opened, new ones appended by flush()."""
 
     def __init__(self, root: str, device: str, seed: int, read: bool = True):
-        self.started = process_start()
         self.path = os.path.join(root, fingerprint(device, seed) + ".jsonl")
         self.kept: dict[str, dict] = {}
         self.new: list[dict] = []
-        edited = edited_since(self.started)
-        self.off = bool(edited)
-        if edited:
-            print(f"stress verdicts: {', '.join(edited[:3])}{' ...' if len(edited) > 3 else ''} changed while "
-                  "this process ran; every case is judged and none is kept", file=sys.stderr)
-        elif read:
+        self.off = False
+        if self.check() and read:
             self.kept = _read(self.path)
             _prune(root)
 
-    def key(self, case_key: str, op: str, name: str) -> str | None:
-        if self.off or not keepable(op, name):
+    def check(self) -> bool:
+        """False, and off for good, once a source file moved since the harness was imported."""
+        if not self.off and (changed := edited()):
+            self.off, self.kept, self.new = True, {}, []
+            print(f"stress verdicts: {', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''} changed while "
+                  "this process ran; from now on every case is judged and none is kept", file=sys.stderr)
+        return not self.off
+
+    def key(self, case_key: str, op: str, name: str, cfg: dict | None) -> str | None:
+        if self.off or (cfg or {}).get("autotune") or not keepable(op, name):
             return None
         return hashlib.sha256(case_key.encode()).hexdigest()
 
     def get(self, key: str | None) -> dict | None:
-        return self.kept.get(key) if key else None
+        return self.kept.get(key) if key and not self.off else None
 
     def put(self, key: str | None, verdict: dict) -> None:
-        if key is None or verdict["status"] not in KEPT_STATUSES:
+        if key is None or self.off or verdict["status"] not in KEPT_STATUSES:
             return
         self.new.append({"key": key, **{k: v for k, v in verdict.items() if k != "kept"},
                          "judged": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                          "git_commit": devinfo.git_commit()})
 
-    def close(self) -> None:
-        """Write the run's new verdicts, unless a source file changed since the process started."""
-        new, self.new = self.new, []
-        if not new or self.off or edited_since(self.started):
+    def flush(self) -> None:
+        """Append the verdicts judged since the last flush, unless a source file moved meanwhile."""
+        if not self.new or not self.check():
             return
+        new, self.new = self.new, []
         data = "".join(json.dumps(e, default=str) + "\n" for e in new).encode()
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
@@ -205,6 +180,10 @@ class Store:
                 os.close(fd)
         except OSError:   # a read-only home costs the next run its shortcut, nothing else
             return
+        for e in new:
+            self.kept[e["key"]] = e
+
+    close = flush
 
 
 def _read(path: str) -> dict[str, dict]:
