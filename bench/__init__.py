@@ -30,12 +30,12 @@ def verdict_source_files(root: str | None = None) -> list[str]:
 
 
 def verdict_source_stamps(root: str | None = None) -> dict:
-    """path -> (size, mtime) of each file of VERDICT_SOURCES: ~90 stats, under a millisecond."""
+    """path -> (size, mtime, ctime, inode) of each file of VERDICT_SOURCES: ~90 stats, under a millisecond."""
     out = {}
     for p in verdict_source_files(root):
         try:
             st = os.stat(p)
-            out[p] = (st.st_size, st.st_mtime_ns)
+            out[p] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)   # ctime: a restored mtime moves it
         except OSError:
             continue
     return out

@@ -141,27 +141,32 @@ def test_an_edit_during_the_run_stops_both_keeping_and_taking(tmp_path, monkeypa
     store.flush()
     assert store.off and not list((tmp_path / "v").glob("*.jsonl"))        # nothing written
     again = verdict_store.open_store(str(tmp_path / "v"), "cpu", 0)         # the same process: still not its code
-    assert again.off and again.key("case", "gelu", "f", {}) is None
+    assert again.off and not again.kept and again.get("k1") is None
 
 
-def test_an_edit_that_keeps_the_old_mtime_is_seen_by_its_size(tmp_path, monkeypatch):
-    # rsync -a, cp -p and tar keep mtimes; a changed size still shows (Python's own .pyc check reads the same two)
+@pytest.mark.parametrize("edit", ["BLOCK = 64  # tuned\n", "BLOCK = 32\n"])   # a new size; the same size
+def test_an_edit_that_keeps_the_old_mtime_is_seen(tmp_path, monkeypatch, edit):
+    # rsync -a, cp -p and tar restore mtimes (Python's own .pyc check reads size and mtime alone); the ctime moves
     kernel = _fake_tree(tmp_path / "src", monkeypatch)
     st = kernel.stat()
-    kernel.write_text("BLOCK = 64  # tuned\n")
+    time.sleep(0.01)
+    kernel.write_text(edit)
     os.utime(kernel, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert kernel.stat().st_mtime_ns == st.st_mtime_ns
     assert verdict_store.edited() == [os.path.join("kernels", "op", "kernel.py")]
 
 
 def test_a_kernel_edited_after_the_store_opened_gets_no_kept_verdict(tmp_path, monkeypatch):
     impl, calls = _recording(fake_impls._right)
     _battery(impl, tmp_path)
-    stress.use_store(verdict_store.open_store(str(tmp_path), "cpu", 0))   # opened with the code as imported
+    store = verdict_store.open_store(str(tmp_path), "cpu", 0)   # opened with the code as imported
+    assert not store.off and len(store.kept) == N_CASES
+    stress.use_store(store)
     try:
         # then a kernel file moves (saved from an editor mid-sweep), before this point's battery
         stamps = dict(bench.STAMPS_AT_IMPORT)
         path = next(p for p in stamps if p.endswith(os.path.join("gelu", "eager.py")))
-        stamps[path] = (stamps[path][0] + 1, stamps[path][1])
+        stamps[path] = (stamps[path][0] + 1,) + stamps[path][1:]
         monkeypatch.setattr(bench, "STAMPS_AT_IMPORT", stamps)
         calls.clear()
         verdicts = stress.run(SPEC, "f", impl, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
@@ -182,10 +187,46 @@ def test_the_run_writes_its_verdicts_as_it_goes(tmp_path, monkeypatch):
     assert set(again.kept) == {"ok", "wrong", "declined"}
 
 
-def test_an_autotuned_config_is_never_kept(tmp_path):
+def test_a_pick_made_by_timing_is_never_kept(tmp_path):
     store = verdict_store.open_store(str(tmp_path), "cpu", 0)
-    assert store.key("case", "gelu", "f", {}) is not None
-    assert store.key("case", "gelu", "f", {"autotune": True}) is None   # the verdict is of a pick made by timing
+    assert store.key("case", "gelu", "f", {}, "triton") is not None
+    assert store.key("case", "gelu", "f", {"autotune": True}, "triton") is None   # an autotuned config
+    assert store.key("case", "gelu", "f", {"mode": "default"}, "compile") is None   # inductor's first launch
+
+
+def test_verdicts_are_written_after_each_point(tmp_path):
+    # a sweep killed later (SIGKILL, the OOM killer) keeps what its finished points judged
+    impl, _ = _recording(fake_impls._right)
+    stress.clear()
+    stress.use_store(verdict_store.open_store(str(tmp_path), "cpu", 0))
+    try:
+        stress.run(SPEC, "f", impl, {}, SHAPE, "fp32", "fwd", "cpu", 0, classify=None)
+        (path,) = tmp_path.glob("*.jsonl")
+        assert len(path.read_text().splitlines()) == N_CASES      # before the store is closed
+    finally:
+        stress.use_store(None)
+        stress.clear()
+
+
+def test_a_short_write_is_finished(tmp_path, monkeypatch):
+    # a full disk, a quota or NFS may take part of a write; the rest must follow, or the line is cut
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))
+    store = verdict_store.open_store(str(tmp_path), "cpu", 0)
+    store.put("k", {"regime": "r", "case": "c", "status": "ok", "message": ""})
+    store.flush()
+    monkeypatch.undo()
+    assert set(verdict_store.open_store(str(tmp_path), "cpu", 0).kept) == {"k"}
+
+
+def test_only_the_stores_own_files_are_pruned(tmp_path):
+    old = time.time() - (verdict_store.UNUSED_DAYS + 1) * 86400
+    ours, results = tmp_path / ("ab" * 12 + ".jsonl"), tmp_path / "results.jsonl"
+    for f in (ours, results):
+        f.write_text("{}\n")
+        os.utime(f, (old, old))
+    verdict_store.open_store(str(tmp_path), "cpu", 0)
+    assert not ours.exists() and results.exists()
 
 
 def test_the_kernels_import_nothing_the_fingerprint_does_not_read():

@@ -8,8 +8,8 @@ editable install), the GPU, its SM count and driver, the settings that steer ker
 TORCHINDUCTOR_*, CUDA_TILE_*, ...) and the run's seed. Change any of them and every case is judged again.
 
 Only impls the registry loads from kernels/ itself are kept: a plugin's, a test's or a zoo member's code lives in
-files the fingerprint does not read. Nor are those of a config that autotunes (the verdict is the pick's, which
-the next run may pick otherwise). A source file whose size or mtime differs from when the harness was imported
+files the fingerprint does not read. Nor are those of a config that autotunes, or of torch.compile, whose inductor
+times its configs on a graph's first launch (the verdict is the pick's, which the next run may pick otherwise). A source file whose size or mtime differs from when the harness was imported
 (bench.STAMPS_AT_IMPORT: an edit during the run, so the code in memory may not be the code on disk) turns the store
 off from then on: nothing is taken, nothing more is written. Verdicts are written after each point.
 
@@ -34,6 +34,7 @@ import torch
 
 import bench
 from bench.measure import devinfo
+from bench.measure.stress import TUNES_ON_FIRST_LAUNCH
 from kernels import peers_env, registry
 
 KEPT_STATUSES = ("ok", "declined", "wrong")
@@ -46,6 +47,7 @@ _ENV_PREFIXES = ("TILEBENCH_", "TRITON_", "TORCHINDUCTOR_", "TORCH_", "PYTORCH_"
                  "NVIDIA_TF32_OVERRIDE", "TILEGYM_", "LIGER_", "CUDA_HOME")
 _ENV_NOT = ("TILEBENCH_VERDICTS", "TILEBENCH_GIT_COMMIT")
 UNUSED_DAYS = 30
+FINGERPRINT_CHARS = 24
 
 
 def folder() -> str | None:
@@ -107,7 +109,7 @@ def fingerprint(device: str, seed: int) -> str:
         "seed": seed,
         "source": {os.path.relpath(p, bench.SOURCE_ROOT): _file_digest(p) for p in bench.verdict_source_files()},
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:FINGERPRINT_CHARS]
 
 
 def edited() -> list[str]:
@@ -150,8 +152,8 @@ class Store:
                   "this process ran; from now on every case is judged and none is kept", file=sys.stderr)
         return not self.off
 
-    def key(self, case_key: str, op: str, name: str, cfg: dict | None) -> str | None:
-        if self.off or (cfg or {}).get("autotune") or not keepable(op, name):
+    def key(self, case_key: str, op: str, name: str, cfg: dict | None, backend: str) -> str | None:
+        if self.off or (cfg or {}).get("autotune") or backend in TUNES_ON_FIRST_LAUNCH or not keepable(op, name):
             return None
         return hashlib.sha256(case_key.encode()).hexdigest()
 
@@ -175,7 +177,8 @@ class Store:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, data)   # one append: another process's block lands before or after it
+                while data:   # one append as a rule: another process's block lands before or after it
+                    data = data[os.write(fd, data):]
             finally:
                 os.close(fd)
         except OSError:   # a read-only home costs the next run its shortcut, nothing else
@@ -208,7 +211,7 @@ def _read(path: str) -> dict[str, dict]:
 
 def _prune(root: str) -> None:
     cutoff = time.time() - UNUSED_DAYS * 86400
-    for p in glob.glob(os.path.join(root, "*.jsonl")):
+    for p in glob.glob(os.path.join(root, "[0-9a-f]" * FINGERPRINT_CHARS + ".jsonl")):   # ours alone
         try:
             if os.stat(p).st_mtime < cutoff:
                 os.remove(p)
