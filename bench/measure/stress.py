@@ -76,7 +76,7 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     for case in spec.stress_cases(shape, dtype):
         key = _key(spec.name, name, cfg, pass_, case, device)
         if key not in _verdicts:
-            skey = _store.key(key, spec.name, name, cfg, impl.backend) if _store else None
+            skey = _store_key(key, spec, name, cfg, impl)
             kept = _store.get(skey) if skey else None
             if kept:
                 _verdicts[key] = Verdict(kept["regime"], kept["case"], kept["status"], kept["message"],
@@ -93,6 +93,11 @@ def run(spec, name: str, impl, cfg: dict, shape: dict, dtype: str, pass_: str, d
     if _store:
         _store.flush()
     return out
+
+
+def _store_key(key, spec, name, cfg, impl) -> str | None:
+    """The case's key in the run's verdict store; None where there is none or it keeps nothing of this impl."""
+    return _store.key(key, spec.name, name, cfg, impl.backend) if _store else None
 
 
 def _case_inputs(spec, case, device, seed):
@@ -164,7 +169,7 @@ def prewarm(points, device: str, seed: int, workers: int | None = None) -> dict:
             continue
         for case in cases:
             key = _key(spec.name, name, cfg, pass_, case, device)
-            if key in _verdicts or key in seen or (_store and _store.get(_store.key(key, spec.name, name, cfg, impl.backend))):
+            if key in _verdicts or key in seen or (_store and _store.get(_store_key(key, spec, name, cfg, impl))):
                 continue
             if impl.backend in TUNES_ON_FIRST_LAUNCH and (name, _size(spec.full_shape(case.shape))) in timed:
                 continue

@@ -9,9 +9,10 @@ TORCHINDUCTOR_*, CUDA_TILE_*, ...) and the run's seed. Change any of them and ev
 
 Only impls the registry loads from kernels/ itself are kept: a plugin's, a test's or a zoo member's code lives in
 files the fingerprint does not read. Nor are those of a config that autotunes, or of torch.compile, whose inductor
-times its configs on a graph's first launch (the verdict is the pick's, which the next run may pick otherwise). A source file whose size or mtime differs from when the harness was imported
-(bench.STAMPS_AT_IMPORT: an edit during the run, so the code in memory may not be the code on disk) turns the store
-off from then on: nothing is taken, nothing more is written. Verdicts are written after each point.
+times its configs on a graph's first launch (the verdict is the pick's, which the next run may pick otherwise). A
+source file whose size, mtime, ctime or inode differs from when the harness was imported (bench.STAMPS_AT_IMPORT: an
+edit during the run, so the code in memory may not be the code on disk) turns the store off from then on: nothing is
+taken, nothing more is written. Verdicts are written after each point.
 
 Kept: `ok`, `declined` and `wrong` (facts about the code). Not kept: `error`, `oom`, `compile_error`, which may
 belong to the moment (a full GPU, a busy disk). Rows count what they took from here (`stress_kept`).

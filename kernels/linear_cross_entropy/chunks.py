@@ -31,16 +31,14 @@ def _mm_fp32(a, b, out, beta: int):
     """out = a @ b + beta * out in fp32 for any a, b: a bf16/fp16 product is not rounded to its dtype on the way."""
     if a.dtype == torch.float32:
         torch.addmm(out, a, b, beta=beta, out=out)
-    elif _addmm_fp32_ok(a) and _addmm_fp32_self[0] and _addmm_fp32(a, b, out, beta):
-        pass
-    elif _addmm_fp32_ok(a):
+    elif not _addmm_fp32_ok(a):   # CPU: an fp32 copy of the chunk's operands
+        p = torch.mm(a.float(), b.float())
+        out.copy_(p) if beta == 0 else out.add_(p)
+    elif not (_addmm_fp32_self[0] and _addmm_fp32(a, b, out, beta)):
         if beta == 0:
             torch.mm(a, b, out_dtype=torch.float32, out=out)
         else:
             out.add_(torch.mm(a, b, out_dtype=torch.float32))
-    else:   # CPU: an fp32 copy of the chunk's operands
-        p = torch.mm(a.float(), b.float())
-        out.copy_(p) if beta == 0 else out.add_(p)
 
 
 def _addmm_fp32(a, b, out, beta) -> bool:

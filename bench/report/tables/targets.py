@@ -95,7 +95,8 @@ def _chosen_from(rows):
         if rs:
             ok = sorted({_label(r) for r in rs if _ok(r)})
             bad = sorted({f"{_label(r)} ({r.get('status')})" for r in rs if not _ok(r)})
-            out.append(f"- {model}, chosen among: {', '.join(ok) or 'none'}" + (f"; not ok: {', '.join(bad)}" if bad else ""))
+            out.append(f"- {model}, chosen among: {', '.join(ok) or 'none'}"
+                       + (f"; not ok: {', '.join(bad)}" if bad else ""))
     return [""] + out if out else []
 
 
